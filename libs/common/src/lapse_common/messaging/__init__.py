@@ -1,0 +1,1 @@
+"""Kafka plumbing: broker factory, envelope codec, outbox, inbox and event consumers."""

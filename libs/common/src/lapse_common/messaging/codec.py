@@ -1,0 +1,94 @@
+"""Envelope encoding and strict decoding of every Lapse message."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from google.protobuf.message import DecodeError, Message
+from opentelemetry import propagate
+
+from lapse_common.pb.lapse.v1 import commands_pb2, envelope_pb2, events_pb2
+
+# Every payload type a Lapse topic may carry, by its fully qualified protobuf name.
+PAYLOAD_TYPES: dict[str, type[Message]] = {
+    descriptor.full_name: getattr(module, name)
+    for module in (events_pb2, commands_pb2)
+    for name, descriptor in module.DESCRIPTOR.message_types_by_name.items()
+}
+
+
+class UndecodableMessage(Exception):
+    """The bytes on the topic are not a Lapse envelope we can act on."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class DecodedEvent:
+    envelope: envelope_pb2.Envelope
+    payload: Message
+
+    @property
+    def event_id(self) -> str:
+        return self.envelope.event_id
+
+    @property
+    def type(self) -> str:
+        return self.envelope.type
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+def build_envelope(
+    payload: Message,
+    *,
+    producer: str,
+    occurred_at: datetime,
+    request_id: str = "",
+    grant_id: str = "",
+    event_id: str | None = None,
+) -> envelope_pb2.Envelope:
+    envelope = envelope_pb2.Envelope(
+        event_id=event_id or new_event_id(),
+        type=payload.DESCRIPTOR.full_name,
+        producer=producer,
+        request_id=request_id,
+        grant_id=grant_id,
+        payload=payload.SerializeToString(deterministic=True),
+    )
+    envelope.occurred_at.FromDatetime(occurred_at)
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    envelope.trace_context.update(carrier)
+    return envelope
+
+
+def decode(raw: bytes | None, *, expected: tuple[type[Message], ...] = ()) -> DecodedEvent:
+    """Decode an envelope and its payload, or raise UndecodableMessage saying why."""
+    if not raw:
+        raise UndecodableMessage("empty message body")
+    envelope = envelope_pb2.Envelope()
+    try:
+        envelope.ParseFromString(raw)
+    except DecodeError as error:
+        raise UndecodableMessage(f"not a lapse.v1.Envelope: {error}") from error
+    if not envelope.event_id:
+        raise UndecodableMessage("envelope has no event_id")
+    payload_type = PAYLOAD_TYPES.get(envelope.type)
+    if payload_type is None:
+        raise UndecodableMessage(f"unknown payload type {envelope.type!r}")
+    if expected and payload_type not in expected:
+        allowed = ", ".join(t.DESCRIPTOR.full_name for t in expected)
+        raise UndecodableMessage(f"payload type {envelope.type} is not one of: {allowed}")
+    payload = payload_type()
+    try:
+        payload.ParseFromString(envelope.payload)
+    except DecodeError as error:
+        raise UndecodableMessage(f"payload is not a valid {envelope.type}: {error}") from error
+    return DecodedEvent(envelope=envelope, payload=payload)

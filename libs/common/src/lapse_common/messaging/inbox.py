@@ -1,0 +1,35 @@
+"""Inbox: the id of every event a consumer has handled, recorded in the same transaction
+as the state change, so a redelivered event is a no-op."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, String
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from lapse_common.db import Base
+
+
+class InboxRecord(Base):
+    __tablename__ = "inbox"
+
+    consumer: Mapped[str] = mapped_column(String(128), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    handled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+async def first_delivery(
+    session: AsyncSession, *, consumer: str, event_id: str, now: datetime
+) -> bool:
+    """Record the event for this consumer; False if it was handled before."""
+    values = {"consumer": consumer, "event_id": event_id, "handled_at": now}
+    insert = postgres_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    statement = insert(InboxRecord).values(**values).on_conflict_do_nothing()
+    result = await session.execute(statement)
+    assert isinstance(result, CursorResult)
+    return bool(result.rowcount == 1)

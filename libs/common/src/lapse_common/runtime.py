@@ -1,0 +1,131 @@
+"""Process wiring shared by the services: DB, Kafka, outbox relay, gRPC server, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from faststream.kafka import KafkaBroker
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from lapse_common.clock import Clock, SystemClock
+from lapse_common.db import Base, create_engine_for_service, create_schema, session_factory
+from lapse_common.messaging.broker import create_broker, ensure_topics
+from lapse_common.messaging.outbox import OutboxRelay
+from lapse_common.messaging.publishing import BrokerPublisher
+from lapse_common.messaging.quarantine import Quarantine
+from lapse_common.settings import KafkaSettings, TelemetrySettings
+from lapse_common.telemetry import setup_telemetry
+from lapse_common.topics import Topics
+
+logger = logging.getLogger(__name__)
+
+
+def configure_logging(service: str) -> None:
+    logging.basicConfig(
+        level=os.environ.get("LAPSE_LOG_LEVEL", "INFO").upper(),
+        format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s",
+    )
+    # aiokafka logs every rebalance at INFO; keep service logs readable.
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+@dataclass
+class Service:
+    """Everything one service process owns. Built by `Service.start`."""
+
+    name: str
+    clock: Clock
+    topics: Topics
+    kafka: KafkaSettings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    broker: KafkaBroker
+    relay: OutboxRelay
+    quarantine: Quarantine
+    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    @classmethod
+    async def create(
+        cls,
+        *,
+        name: str,
+        database_url: str,
+        metadatas: Sequence[MetaData],
+        kafka: KafkaSettings | None = None,
+        telemetry: TelemetrySettings | None = None,
+        clock: Clock | None = None,
+    ) -> Service:
+        configure_logging(name)
+        kafka = kafka or KafkaSettings()
+        setup_telemetry(name, telemetry or TelemetrySettings())
+        clock = clock or SystemClock()
+        schema = name.replace("-", "_")
+        engine = create_engine_for_service(database_url, schema=schema)
+        await create_schema(engine, schema=schema, metadatas=[Base.metadata, *metadatas])
+        sessions = session_factory(engine)
+        broker = create_broker(kafka, client_id=f"lapse-{name}")
+        publisher = BrokerPublisher(broker)
+        topics = Topics(prefix=kafka.topic_prefix)
+        return cls(
+            name=name,
+            clock=clock,
+            topics=topics,
+            kafka=kafka,
+            engine=engine,
+            sessions=sessions,
+            broker=broker,
+            relay=OutboxRelay(sessions=sessions, publisher=publisher, clock=clock),
+            quarantine=Quarantine(
+                publisher=publisher, topic=topics.quarantine, producer=name, clock=clock
+            ),
+        )
+
+    async def run(
+        self,
+        *,
+        grpc_servicers: Sequence[Callable[[grpc.aio.Server], None]] = (),
+        grpc_address: str | None = None,
+        grpc_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        extra_topics: Sequence[str] = (),
+    ) -> None:
+        """Run until SIGTERM/SIGINT: consumers, relay, background loops and gRPC."""
+        await ensure_topics(self.kafka, [*self.topics.shared(), *extra_topics])
+        await self.broker.start()
+        server: grpc.aio.Server | None = None
+        if grpc_address:
+            server = grpc.aio.server(interceptors=[aio_server_interceptor(), *grpc_interceptors])
+            for register in grpc_servicers:
+                register(server)
+            server.add_insecure_port(grpc_address)
+            await server.start()
+            logger.info("%s gRPC listening on %s", self.name, grpc_address)
+        tasks = [asyncio.create_task(self.relay.run(), name="outbox-relay")]
+        tasks += [asyncio.create_task(loop(), name=loop.__name__) for loop in self.background]
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        logger.info("%s ready", self.name)
+        print(f"lapse-{self.name} ready", flush=True)
+        stop_waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stop_waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stop_waiter and task.exception() is not None:
+                logger.error("%s: %s crashed", self.name, task.get_name(), exc_info=task.exception())
+        logger.info("%s stopping", self.name)
+        self.relay.stop()
+        if server is not None:
+            await server.stop(grace=5)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.broker.stop()
+        await self.engine.dispose()

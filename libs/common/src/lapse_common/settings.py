@@ -1,0 +1,56 @@
+"""Settings every Lapse process shares, read from LAPSE_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LAPSE_KAFKA_", extra="ignore")
+
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", description="comma-separated host:port list"
+    )
+    # Lets several isolated Lapse installations (or test runs) share one cluster.
+    topic_prefix: str = ""
+    security_protocol: str = Field(default="PLAINTEXT", pattern="^(PLAINTEXT|SSL)$")
+    ssl_cafile: Path | None = None
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_is_topic_safe(cls, value: str) -> str:
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        if not set(value) <= allowed:
+            raise ValueError("may contain only letters, digits, '.', '_' and '-'")
+        return value
+
+
+class TelemetrySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LAPSE_OTEL_", extra="ignore")
+
+    # OTLP/gRPC collector endpoint, e.g. http://127.0.0.1:4317. Empty: no export.
+    exporter_endpoint: str = ""
+
+
+class AuthSettings(BaseSettings):
+    """How services check the bearer tokens presented on gRPC calls."""
+
+    model_config = SettingsConfigDict(env_prefix="LAPSE_AUTH_", extra="ignore")
+
+    # PEM public key (Ed25519 or RSA) that signs user tokens.
+    public_key_file: Path | None = None
+    # Alternatively a JWKS document on disk (as fetched from the identity provider).
+    jwks_file: Path | None = None
+    issuer: str = "lapse-dev"
+    audience: str = "lapse"
+
+
+class DatabaseSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LAPSE_", extra="ignore")
+
+    # postgresql+asyncpg://... in production (each service uses its own schema in it);
+    # sqlite+aiosqlite:///path.db for a zero-setup single-node run.
+    database_url: str = "sqlite+aiosqlite:///./.lapse/lapse.db"
