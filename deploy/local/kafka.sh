@@ -111,11 +111,16 @@ fetch_version() {
   rm -rf "$tmp"
   log "fetching org.apache.kafka:kafka_2.13:$v + kafka-tools + log4j2 through Maven (log: $mvn_log)..."
   # shellcheck disable=SC2086  # LAPSE_MVN_ARGS is intentionally word-split
-  if ! mvn -B -q -f "$POM" $LAPSE_MVN_ARGS "-Dkafka.version=$v" \
+  if ! mvn -B -q -Dstyle.color=never -f "$POM" $LAPSE_MVN_ARGS "-Dkafka.version=$v" \
         dependency:copy-dependencies -DincludeScope=runtime "-DoutputDirectory=$tmp" >"$mvn_log" 2>&1; then
     rm -rf "$tmp"
-    warn "Maven could not fetch Kafka $v; last lines of $mvn_log:"
-    tail -n 15 "$mvn_log" | sed 's/^/[kafka]   /' >&2
+    # Keep the log next to the cache root, drop the empty version directory.
+    mv "$mvn_log" "$CACHE_DIR/mvn-kafka-$v.failed.log" 2>/dev/null && mvn_log="$CACHE_DIR/mvn-kafka-$v.failed.log"
+    rmdir "$dest" 2>/dev/null || true
+    warn "Maven could not fetch Kafka $v (full log: $mvn_log):"
+    sed 's/\x1b\[[0-9;]*m//g' "$mvn_log" | grep -E '^\[ERROR\] [A-Z]' \
+      | grep -vE 'Re-run Maven|full stack trace|For more information|^\[ERROR\] \[Help' \
+      | head -n 3 | sed 's/^/[kafka]   /' >&2 || true
     return 1
   fi
   compgen -G "$tmp/kafka_2.13-$v.jar" >/dev/null || { rm -rf "$tmp"; warn "Maven succeeded but kafka_2.13-$v.jar is missing from $tmp"; return 1; }
@@ -133,7 +138,7 @@ latest_4x_below() {
   local upper="$1" out
   out="$(mktemp)"
   # shellcheck disable=SC2086
-  if mvn -B -q -f "$POM" $LAPSE_MVN_ARGS "-Dkafka.version=[4.0.0,$upper)" \
+  if mvn -B -q -Dstyle.color=never -f "$POM" $LAPSE_MVN_ARGS "-Dkafka.version=[4.0.0,$upper)" \
         dependency:list -DincludeArtifactIds=kafka_2.13 -DexcludeTransitive=true "-DoutputFile=$out" >/dev/null 2>&1; then
     grep -oE 'org\.apache\.kafka:kafka_2\.13:jar:[^: ]+' "$out" | head -n1 | cut -d: -f4
   fi
@@ -166,7 +171,7 @@ cmd_install() {
     fi
     upper="$v"
   done
-  die "could not fetch any Kafka 4.x broker through Maven (tried $KAFKA_VERSION first); see $CACHE_DIR/kafka-*/mvn.log"
+  die "could not fetch any Kafka 4.x broker through Maven (tried $KAFKA_VERSION first); see the Maven logs in $CACHE_DIR (mvn-kafka-*.failed.log)"
 }
 
 require_libs() {
@@ -272,6 +277,7 @@ cmd_wait() {
     fi
     if [ "$SECONDS" -ge "$deadline" ]; then
       show_log_tail
+      is_running || log "(no broker started by kafka.sh is running for state dir $K_STATE; run '$0 start')"
       die "timed out after ${timeout}s: nothing accepts connections on $BOOTSTRAP"
     fi
     sleep 0.5

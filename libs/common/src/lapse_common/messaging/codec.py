@@ -11,6 +11,10 @@ from opentelemetry import propagate
 
 from lapse_common.pb.lapse.v1 import commands_pb2, envelope_pb2, events_pb2
 
+# The inbox stores event ids in a String(64) column: a longer id would fail the insert on
+# PostgreSQL on every redelivery and block the partition, so it is refused at decode time.
+MAX_EVENT_ID_LENGTH = 64
+
 # Every payload type a Lapse topic may carry, by its fully qualified protobuf name.
 PAYLOAD_TYPES: dict[str, type[Message]] = {
     descriptor.full_name: getattr(module, name)
@@ -80,6 +84,17 @@ def decode(raw: bytes | None, *, expected: tuple[type[Message], ...] = ()) -> De
         raise UndecodableMessage(f"not a lapse.v1.Envelope: {error}") from error
     if not envelope.event_id:
         raise UndecodableMessage("envelope has no event_id")
+    if len(envelope.event_id) > MAX_EVENT_ID_LENGTH:
+        raise UndecodableMessage(
+            f"envelope event_id is {len(envelope.event_id)} characters long; "
+            f"at most {MAX_EVENT_ID_LENGTH} are allowed"
+        )
+    try:
+        # Handlers read occurred_at as a datetime; an out-of-range value would make every
+        # redelivery fail the same way, so it is treated as undecodable.
+        envelope.occurred_at.ToDatetime()
+    except ValueError as error:
+        raise UndecodableMessage(f"envelope occurred_at is invalid: {error}") from error
     payload_type = PAYLOAD_TYPES.get(envelope.type)
     if payload_type is None:
         raise UndecodableMessage(f"unknown payload type {envelope.type!r}")

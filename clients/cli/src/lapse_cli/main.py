@@ -1,0 +1,233 @@
+"""`lapse`: request access and follow it from the terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from typing import Annotated, TypeVar
+
+import grpc
+import typer
+
+from lapse_cli.config import CliSettings
+from lapse_cli.rendering import as_json, describe_request, grant_status, request_status
+from lapse_common.auth import mint_token
+from lapse_common.pb.lapse.v1 import common_pb2, request_service_pb2, request_service_pb2_grpc
+
+app = typer.Typer(
+    help="Lapse: just-in-time access. Request it, watch it, and let it lapse.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+requests_app = typer.Typer(help="Inspect or cancel your requests.", no_args_is_help=True)
+app.add_typer(requests_app, name="requests")
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+T = TypeVar("T")
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _parse_duration(text: str) -> int:
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise _fail(f"--for {text!r} is not a duration like 90s, 15m, 4h or 2d", 2)
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _token(settings: CliSettings) -> str:
+    token = os.environ.get("LAPSE_TOKEN") or (
+        settings.token_file.read_text().strip() if settings.token_file.exists() else ""
+    )
+    if not token:
+        raise _fail("not logged in: run `lapse login --dev` (or set LAPSE_TOKEN)")
+    return token
+
+
+def _call(settings: CliSettings, invoke: Callable[[request_service_pb2_grpc.RequestServiceStub, tuple[tuple[str, str], ...]], T]) -> T:
+    metadata = (("authorization", f"Bearer {_token(settings)}"),)
+    with grpc.insecure_channel(settings.request_address) as channel:
+        try:
+            return invoke(request_service_pb2_grpc.RequestServiceStub(channel), metadata)
+        except grpc.RpcError as error:
+            code = error.code()  # type: ignore[attr-defined]
+            if code == grpc.StatusCode.UNAVAILABLE:
+                raise _fail(
+                    f"cannot reach the request service at {settings.request_address} "
+                    "(is Lapse running? `make up`)"
+                ) from error
+            raise _fail(f"{code.name}: {error.details()}") from error  # type: ignore[attr-defined]
+
+
+@app.command()
+def login(
+    dev: Annotated[bool, typer.Option("--dev", help="mint a short-lived token from the local dev key")] = False,
+    user: Annotated[str, typer.Option(help="subject of the dev token")] = "alice",
+    groups: Annotated[str, typer.Option(help="comma-separated groups")] = "engineering",
+    roles: Annotated[str, typer.Option(help="comma-separated roles, e.g. admin,sre")] = "",
+    ttl: Annotated[str, typer.Option(help="token lifetime")] = "8h",
+) -> None:
+    """Store a bearer token for the other commands."""
+    settings = CliSettings()
+    if not dev:
+        raise _fail(
+            "only --dev login is available: tokens from your identity provider can be "
+            "passed with LAPSE_TOKEN"
+        , 2)
+    if not settings.dev_token_key_file.exists():
+        raise _fail(
+            f"dev key {settings.dev_token_key_file} not found (set LAPSE_DEV_TOKEN_KEY_FILE; "
+            "`make up` creates it)"
+        )
+    token = mint_token(
+        private_key_pem=settings.dev_token_key_file.read_bytes(),
+        subject=user,
+        groups=[g for g in groups.split(",") if g],
+        roles=[r for r in roles.split(",") if r],
+        ttl_seconds=_parse_duration(ttl),
+        issuer=settings.auth_issuer,
+        audience=settings.auth_audience,
+    )
+    settings.cli_home.mkdir(parents=True, exist_ok=True)
+    settings.token_file.write_text(token)
+    settings.token_file.chmod(0o600)
+    typer.echo(f"logged in as {user} (dev token, {ttl}); token in {settings.token_file}")
+
+
+@app.command()
+def request(
+    target: Annotated[str, typer.Argument(help="INTEGRATION/RESOURCE, e.g. demo-pg/appdb")],
+    permission: Annotated[str, typer.Argument(help="permission level, e.g. read")],
+    principal: Annotated[str, typer.Option("--as", help="login in the target that gets the access")],
+    duration: Annotated[str, typer.Option("--for", help="how long, e.g. 30m (default: the flow's)")] = "",
+    reason: Annotated[str, typer.Option(help="justification")] = "",
+    wait: Annotated[bool, typer.Option(help="wait until the access is ACTIVE (or failed)")] = False,
+    timeout: Annotated[int, typer.Option(help="seconds to --wait")] = 60,
+    output_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Ask for access to a resource for a while."""
+    settings = CliSettings()
+    if target.count("/") != 1 or not all(target.split("/")):
+        raise _fail(f"target {target!r} must look like INTEGRATION/RESOURCE", 2)
+    integration_id, resource = target.split("/")
+    seconds = _parse_duration(duration) if duration else 0
+    response = _call(
+        settings,
+        lambda stub, md: stub.SubmitRequest(
+            request_service_pb2.SubmitRequestRequest(
+                integration_id=integration_id,
+                resource=resource,
+                permission=permission,
+                principal=principal,
+                duration_seconds=seconds,
+                justification=reason,
+            ),
+            metadata=md,
+        ),
+    )
+    view = response.request
+    if wait:
+        view = _wait_for_grant(settings, view.request_id, timeout=timeout, quiet=output_json)
+    if output_json:
+        typer.echo(json.dumps(as_json(view), indent=2))
+    else:
+        typer.echo(describe_request(view, history=False))
+
+
+def _wait_for_grant(
+    settings: CliSettings, request_id: str, *, timeout: int, quiet: bool
+) -> request_service_pb2.AccessRequestView:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        view = _call(
+            settings,
+            lambda stub, md: stub.GetRequest(
+                request_service_pb2.GetRequestRequest(request_id=request_id), metadata=md
+            ),
+        )
+        state = request_status(view.status) + "".join(
+            f" {grant_status(g.status)}" for g in view.grants
+        )
+        if state != last and not quiet:
+            typer.echo(f"... {state}", err=True)
+            last = state
+        settled = view.status != common_pb2.REQUEST_STATUS_PENDING_APPROVAL and (
+            view.status != common_pb2.REQUEST_STATUS_APPROVED
+            or (view.grants and all(g.status != common_pb2.GRANT_STATUS_GRANTING for g in view.grants))
+        )
+        if settled:
+            return view
+        if time.monotonic() > deadline:
+            raise _fail(f"still {state} after {timeout}s; follow it with `lapse requests show {request_id}`")
+        time.sleep(0.3)
+
+
+@app.command()
+def activity(
+    all_users: Annotated[bool, typer.Option("--all", help="everyone's activity (admin)")] = False,
+    limit: Annotated[int, typer.Option(help="how many requests")] = 20,
+    output_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Your requests and grants with their statuses."""
+    settings = CliSettings()
+    response = _call(
+        settings,
+        lambda stub, md: stub.ListActivity(
+            request_service_pb2.ListActivityRequest(all_users=all_users, limit=limit), metadata=md
+        ),
+    )
+    if output_json:
+        typer.echo(json.dumps([as_json(v) for v in response.requests], indent=2))
+        return
+    if not response.requests:
+        typer.echo("no requests yet")
+    for view in response.requests:
+        typer.echo(describe_request(view, history=False))
+
+
+@requests_app.command("show")
+def show_request(
+    request_id: str,
+    output_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """One request with the full history of its grants."""
+    settings = CliSettings()
+    view = _call(
+        settings,
+        lambda stub, md: stub.GetRequest(
+            request_service_pb2.GetRequestRequest(request_id=request_id), metadata=md
+        ),
+    )
+    typer.echo(json.dumps(as_json(view), indent=2) if output_json else describe_request(view, history=True))
+
+
+@requests_app.command("cancel")
+def cancel_request(
+    request_id: str, reason: Annotated[str, typer.Option(help="why")] = ""
+) -> None:
+    """Withdraw a request that is still pending approval."""
+    settings = CliSettings()
+    view = _call(
+        settings,
+        lambda stub, md: stub.CancelRequest(
+            request_service_pb2.CancelRequestRequest(request_id=request_id, reason=reason),
+            metadata=md,
+        ),
+    )
+    typer.echo(describe_request(view, history=False))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

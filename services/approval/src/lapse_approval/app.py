@@ -1,0 +1,49 @@
+"""Wiring of the approval service process."""
+
+from __future__ import annotations
+
+import grpc
+
+from lapse_approval.flows import load_catalog
+from lapse_approval.grpc_api import ApprovalApi
+from lapse_approval.handlers import ApprovalHandlers
+from lapse_approval.models import ApprovalBase
+from lapse_approval.settings import ApprovalSettings
+from lapse_common.auth import AuthInterceptor, TokenVerifier
+from lapse_common.messaging.consumer import subscribe_events
+from lapse_common.pb.lapse.v1 import approval_service_pb2_grpc, events_pb2
+from lapse_common.runtime import Service
+from lapse_common.settings import AuthSettings, DatabaseSettings
+
+
+async def run() -> None:
+    settings = ApprovalSettings()
+    # Refuse to start on a broken flow file rather than serve a half-read policy.
+    catalog = load_catalog(settings.flow_paths())
+    verifier = TokenVerifier.from_settings(AuthSettings())
+    service = await Service.create(
+        name="approval",
+        database_url=DatabaseSettings().database_url,
+        metadatas=[ApprovalBase.metadata],
+    )
+    handlers = ApprovalHandlers(catalog=catalog, topics=service.topics, clock=service.clock)
+    subscribe_events(
+        service.broker,
+        topic=service.topics.requests,
+        consumer="approval",
+        accepts=(events_pb2.RequestSubmitted,),
+        handler=handlers.on_request_submitted,
+        sessions=service.sessions,
+        relay=service.relay,
+        quarantine=service.quarantine,
+        clock=service.clock,
+    )
+
+    def register(server: grpc.aio.Server) -> None:
+        approval_service_pb2_grpc.add_ApprovalServiceServicer_to_server(ApprovalApi(catalog), server)
+
+    await service.run(
+        grpc_servicers=[register],
+        grpc_address=settings.grpc_address,
+        grpc_interceptors=[AuthInterceptor(verifier)],
+    )

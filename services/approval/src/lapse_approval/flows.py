@@ -1,0 +1,228 @@
+"""Access Flows as code: the YAML an admin writes, validated into typed policy.
+
+A validation error names the file, the flow (or integration) and the field, so an admin
+can fix it without guessing; a file with any error is rejected whole.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+def parse_duration(text: str | int) -> timedelta:
+    """'90s', '15m', '4h', '2d' (or a number of seconds) as a timedelta."""
+    if isinstance(text, int):
+        seconds = text
+    else:
+        match = _DURATION.match(text.strip())
+        if not match:
+            raise ValueError(f"{text!r} is not a duration like 90s, 15m, 4h or 2d")
+        seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IntegrationSpec(_Strict):
+    id: str
+    agent: str
+    # resource -> the permissions it offers
+    resources: dict[str, list[str]]
+    # target login -> the subjects allowed to receive access as that login
+    principals: dict[str, list[str]] = Field(default_factory=dict)
+
+    @field_validator("id", "agent")
+    @classmethod
+    def _is_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must be lowercase letters, digits, '.', '_' or '-'")
+        return value
+
+
+class Requestors(_Strict):
+    users: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+
+
+class TargetSelector(_Strict):
+    integration: str
+    resources: list[str]
+    permissions: list[str]
+
+
+class ApprovalPolicy(_Strict):
+    mode: Literal["auto"]
+
+
+class FlowSpec(_Strict):
+    name: str
+    requestors: Requestors
+    targets: list[TargetSelector]
+    approval: ApprovalPolicy
+    default_duration: str = "1h"
+    max_duration: str = "4h"
+    justification_required: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _is_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must be lowercase letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("default_duration", "max_duration")
+    @classmethod
+    def _is_duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> FlowSpec:
+        if parse_duration(self.default_duration) > parse_duration(self.max_duration):
+            raise ValueError("default_duration is longer than max_duration")
+        return self
+
+
+class FlowFile(_Strict):
+    integrations: list[IntegrationSpec] = Field(default_factory=list)
+    flows: list[FlowSpec] = Field(default_factory=list)
+
+
+class FlowFileError(Exception):
+    """Everything wrong with one flow file, each problem naming file, item and field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Flow:
+    name: str
+    approval: str
+    requestor_users: frozenset[str]
+    requestor_groups: frozenset[str]
+    targets: tuple[TargetSelector, ...]
+    default_duration: timedelta
+    max_duration: timedelta
+    justification_required: bool
+
+    def allows_requestor(self, *, subject: str, groups: tuple[str, ...]) -> bool:
+        return subject in self.requestor_users or bool(self.requestor_groups & set(groups))
+
+    def covers(self, *, integration: str, resource: str, permission: str) -> bool:
+        return any(
+            t.integration == integration
+            and (resource in t.resources or "*" in t.resources)
+            and permission in t.permissions
+            for t in self.targets
+        )
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The integrations and flows the approval service serves."""
+
+    integrations: dict[str, IntegrationSpec]
+    flows: tuple[Flow, ...]
+
+
+def _describe(path: Path, document: dict[str, Any], error: ValidationError) -> list[str]:
+    problems = []
+    for issue in error.errors():
+        location = list(issue["loc"])
+        where = ""
+        if len(location) >= 2 and location[0] in ("flows", "integrations"):
+            section, index = location[0], location[1]
+            items = document.get(section) or []
+            label = "flow" if section == "flows" else "integration"
+            key = "name" if section == "flows" else "id"
+            name = items[index].get(key, f"#{index + 1}") if isinstance(index, int) and isinstance(items[index], dict) else f"#{index}"
+            where = f"{label} {name!r}: "
+            location = location[2:]
+        field_path = ".".join(str(p) for p in location) or "(whole entry)"
+        problems.append(f"{path}: {where}field {field_path}: {issue['msg']}")
+    return problems
+
+
+def load_catalog(paths: list[Path]) -> Catalog:
+    """Load and cross-check flow files; raise FlowFileError listing every problem."""
+    problems: list[str] = []
+    integrations: dict[str, IntegrationSpec] = {}
+    flow_specs: list[tuple[Path, FlowSpec]] = []
+    for path in paths:
+        try:
+            document = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            problems.append(f"{path}: cannot read YAML: {error}")
+            continue
+        if not isinstance(document, dict):
+            problems.append(f"{path}: top level must be a mapping with 'integrations' and 'flows'")
+            continue
+        try:
+            parsed = FlowFile.model_validate(document)
+        except ValidationError as error:
+            problems.extend(_describe(path, document, error))
+            continue
+        for integration in parsed.integrations:
+            if integration.id in integrations:
+                problems.append(f"{path}: integration {integration.id!r}: field id: defined twice")
+            integrations[integration.id] = integration
+        flow_specs.extend((path, flow) for flow in parsed.flows)
+    names: set[str] = set()
+    flows: list[Flow] = []
+    for path, spec in flow_specs:
+        if spec.name in names:
+            problems.append(f"{path}: flow {spec.name!r}: field name: defined twice")
+        names.add(spec.name)
+        for index, target in enumerate(spec.targets):
+            integration = integrations.get(target.integration)
+            prefix = f"{path}: flow {spec.name!r}: field targets.{index}"
+            if integration is None:
+                problems.append(f"{prefix}.integration: unknown integration {target.integration!r}")
+                continue
+            for resource in target.resources:
+                if resource != "*" and resource not in integration.resources:
+                    problems.append(f"{prefix}.resources: {resource!r} is not a resource of {integration.id!r}")
+            offered = {p for perms in integration.resources.values() for p in perms}
+            for permission in target.permissions:
+                if permission not in offered:
+                    problems.append(f"{prefix}.permissions: {permission!r} is not offered by {integration.id!r}")
+        flows.append(
+            Flow(
+                name=spec.name,
+                approval=spec.approval.mode,
+                requestor_users=frozenset(spec.requestors.users),
+                requestor_groups=frozenset(spec.requestors.groups),
+                targets=tuple(spec.targets),
+                default_duration=parse_duration(spec.default_duration),
+                max_duration=parse_duration(spec.max_duration),
+                justification_required=spec.justification_required,
+            )
+        )
+    if problems:
+        raise FlowFileError(problems)
+    return Catalog(integrations=integrations, flows=tuple(flows))

@@ -1,0 +1,31 @@
+"""Kafka handlers: decode-level glue only; the decisions live in operations/."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from lapse_approval.flows import Catalog
+from lapse_approval.operations.decide_submitted_request import decide_submitted_request
+from lapse_common.clock import Clock
+from lapse_common.messaging.codec import DecodedEvent
+from lapse_common.pb.lapse.v1 import events_pb2
+from lapse_common.topics import Topics
+
+
+@dataclass(frozen=True)
+class ApprovalHandlers:
+    catalog: Catalog
+    topics: Topics
+    clock: Clock
+
+    async def on_request_submitted(self, *, session: AsyncSession, event: DecodedEvent) -> None:
+        assert isinstance(event.payload, events_pb2.RequestSubmitted)
+        await decide_submitted_request(
+            session=session,
+            submitted=event.payload,
+            catalog=self.catalog,
+            topics=self.topics,
+            clock=self.clock,
+        )

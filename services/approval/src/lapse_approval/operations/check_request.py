@@ -1,0 +1,89 @@
+"""Decide whether a caller may request one resource+permission, and under which flow."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import Enum
+
+from lapse_approval.flows import Catalog, Flow, format_duration
+
+
+class Refusal(Enum):
+    INVALID = "invalid"
+    NOT_ALLOWED = "not_allowed"
+    NOT_FOUND = "not_found"
+
+
+class RequestRefused(Exception):
+    def __init__(self, kind: Refusal, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Allowed:
+    flow: Flow
+    agent_id: str
+    duration: timedelta
+
+
+def check_request(
+    *,
+    catalog: Catalog,
+    subject: str,
+    groups: tuple[str, ...],
+    integration_id: str,
+    resource: str,
+    permission: str,
+    principal: str,
+    duration: timedelta | None,
+    justification: str,
+) -> Allowed:
+    integration = catalog.integrations.get(integration_id)
+    if integration is None:
+        raise RequestRefused(Refusal.NOT_FOUND, f"unknown integration {integration_id!r}")
+    if resource not in integration.resources:
+        raise RequestRefused(
+            Refusal.NOT_FOUND, f"integration {integration_id!r} has no resource {resource!r}"
+        )
+    if permission not in integration.resources[resource]:
+        offered = ", ".join(integration.resources[resource])
+        raise RequestRefused(
+            Refusal.NOT_FOUND,
+            f"resource {resource!r} offers no permission {permission!r} (offered: {offered})",
+        )
+    owners = integration.principals.get(principal)
+    if owners is None:
+        raise RequestRefused(
+            Refusal.NOT_FOUND,
+            f"unknown principal {principal!r} in integration {integration_id!r}",
+        )
+    if subject not in owners:
+        raise RequestRefused(
+            Refusal.NOT_ALLOWED, f"{subject} may not receive access as principal {principal!r}"
+        )
+    flows = [
+        flow
+        for flow in catalog.flows
+        if flow.covers(integration=integration_id, resource=resource, permission=permission)
+        and flow.allows_requestor(subject=subject, groups=groups)
+    ]
+    if not flows:
+        raise RequestRefused(
+            Refusal.NOT_ALLOWED,
+            f"no Access Flow lets {subject} request {permission} on {integration_id}/{resource}",
+        )
+    # Several flows may match; the one allowing the longest access serves the request so
+    # a stricter flow never shadows a more generous one the admin also granted.
+    flow = max(flows, key=lambda f: f.max_duration)
+    if duration is not None and duration > flow.max_duration:
+        raise RequestRefused(
+            Refusal.INVALID,
+            f"duration {format_duration(duration)} exceeds the maximum of "
+            f"{format_duration(flow.max_duration)} allowed by flow {flow.name!r}",
+        )
+    if flow.justification_required and not justification.strip():
+        raise RequestRefused(Refusal.INVALID, f"flow {flow.name!r} requires a justification")
+    return Allowed(flow=flow, agent_id=integration.agent, duration=duration or flow.default_duration)

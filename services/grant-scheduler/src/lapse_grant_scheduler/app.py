@@ -1,0 +1,65 @@
+"""Wiring of the grant-scheduler process."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from lapse_common.command_signing import CommandSigner
+from lapse_common.messaging.consumer import subscribe_events
+from lapse_common.pb.lapse.v1 import events_pb2
+from lapse_common.runtime import Service
+from lapse_common.settings import DatabaseSettings
+from lapse_grant_scheduler.expiry_timer import ExpiryTimer
+from lapse_grant_scheduler.handlers import SchedulerHandlers
+from lapse_grant_scheduler.models import SchedulerBase
+from lapse_grant_scheduler.settings import SchedulerSettings
+
+
+async def run() -> None:
+    settings = SchedulerSettings()
+    service = await Service.create(
+        name="grant-scheduler",
+        database_url=DatabaseSettings().database_url,
+        metadatas=[SchedulerBase.metadata],
+    )
+    signer = CommandSigner(
+        private_key_pem=settings.command_signing_key_file.read_bytes(),
+        key_id=settings.command_signing_key_id,
+        clock=service.clock,
+        ttl=timedelta(seconds=settings.command_ttl_seconds),
+    )
+    timer = ExpiryTimer(
+        sessions=service.sessions,
+        relay=service.relay,
+        topics=service.topics,
+        clock=service.clock,
+        max_sleep=settings.timer_max_sleep_seconds,
+        batch_size=settings.timer_batch_size,
+    )
+    handlers = SchedulerHandlers(
+        signer=signer, topics=service.topics, clock=service.clock, timer=timer
+    )
+    common = {
+        "sessions": service.sessions,
+        "relay": service.relay,
+        "quarantine": service.quarantine,
+        "clock": service.clock,
+    }
+    subscribe_events(
+        service.broker,
+        topic=service.topics.decisions,
+        consumer="grant-scheduler-decisions",
+        accepts=(events_pb2.RequestDecided,),
+        handler=handlers.on_decision,
+        **common,  # type: ignore[arg-type]
+    )
+    subscribe_events(
+        service.broker,
+        topic=service.topics.agent_results,
+        consumer="grant-scheduler-results",
+        accepts=(events_pb2.AgentResult,),
+        handler=handlers.on_agent_result,
+        **common,  # type: ignore[arg-type]
+    )
+    service.background.append(timer.run)
+    await service.run()

@@ -1,0 +1,76 @@
+"""The durable expiry timer: wakes at the earliest due grant, so lateness is the time to
+claim a row, not a poll period. The timers themselves live in the DB; a restarted
+scheduler revokes everything that fell due while it was down on its first pass."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from lapse_common.clock import Clock
+from lapse_common.messaging.outbox import OutboxRelay
+from lapse_common.topics import Topics
+from lapse_grant_scheduler.operations.request_due_revocations import (
+    next_expiry,
+    request_due_revocations,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class ExpiryTimer:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        relay: OutboxRelay,
+        topics: Topics,
+        clock: Clock,
+        max_sleep: float,
+        batch_size: int,
+    ) -> None:
+        self._sessions = sessions
+        self._relay = relay
+        self._topics = topics
+        self._clock = clock
+        self._max_sleep = max_sleep
+        self._batch_size = batch_size
+        self._changed = asyncio.Event()
+
+    def timers_changed(self) -> None:
+        """A grant became ACTIVE here: its expiry may be earlier than the one slept for."""
+        self._changed.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                sleep_for = await self.tick()
+            except Exception:
+                logger.exception("expiry timer pass failed; retrying")
+                sleep_for = 1.0
+            if sleep_for <= 0:
+                continue
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout=sleep_for)
+            except TimeoutError:
+                pass
+            self._changed.clear()
+
+    async def tick(self) -> float:
+        """Claim what is due; return how long to sleep before the next expiry."""
+        async with self._sessions() as session, session.begin():
+            claimed = await request_due_revocations(
+                session=session, topics=self._topics, clock=self._clock, batch_size=self._batch_size
+            )
+        if claimed:
+            logger.info("requested revocation of %d expired grant(s)", claimed)
+            self._relay.wake()
+            if claimed >= self._batch_size:
+                return 0.0
+        async with self._sessions() as session:
+            upcoming = await next_expiry(session=session)
+        if upcoming is None:
+            return self._max_sleep
+        return max(0.0, min(self._max_sleep, (upcoming - self._clock.now()).total_seconds()))

@@ -1,0 +1,43 @@
+"""Kafka handlers of the grant-scheduler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from lapse_common.clock import Clock
+from lapse_common.command_signing import CommandSigner
+from lapse_common.messaging.codec import DecodedEvent
+from lapse_common.pb.lapse.v1 import events_pb2
+from lapse_common.topics import Topics
+from lapse_grant_scheduler.expiry_timer import ExpiryTimer
+from lapse_grant_scheduler.operations.create_grants import create_grants
+from lapse_grant_scheduler.operations.record_grant_result import record_grant_result
+
+
+@dataclass(frozen=True)
+class SchedulerHandlers:
+    signer: CommandSigner
+    topics: Topics
+    clock: Clock
+    timer: ExpiryTimer
+
+    async def on_decision(self, *, session: AsyncSession, event: DecodedEvent) -> None:
+        assert isinstance(event.payload, events_pb2.RequestDecided)
+        await create_grants(
+            session=session,
+            decided=event.payload,
+            signer=self.signer,
+            topics=self.topics,
+            clock=self.clock,
+        )
+
+    async def on_agent_result(self, *, session: AsyncSession, event: DecodedEvent) -> None:
+        assert isinstance(event.payload, events_pb2.AgentResult)
+        if await record_grant_result(
+            session=session, result=event.payload, topics=self.topics, clock=self.clock
+        ):
+            # Woken before the commit: the timer's next pass may not see the new row yet,
+            # but its sleep is then bounded by timer_max_sleep_seconds.
+            self.timer.timers_changed()

@@ -1,0 +1,45 @@
+"""The scheduler's tables: grants and their durable expiry timers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, DateTime, Index, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class SchedulerBase(DeclarativeBase):
+    pass
+
+
+class GrantState:
+    GRANTING = "GRANTING"
+    ACTIVE = "ACTIVE"
+    GRANT_FAILED = "GRANT_FAILED"
+    # The expiry (or another reason) fired and the revoker owns the revocation now.
+    REVOKE_REQUESTED = "REVOKE_REQUESTED"
+
+
+class Grant(SchedulerBase):
+    __tablename__ = "grants"
+    __table_args__ = (Index("ix_grants_due", "status", "expires_at"),)
+
+    grant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), index=True)
+    requester: Mapped[str] = mapped_column(String(255))
+    integration_id: Mapped[str] = mapped_column(String(128))
+    agent_id: Mapped[str] = mapped_column(String(128))
+    resource: Mapped[str] = mapped_column(String(255))
+    permission: Mapped[str] = mapped_column(String(128))
+    principal: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(32))
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    duration_seconds: Mapped[int] = mapped_column(BigInteger)
+    command_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    granted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoke_requested_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    detail: Mapped[str] = mapped_column(Text, default="")

@@ -1,0 +1,71 @@
+"""Claim grants whose lifetime has ended and ask the revoker to take the access away."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from opentelemetry import metrics
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from lapse_common.clock import Clock, as_utc
+from lapse_common.messaging.outbox import enqueue
+from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
+from lapse_common.topics import Topics
+from lapse_grant_scheduler.grant_facts import spec_of
+from lapse_grant_scheduler.models import Grant, GrantState
+
+_meter = metrics.get_meter("lapse.grant_scheduler")
+_expiry_lateness = _meter.create_histogram(
+    "lapse.expiry.claim_lateness", unit="s", description="claim time minus expires_at"
+)
+
+
+async def request_due_revocations(
+    *, session: AsyncSession, topics: Topics, clock: Clock, batch_size: int
+) -> int:
+    now = clock.now()
+    query = (
+        select(Grant)
+        .where(Grant.status == GrantState.ACTIVE, Grant.expires_at <= now)
+        .order_by(Grant.expires_at)
+        .limit(batch_size)
+    )
+    if session.bind.dialect.name == "postgresql":
+        # Replicas share due grants without two of them claiming the same one.
+        query = query.with_for_update(skip_locked=True)
+    due = (await session.execute(query)).scalars().all()
+    for grant in due:
+        assert grant.expires_at is not None
+        grant.status = GrantState.REVOKE_REQUESTED
+        grant.epoch += 1
+        grant.revoke_requested_at = now
+        revoke = events_pb2.RevokeRequested(
+            grant_id=grant.grant_id,
+            request_id=grant.request_id,
+            epoch=grant.epoch,
+            spec=spec_of(grant),
+            reason=common_pb2.REASON_EXPIRED,
+            actor="lapse-grant-scheduler",
+            requester=grant.requester,
+        )
+        revoke.due_at.FromDatetime(as_utc(grant.expires_at))
+        enqueue(
+            session,
+            topic=topics.revoke_requests,
+            key=grant.grant_id,
+            payload=revoke,
+            producer="grant-scheduler",
+            clock=clock,
+            request_id=grant.request_id,
+            grant_id=grant.grant_id,
+        )
+        _expiry_lateness.record((now - as_utc(grant.expires_at)).total_seconds())
+    return len(due)
+
+
+async def next_expiry(*, session: AsyncSession) -> datetime | None:
+    earliest = await session.scalar(
+        select(func.min(Grant.expires_at)).where(Grant.status == GrantState.ACTIVE)
+    )
+    return as_utc(earliest) if earliest is not None else None

@@ -1,0 +1,21 @@
+"""Grant-scheduler configuration (LAPSE_SCHEDULER_* environment variables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SchedulerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LAPSE_SCHEDULER_", extra="ignore")
+
+    # Ed25519 private key (PEM) the platform signs agent commands with.
+    command_signing_key_file: Path = Path(".lapse/keys/command-signing.key")
+    command_signing_key_id: str = "platform-1"
+    # An agent refuses a grant command older than this (it may have been offline).
+    command_ttl_seconds: int = 600
+    # Upper bound on how long the timer sleeps without looking at the DB, so grants
+    # activated by another replica are noticed; its own grants wake it immediately.
+    timer_max_sleep_seconds: float = 2.0
+    timer_batch_size: int = 500

@@ -1,0 +1,70 @@
+"""Wiring of the request service process."""
+
+from __future__ import annotations
+
+import grpc
+from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+from lapse_common.auth import AuthInterceptor, TokenVerifier
+from lapse_common.messaging.consumer import subscribe_events
+from lapse_common.pb.lapse.v1 import approval_service_pb2_grpc, events_pb2, request_service_pb2_grpc
+from lapse_common.runtime import Service
+from lapse_common.settings import AuthSettings, DatabaseSettings
+from lapse_request.grpc_api import RequestApi
+from lapse_request.handlers import RequestHandlers
+from lapse_request.models import RequestBase
+from lapse_request.settings import RequestSettings
+
+
+async def run() -> None:
+    settings = RequestSettings()
+    verifier = TokenVerifier.from_settings(AuthSettings())
+    service = await Service.create(
+        name="request", database_url=DatabaseSettings().database_url, metadatas=[RequestBase.metadata]
+    )
+    handlers = RequestHandlers(clock=service.clock)
+    common = {
+        "sessions": service.sessions,
+        "relay": service.relay,
+        "quarantine": service.quarantine,
+        "clock": service.clock,
+    }
+    subscribe_events(
+        service.broker,
+        topic=service.topics.decisions,
+        consumer="request-decisions",
+        accepts=(events_pb2.RequestDecided,),
+        handler=handlers.on_decision,
+        **common,  # type: ignore[arg-type]
+    )
+    subscribe_events(
+        service.broker,
+        topic=service.topics.grants,
+        consumer="request-grants",
+        accepts=(events_pb2.GrantStatusChanged,),
+        handler=handlers.on_grant_fact,
+        **common,  # type: ignore[arg-type]
+    )
+    channel = grpc.aio.insecure_channel(
+        settings.approval_address, interceptors=aio_client_interceptors()
+    )
+    api = RequestApi(
+        sessions=service.sessions,
+        approval=approval_service_pb2_grpc.ApprovalServiceStub(channel),
+        approval_timeout=settings.approval_timeout_seconds,
+        relay=service.relay,
+        topics=service.topics,
+        clock=service.clock,
+    )
+
+    def register(server: grpc.aio.Server) -> None:
+        request_service_pb2_grpc.add_RequestServiceServicer_to_server(api, server)
+
+    try:
+        await service.run(
+            grpc_servicers=[register],
+            grpc_address=settings.grpc_address,
+            grpc_interceptors=[AuthInterceptor(verifier)],
+        )
+    finally:
+        await channel.close()

@@ -1,0 +1,55 @@
+"""A requester withdraws a request that is still waiting for approval."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from lapse_common.auth import ADMIN_ROLE, Identity
+from lapse_common.clock import Clock
+from lapse_common.messaging.outbox import enqueue
+from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
+from lapse_common.topics import Topics
+from lapse_request.models import AccessRequest
+
+
+class CancelRefused(Exception):
+    def __init__(self, message: str, *, not_found: bool = False, forbidden: bool = False):
+        super().__init__(message)
+        self.not_found = not_found
+        self.forbidden = forbidden
+
+
+async def cancel_request(
+    *,
+    session: AsyncSession,
+    identity: Identity,
+    request_id: str,
+    reason: str,
+    topics: Topics,
+    clock: Clock,
+) -> AccessRequest:
+    row = await session.get(AccessRequest, request_id, with_for_update=True)
+    if row is None:
+        raise CancelRefused(f"no request {request_id!r}", not_found=True)
+    if row.requester != identity.subject and not identity.has_role(ADMIN_ROLE):
+        raise CancelRefused("only the requester or an admin may cancel a request", forbidden=True)
+    if row.status != common_pb2.REQUEST_STATUS_PENDING_APPROVAL:
+        status = common_pb2.RequestStatus.Name(row.status).removeprefix("REQUEST_STATUS_")
+        raise CancelRefused(
+            f"request {request_id} is {status}, only a PENDING_APPROVAL request can be canceled"
+            " (use revoke to end active access)"
+        )
+    row.status = common_pb2.REQUEST_STATUS_CANCELED
+    row.updated_at = clock.now()
+    enqueue(
+        session,
+        topic=topics.requests,
+        key=request_id,
+        payload=events_pb2.RequestCanceled(
+            request_id=request_id, canceled_by=identity.subject, reason=reason
+        ),
+        producer="request",
+        clock=clock,
+        request_id=request_id,
+    )
+    return row

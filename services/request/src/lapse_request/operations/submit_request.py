@@ -1,0 +1,98 @@
+"""Submit an access request: validate, check policy with the approval service, then record
+the request and its RequestSubmitted event in one transaction."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from lapse_common.auth import Identity
+from lapse_common.clock import Clock
+from lapse_common.messaging.outbox import enqueue
+from lapse_common.pb.lapse.v1 import approval_service_pb2, common_pb2, events_pb2
+from lapse_common.topics import Topics
+from lapse_request.items import pack_items
+from lapse_request.models import AccessRequest
+
+_IDENTIFIER = re.compile(r"^[A-Za-z0-9_.@*-]{1,255}$")
+MAX_JUSTIFICATION = 2000
+
+
+class InvalidSubmission(Exception):
+    pass
+
+
+def validate_submission(
+    *,
+    integration_id: str,
+    resource: str,
+    permission: str,
+    principal: str,
+    duration_seconds: int,
+    justification: str,
+) -> None:
+    """Reject malformed input before anything else sees it."""
+    fields = {
+        "integration_id": integration_id,
+        "resource": resource,
+        "permission": permission,
+        "principal": principal,
+    }
+    for name, value in fields.items():
+        if not value:
+            raise InvalidSubmission(f"{name} is required")
+        if not _IDENTIFIER.match(value):
+            raise InvalidSubmission(
+                f"{name} {value!r} may contain only letters, digits, '_', '.', '@', '*' and '-'"
+            )
+    if duration_seconds < 0:
+        raise InvalidSubmission("duration_seconds must not be negative (0 means the flow default)")
+    if len(justification) > MAX_JUSTIFICATION:
+        raise InvalidSubmission(f"justification is longer than {MAX_JUSTIFICATION} characters")
+
+
+async def record_submission(
+    *,
+    session: AsyncSession,
+    identity: Identity,
+    checked: approval_service_pb2.CheckRequestResponse,
+    justification: str,
+    topics: Topics,
+    clock: Clock,
+) -> AccessRequest:
+    now = clock.now()
+    request_id = f"req-{uuid.uuid4()}"
+    row = AccessRequest(
+        request_id=request_id,
+        requester=identity.subject,
+        flow=checked.flow,
+        status=common_pb2.REQUEST_STATUS_PENDING_APPROVAL,
+        justification=justification,
+        duration_seconds=checked.duration_seconds,
+        items_blob=pack_items([checked.item]),
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    submitted = events_pb2.RequestSubmitted(
+        request_id=request_id,
+        requester=identity.subject,
+        requester_groups=list(identity.groups),
+        flow=checked.flow,
+        items=[checked.item],
+        duration_seconds=checked.duration_seconds,
+        justification=justification,
+    )
+    submitted.submitted_at.FromDatetime(now)
+    enqueue(
+        session,
+        topic=topics.requests,
+        key=request_id,
+        payload=submitted,
+        producer="request",
+        clock=clock,
+        request_id=request_id,
+    )
+    return row

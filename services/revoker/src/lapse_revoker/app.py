@@ -1,0 +1,75 @@
+"""Wiring of the revoker process."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from lapse_common.command_signing import CommandSigner
+from lapse_common.messaging.consumer import subscribe_events
+from lapse_common.pb.lapse.v1 import events_pb2
+from lapse_common.runtime import Service
+from lapse_common.settings import DatabaseSettings
+from lapse_revoker.handlers import RevokerHandlers
+from lapse_revoker.models import RevokerBase
+from lapse_revoker.retry_loop import RetryLoop
+from lapse_revoker.revocation_steps import RetryPolicy, RevokerContext
+from lapse_revoker.settings import RevokerSettings
+
+
+async def run() -> None:
+    settings = RevokerSettings()
+    service = await Service.create(
+        name="revoker", database_url=DatabaseSettings().database_url, metadatas=[RevokerBase.metadata]
+    )
+    policy = RetryPolicy(
+        ack_deadline=timedelta(seconds=settings.ack_deadline_seconds),
+        max_attempts=settings.max_attempts,
+        backoff_initial=timedelta(seconds=settings.backoff_initial_seconds),
+        backoff_max=timedelta(seconds=settings.backoff_max_seconds),
+        jitter_ratio=settings.backoff_jitter_ratio,
+    )
+    ctx = RevokerContext(
+        # A revoke command lives only as long as its ack deadline: a later attempt carries
+        # a fresh command, so an agent coming back never acts on an abandoned one.
+        signer=CommandSigner(
+            private_key_pem=settings.command_signing_key_file.read_bytes(),
+            key_id=settings.command_signing_key_id,
+            clock=service.clock,
+            ttl=policy.ack_deadline,
+        ),
+        topics=service.topics,
+        clock=service.clock,
+        policy=policy,
+    )
+    handlers = RevokerHandlers(ctx=ctx)
+    common = {
+        "sessions": service.sessions,
+        "relay": service.relay,
+        "quarantine": service.quarantine,
+        "clock": service.clock,
+    }
+    subscribe_events(
+        service.broker,
+        topic=service.topics.revoke_requests,
+        consumer="revoker-requests",
+        accepts=(events_pb2.RevokeRequested,),
+        handler=handlers.on_revoke_requested,
+        **common,  # type: ignore[arg-type]
+    )
+    subscribe_events(
+        service.broker,
+        topic=service.topics.agent_results,
+        consumer="revoker-results",
+        accepts=(events_pb2.AgentResult,),
+        handler=handlers.on_agent_result,
+        **common,  # type: ignore[arg-type]
+    )
+    service.background.append(
+        RetryLoop(
+            sessions=service.sessions,
+            relay=service.relay,
+            ctx=ctx,
+            scan_interval=settings.retry_scan_seconds,
+        ).run
+    )
+    await service.run()

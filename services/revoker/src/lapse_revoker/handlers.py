@@ -1,0 +1,26 @@
+"""Kafka handlers of the revoker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from lapse_common.messaging.codec import DecodedEvent
+from lapse_common.pb.lapse.v1 import events_pb2
+from lapse_revoker.operations.accept_revoke_request import accept_revoke_request
+from lapse_revoker.operations.record_revoke_result import record_revoke_result
+from lapse_revoker.revocation_steps import RevokerContext
+
+
+@dataclass(frozen=True)
+class RevokerHandlers:
+    ctx: RevokerContext
+
+    async def on_revoke_requested(self, *, session: AsyncSession, event: DecodedEvent) -> None:
+        assert isinstance(event.payload, events_pb2.RevokeRequested)
+        await accept_revoke_request(session=session, requested=event.payload, ctx=self.ctx)
+
+    async def on_agent_result(self, *, session: AsyncSession, event: DecodedEvent) -> None:
+        assert isinstance(event.payload, events_pb2.AgentResult)
+        await record_revoke_result(session=session, result=event.payload, ctx=self.ctx)

@@ -1,0 +1,64 @@
+"""The revoker's tables: one revocation per grant and the history of its attempts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, DateTime, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class RevokerBase(DeclarativeBase):
+    pass
+
+
+class RevocationState:
+    # A command is out; waiting for the agent's verified ack until deadline_at.
+    AWAITING_ACK = "AWAITING_ACK"
+    # The last attempt failed; the next one goes out at next_attempt_at.
+    BACKING_OFF = "BACKING_OFF"
+    CONFIRMED = "CONFIRMED"
+    # Retries exhausted: published to the dead-letter topic, the grant is REVOKING + stuck.
+    DEAD_LETTERED = "DEAD_LETTERED"
+
+
+class Revocation(RevokerBase):
+    __tablename__ = "revocations"
+    __table_args__ = (
+        Index("ix_revocations_deadline", "state", "deadline_at"),
+        Index("ix_revocations_next_attempt", "state", "next_attempt_at"),
+    )
+
+    grant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    requester: Mapped[str] = mapped_column(String(255), default="")
+    integration_id: Mapped[str] = mapped_column(String(128))
+    agent_id: Mapped[str] = mapped_column(String(128), index=True)
+    resource: Mapped[str] = mapped_column(String(255))
+    permission: Mapped[str] = mapped_column(String(128))
+    principal: Mapped[str] = mapped_column(String(255))
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[int] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(255), default="")
+    state: Mapped[str] = mapped_column(String(32))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    command_id: Mapped[str] = mapped_column(String(64), default="")
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class RevokeAttemptRecord(RevokerBase):
+    __tablename__ = "revoke_attempts"
+
+    command_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    grant_id: Mapped[str] = mapped_column(String(64), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    error: Mapped[str] = mapped_column(Text, default="")

@@ -1,0 +1,73 @@
+"""An agent answered a revoke command. Only a verified removal makes the grant REVOKED."""
+
+from __future__ import annotations
+
+from opentelemetry import metrics
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from lapse_common.clock import as_utc
+from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
+from lapse_revoker.models import Revocation, RevocationState, RevokeAttemptRecord
+from lapse_revoker.operations.dead_letter_revocation import dead_letter_revocation
+from lapse_revoker.revocation_steps import RevokerContext, enqueue_grant_fact
+
+_meter = metrics.get_meter("lapse.revoker")
+_lateness = _meter.create_histogram(
+    "lapse.revocation.lateness", unit="s", description="verified revoke ack time minus due time"
+)
+
+
+async def record_revoke_result(
+    *, session: AsyncSession, result: events_pb2.AgentResult, ctx: RevokerContext
+) -> None:
+    if result.kind != common_pb2.COMMAND_KIND_REVOKE:
+        return
+    revocation = await session.get(Revocation, result.grant_id, with_for_update=True)
+    if revocation is None or result.epoch != revocation.epoch:
+        return
+    if revocation.state in (RevocationState.CONFIRMED, RevocationState.DEAD_LETTERED):
+        return
+    now = ctx.clock.now()
+    attempt = await session.scalar(
+        select(RevokeAttemptRecord).where(RevokeAttemptRecord.command_id == result.command_id)
+    )
+    succeeded = result.outcome == events_pb2.RESULT_OUTCOME_SUCCEEDED and result.verified
+    if attempt is not None and attempt.finished_at is None:
+        attempt.finished_at = now
+        if not succeeded:
+            attempt.error = _describe_failure(result)
+    if succeeded:
+        revocation.state = RevocationState.CONFIRMED
+        revocation.confirmed_at = now
+        revocation.deadline_at = None
+        _lateness.record((now - as_utc(revocation.due_at)).total_seconds())
+        enqueue_grant_fact(
+            session,
+            revocation=revocation,
+            status=common_pb2.GRANT_STATUS_REVOKED,
+            detail=result.detail or "agent verified the access is gone",
+            ctx=ctx,
+            actor=revocation.actor,
+        )
+        return
+    if result.command_id != revocation.command_id:
+        # A late failure of an earlier attempt: the current attempt is still running.
+        return
+    revocation.last_error = _describe_failure(result)
+    if (
+        result.outcome == events_pb2.RESULT_OUTCOME_FAILED_PERMANENT
+        or revocation.attempt >= ctx.policy.max_attempts
+    ):
+        await dead_letter_revocation(session=session, revocation=revocation, ctx=ctx)
+        return
+    revocation.state = RevocationState.BACKING_OFF
+    revocation.deadline_at = None
+    revocation.next_attempt_at = now + ctx.policy.backoff(revocation.attempt)
+
+
+def _describe_failure(result: events_pb2.AgentResult) -> str:
+    if result.outcome == events_pb2.RESULT_OUTCOME_SUCCEEDED and not result.verified:
+        return f"agent acked without verifying the access is gone: {result.detail}"
+    outcome = events_pb2.ResultOutcome.Name(result.outcome).removeprefix("RESULT_OUTCOME_")
+    return f"{outcome}: {result.detail}"

@@ -1,0 +1,231 @@
+"""A whole Lapse system for tests: every service as its own OS process against real Kafka
+and PostgreSQL, isolated from other runs by a topic prefix, a fresh database and
+throwaway roles in the target."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lapse_common.auth import ensure_keypair, mint_token
+from tests.infrastructure import Infrastructure
+
+SERVICES = ("audit", "approval", "request", "grant-scheduler", "revoker", "agent")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ServiceProcess:
+    """One service process; its output goes to a log file and is watched for readiness."""
+
+    def __init__(self, name: str, module: str, env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.module = module
+        self.env = env
+        self.log_path = log_dir / f"{name}.log"
+        self.process: subprocess.Popen[str] | None = None
+        self._ready = threading.Event()
+
+    def start(self) -> None:
+        self._ready.clear()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", self.module],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        threading.Thread(target=self._pump, args=(self.process,), daemon=True).start()
+
+    def _pump(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        with self.log_path.open("a") as log:
+            for line in process.stdout:
+                log.write(line)
+                log.flush()
+                if line.strip().endswith("ready"):
+                    self._ready.set()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.2):
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited early:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} not ready after {timeout}s:\n{self.tail()}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def tail(self, lines: int = 60) -> str:
+        if not self.log_path.exists():
+            return "(no output)"
+        return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+
+
+@dataclass
+class LapseStack:
+    infra: Infrastructure
+    workdir: Path
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    processes: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    # Derived names, isolated per run.
+    @property
+    def topic_prefix(self) -> str:
+        return f"it-{self.run_id}."
+
+    @property
+    def database_name(self) -> str:
+        return f"lapse_it_{self.run_id}"
+
+    @property
+    def read_role(self) -> str:
+        return f"it_{self.run_id}_read"
+
+    @property
+    def write_role(self) -> str:
+        return f"it_{self.run_id}_write"
+
+    def login_for(self, user: str) -> str:
+        return f"it_{self.run_id}_{user}"
+
+    @property
+    def database_url(self) -> str:
+        base, _, _ = self.infra.database_url.rpartition("/")
+        return f"{base}/{self.database_name}"
+
+    @property
+    def admin_database_dsn(self) -> str:
+        return self.infra.database_url.replace("postgresql+asyncpg://", "postgresql://")
+
+    def prepare(self) -> None:
+        keys = self.workdir / "keys"
+        self.dev_key, self.dev_public = ensure_keypair(keys, "dev-token")
+        self.signing_key, self.signing_public = ensure_keypair(keys, "command-signing")
+        self.ports = {name: free_port() for name in ("request", "approval", "audit", "revoker")}
+        self.flows_file = self.workdir / "flows.yaml"
+        self.flows_file.write_text(
+            f"""
+integrations:
+  - id: demo-pg
+    agent: demo-agent
+    resources:
+      appdb: [read, write]
+    principals:
+      {self.login_for("alice")}: [alice]
+      {self.login_for("bob")}: [bob]
+flows:
+  - name: engineering-self-service
+    requestors: {{groups: [engineering]}}
+    targets:
+      - {{integration: demo-pg, resources: [appdb], permissions: [read, write]}}
+    approval: {{mode: auto}}
+    default_duration: 10m
+    max_duration: 1h
+"""
+        )
+        self.agent_file = self.workdir / "agent.yaml"
+        self.agent_file.write_text(
+            f"""
+integrations:
+  - id: demo-pg
+    kind: postgres
+    dsn: {self.infra.target_admin_dsn}
+    resources:
+      appdb:
+        permissions:
+          read: {self.read_role}
+          write: {self.write_role}
+"""
+        )
+        self.log_dir = self.workdir / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LAPSE_")}
+        env.update(
+            {
+                "LAPSE_KAFKA_BOOTSTRAP_SERVERS": self.infra.kafka_bootstrap,
+                "LAPSE_KAFKA_TOPIC_PREFIX": self.topic_prefix,
+                "LAPSE_DATABASE_URL": self.database_url,
+                "LAPSE_AUTH_PUBLIC_KEY_FILE": str(self.dev_public),
+                "LAPSE_APPROVAL_FLOW_FILES": str(self.flows_file),
+                "LAPSE_APPROVAL_GRPC_ADDRESS": f"127.0.0.1:{self.ports['approval']}",
+                "LAPSE_REQUEST_GRPC_ADDRESS": f"127.0.0.1:{self.ports['request']}",
+                "LAPSE_REQUEST_APPROVAL_ADDRESS": f"127.0.0.1:{self.ports['approval']}",
+                "LAPSE_AUDIT_GRPC_ADDRESS": f"127.0.0.1:{self.ports['audit']}",
+                "LAPSE_REVOKER_GRPC_ADDRESS": f"127.0.0.1:{self.ports['revoker']}",
+                "LAPSE_SCHEDULER_COMMAND_SIGNING_KEY_FILE": str(self.signing_key),
+                "LAPSE_REVOKER_COMMAND_SIGNING_KEY_FILE": str(self.signing_key),
+                "LAPSE_REVOKER_ACK_DEADLINE_SECONDS": "10",
+                "LAPSE_AGENT_AGENT_ID": "demo-agent",
+                "LAPSE_AGENT_CONFIG_FILE": str(self.agent_file),
+                "LAPSE_AGENT_COMMAND_PUBLIC_KEY_FILE": str(self.signing_public),
+                "LAPSE_AGENT_STATE_PATH": str(self.workdir / "agent-state.db"),
+                "LAPSE_AGENT_HEARTBEAT_INTERVAL_SECONDS": "2",
+                "LAPSE_REQUEST_ADDRESS": f"127.0.0.1:{self.ports['request']}",
+                "LAPSE_AUDIT_ADDRESS": f"127.0.0.1:{self.ports['audit']}",
+                "LAPSE_DEV_TOKEN_KEY_FILE": str(self.dev_key),
+                "LAPSE_CLI_HOME": str(self.workdir / "cli-home"),
+                "LAPSE_LOG_LEVEL": "INFO",
+            }
+        )
+        return env
+
+    def start_all(self) -> None:
+        env = self.environment()
+        for name in SERVICES:
+            module = "lapse_" + name.replace("-", "_")
+            process = ServiceProcess(name, module, env, self.log_dir)
+            self.processes[name] = process
+            process.start()
+        for process in self.processes.values():
+            process.wait_ready(timeout=90)
+
+    def restart(self, name: str) -> None:
+        process = self.processes[name]
+        process.start()
+        process.wait_ready(timeout=90)
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            process.stop()
+
+    def token(self, user: str, *, groups: tuple[str, ...] = ("engineering",), roles: tuple[str, ...] = ()) -> str:
+        return mint_token(
+            private_key_pem=self.dev_key.read_bytes(),
+            subject=user,
+            groups=list(groups),
+            roles=list(roles),
+            ttl_seconds=3600,
+        )
+
+    def logs(self) -> Iterator[str]:
+        for process in self.processes.values():
+            yield f"===== {process.name} =====\n{process.tail(80)}"
