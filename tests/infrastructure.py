@@ -75,7 +75,9 @@ def _from_testcontainers(
         kafka_container.start()
         kafka = kafka_container.get_bootstrap_server()
     if not database or not target:
-        pg = PostgresContainer("postgres:16", username="lapse", password="lapse", dbname="lapse_test")
+        pg = PostgresContainer(
+            "postgres:16", username="lapse", password="lapse", dbname="lapse_test"
+        )
         pg.start()
         host, port = pg.get_container_host_ip(), pg.get_exposed_port(5432)
         database = database or f"postgresql+asyncpg://lapse:lapse@{host}:{port}/lapse_test"

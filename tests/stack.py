@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lapse_common.auth import ensure_keypair, mint_token
+
 from tests.infrastructure import Infrastructure
 
 SERVICES = ("audit", "approval", "request", "grant-scheduler", "revoker", "agent")
@@ -217,7 +218,9 @@ integrations:
         for process in self.processes.values():
             process.stop()
 
-    def token(self, user: str, *, groups: tuple[str, ...] = ("engineering",), roles: tuple[str, ...] = ()) -> str:
+    def token(
+        self, user: str, *, groups: tuple[str, ...] = ("engineering",), roles: tuple[str, ...] = ()
+    ) -> str:
         return mint_token(
             private_key_pem=self.dev_key.read_bytes(),
             subject=user,

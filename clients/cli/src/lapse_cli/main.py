@@ -12,11 +12,11 @@ from typing import Annotated, TypeVar
 
 import grpc
 import typer
+from lapse_common.auth import mint_token
+from lapse_common.pb.lapse.v1 import common_pb2, request_service_pb2, request_service_pb2_grpc
 
 from lapse_cli.config import CliSettings
 from lapse_cli.rendering import as_json, describe_request, grant_status, request_status
-from lapse_common.auth import mint_token
-from lapse_common.pb.lapse.v1 import common_pb2, request_service_pb2, request_service_pb2_grpc
 
 app = typer.Typer(
     help="Lapse: just-in-time access. Request it, watch it, and let it lapse.",
@@ -52,7 +52,10 @@ def _token(settings: CliSettings) -> str:
     return token
 
 
-def _call(settings: CliSettings, invoke: Callable[[request_service_pb2_grpc.RequestServiceStub, tuple[tuple[str, str], ...]], T]) -> T:
+def _call(
+    settings: CliSettings,
+    invoke: Callable[[request_service_pb2_grpc.RequestServiceStub, tuple[tuple[str, str], ...]], T],
+) -> T:
     metadata = (("authorization", f"Bearer {_token(settings)}"),)
     with grpc.insecure_channel(settings.request_address) as channel:
         try:
@@ -69,7 +72,9 @@ def _call(settings: CliSettings, invoke: Callable[[request_service_pb2_grpc.Requ
 
 @app.command()
 def login(
-    dev: Annotated[bool, typer.Option("--dev", help="mint a short-lived token from the local dev key")] = False,
+    dev: Annotated[
+        bool, typer.Option("--dev", help="mint a short-lived token from the local dev key")
+    ] = False,
     user: Annotated[str, typer.Option(help="subject of the dev token")] = "alice",
     groups: Annotated[str, typer.Option(help="comma-separated groups")] = "engineering",
     roles: Annotated[str, typer.Option(help="comma-separated roles, e.g. admin,sre")] = "",
@@ -80,8 +85,9 @@ def login(
     if not dev:
         raise _fail(
             "only --dev login is available: tokens from your identity provider can be "
-            "passed with LAPSE_TOKEN"
-        , 2)
+            "passed with LAPSE_TOKEN",
+            2,
+        )
     if not settings.dev_token_key_file.exists():
         raise _fail(
             f"dev key {settings.dev_token_key_file} not found (set LAPSE_DEV_TOKEN_KEY_FILE; "
@@ -106,8 +112,12 @@ def login(
 def request(
     target: Annotated[str, typer.Argument(help="INTEGRATION/RESOURCE, e.g. demo-pg/appdb")],
     permission: Annotated[str, typer.Argument(help="permission level, e.g. read")],
-    principal: Annotated[str, typer.Option("--as", help="login in the target that gets the access")],
-    duration: Annotated[str, typer.Option("--for", help="how long, e.g. 30m (default: the flow's)")] = "",
+    principal: Annotated[
+        str, typer.Option("--as", help="login in the target that gets the access")
+    ],
+    duration: Annotated[
+        str, typer.Option("--for", help="how long, e.g. 30m (default: the flow's)")
+    ] = "",
     reason: Annotated[str, typer.Option(help="justification")] = "",
     wait: Annotated[bool, typer.Option(help="wait until the access is ACTIVE (or failed)")] = False,
     timeout: Annotated[int, typer.Option(help="seconds to --wait")] = 60,
@@ -162,12 +172,17 @@ def _wait_for_grant(
             last = state
         settled = view.status != common_pb2.REQUEST_STATUS_PENDING_APPROVAL and (
             view.status != common_pb2.REQUEST_STATUS_APPROVED
-            or (view.grants and all(g.status != common_pb2.GRANT_STATUS_GRANTING for g in view.grants))
+            or (
+                view.grants
+                and all(g.status != common_pb2.GRANT_STATUS_GRANTING for g in view.grants)
+            )
         )
         if settled:
             return view
         if time.monotonic() > deadline:
-            raise _fail(f"still {state} after {timeout}s; follow it with `lapse requests show {request_id}`")
+            raise _fail(
+                f"still {state} after {timeout}s; follow it with `lapse requests show {request_id}`"
+            )
         time.sleep(0.3)
 
 
@@ -207,13 +222,13 @@ def show_request(
             request_service_pb2.GetRequestRequest(request_id=request_id), metadata=md
         ),
     )
-    typer.echo(json.dumps(as_json(view), indent=2) if output_json else describe_request(view, history=True))
+    typer.echo(
+        json.dumps(as_json(view), indent=2) if output_json else describe_request(view, history=True)
+    )
 
 
 @requests_app.command("cancel")
-def cancel_request(
-    request_id: str, reason: Annotated[str, typer.Option(help="why")] = ""
-) -> None:
+def cancel_request(request_id: str, reason: Annotated[str, typer.Option(help="why")] = "") -> None:
     """Withdraw a request that is still pending approval."""
     settings = CliSettings()
     view = _call(

@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
-
 from lapse_common.pb.lapse.v1 import common_pb2, request_service_pb2
 
 

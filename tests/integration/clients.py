@@ -1,0 +1,98 @@
+"""Small helpers tests use to talk to a running stack and to the target."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+import grpc
+from lapse_common.pb.lapse.v1 import (
+    audit_service_pb2,
+    audit_service_pb2_grpc,
+    request_service_pb2,
+    request_service_pb2_grpc,
+)
+
+from tests.stack import LapseStack
+
+T = TypeVar("T")
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+class StackClients:
+    def __init__(self, stack: LapseStack) -> None:
+        self.stack = stack
+        self._request_channel = grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports['request']}")
+        self._audit_channel = grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports['audit']}")
+        self.requests = request_service_pb2_grpc.RequestServiceStub(self._request_channel)
+        self.audit = audit_service_pb2_grpc.AuditServiceStub(self._audit_channel)
+
+    async def close(self) -> None:
+        await self._request_channel.close()
+        await self._audit_channel.close()
+
+    async def get_request(
+        self, request_id: str, token: str
+    ) -> request_service_pb2.AccessRequestView:
+        return await self.requests.GetRequest(
+            request_service_pb2.GetRequestRequest(request_id=request_id), metadata=bearer(token)
+        )
+
+    async def audit_events(
+        self, *, token: str, grant_id: str = "", request_id: str = ""
+    ) -> list[audit_service_pb2.AuditEvent]:
+        response = await self.audit.ListEvents(
+            audit_service_pb2.ListAuditEventsRequest(
+                grant_id=grant_id, request_id=request_id, limit=1000
+            ),
+            metadata=bearer(token),
+        )
+        return list(response.events)
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[T]],
+    accept: Callable[[T], bool],
+    *,
+    timeout: float,
+    interval: float = 0.1,
+    what: str = "condition",
+) -> T:
+    """Poll `probe` until `accept` holds; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if accept(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what}; last value:\n{value}"
+            )
+        await asyncio.sleep(interval)
+
+
+async def has_role(target_dsn: str, *, login: str, role: str) -> bool:
+    """Direct membership as the target records it (pg_auth_members), not inherited rights."""
+    connection = await asyncpg.connect(target_dsn)
+    try:
+        return bool(
+            await connection.fetchval(
+                """
+                SELECT EXISTS (
+                  SELECT 1 FROM pg_auth_members m
+                  JOIN pg_roles r ON r.oid = m.roleid
+                  JOIN pg_roles u ON u.oid = m.member
+                  WHERE r.rolname = $1 AND u.rolname = $2)
+                """,
+                role,
+                login,
+            )
+        )
+    finally:
+        await connection.close()

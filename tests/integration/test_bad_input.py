@@ -1,0 +1,171 @@
+"""Bad requests get the right gRPC status with a message that says what is wrong, and
+nothing is recorded or published. Undecodable Kafka messages are quarantined and the
+consumer keeps going."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from lapse_common.messaging.codec import decode
+from lapse_common.pb.lapse.v1 import common_pb2, events_pb2, request_service_pb2
+
+from tests.integration.clients import StackClients, bearer, wait_for
+from tests.integration.kafka_records import end_offsets, publish_raw, read_all
+from tests.stack import LapseStack
+
+pytestmark = [pytest.mark.integration]
+
+
+def submission(stack: LapseStack, **overrides: object) -> request_service_pb2.SubmitRequestRequest:
+    fields: dict[str, object] = {
+        "integration_id": "demo-pg",
+        "resource": "appdb",
+        "permission": "read",
+        "principal": stack.login_for("bob"),
+        "duration_seconds": 600,
+        "justification": "bad input test",
+    }
+    fields.update(overrides)
+    return request_service_pb2.SubmitRequestRequest(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("case", "overrides", "groups", "token_kind", "code", "message"),
+    [
+        (
+            "no flow allows it",
+            {},
+            ("sales",),
+            "valid",
+            grpc.StatusCode.PERMISSION_DENIED,
+            "no Access Flow lets bob request read on demo-pg/appdb",
+        ),
+        (
+            "duration over the maximum",
+            {"duration_seconds": 7200},
+            ("engineering",),
+            "valid",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "exceeds the maximum of 1h",
+        ),
+        (
+            "unknown principal",
+            {"principal": "nobody_here"},
+            ("engineering",),
+            "valid",
+            grpc.StatusCode.NOT_FOUND,
+            "unknown principal 'nobody_here'",
+        ),
+        (
+            "unknown permission",
+            {"permission": "superuser"},
+            ("engineering",),
+            "valid",
+            grpc.StatusCode.NOT_FOUND,
+            "offers no permission 'superuser'",
+        ),
+        (
+            "malformed resource",
+            {"resource": "app db;"},
+            ("engineering",),
+            "valid",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "resource 'app db;' may contain only",
+        ),
+        (
+            "missing token",
+            {},
+            ("engineering",),
+            "missing",
+            grpc.StatusCode.UNAUTHENTICATED,
+            "missing bearer token",
+        ),
+        (
+            "forged token",
+            {},
+            ("engineering",),
+            "forged",
+            grpc.StatusCode.UNAUTHENTICATED,
+            "invalid bearer token",
+        ),
+    ],
+)
+async def test_refused_requests_say_why_and_publish_nothing(
+    stack: LapseStack,
+    case: str,
+    overrides: dict[str, object],
+    groups: tuple[str, ...],
+    token_kind: str,
+    code: grpc.StatusCode,
+    message: str,
+) -> None:
+    clients = StackClients(stack)
+    requests_topic = stack.topic_prefix + "lapse.requests.v1"
+    before = await end_offsets(stack.infra.kafka_bootstrap, requests_topic)
+    token = stack.token("bob", groups=groups)
+    metadata: tuple[tuple[str, str], ...] = ()
+    if token_kind == "valid":
+        metadata = bearer(token)
+    elif token_kind == "forged":
+        header, payload, _signature = token.split(".")
+        metadata = bearer(f"{header}.{payload}.{'A' * 86}")
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await clients.requests.SubmitRequest(submission(stack, **overrides), metadata=metadata)
+        assert refused.value.code() == code, case
+        assert message in (refused.value.details() or ""), refused.value.details()
+        listed = await clients.requests.ListActivity(
+            request_service_pb2.ListActivityRequest(), metadata=bearer(stack.token("bob"))
+        )
+        assert not [r for r in listed.requests if r.justification == "bad input test"]
+    finally:
+        await clients.close()
+    assert await end_offsets(stack.infra.kafka_bootstrap, requests_topic) == before
+
+
+async def test_undecodable_message_is_quarantined_and_consumers_keep_going(
+    stack: LapseStack,
+) -> None:
+    bootstrap = stack.infra.kafka_bootstrap
+    decisions = stack.topic_prefix + "lapse.decisions.v1"
+    await publish_raw(
+        bootstrap, decisions, value=b"\xff\x00not a protobuf envelope", key=b"req-garbage"
+    )
+    await publish_raw(
+        bootstrap, decisions, value=b'{"json": "from a foreign producer"}', key=b"req-json"
+    )
+
+    async def quarantined() -> list[events_pb2.QuarantinedMessage]:
+        found = []
+        for record in await read_all(bootstrap, stack.topic_prefix + "lapse.quarantine.v1"):
+            payload = decode(record.value).payload
+            assert isinstance(payload, events_pb2.QuarantinedMessage)
+            if payload.source_topic == decisions:
+                found.append(payload)
+        return found
+
+    # Every consumer of the decisions topic (request service, scheduler, audit) quarantines
+    # both records with its own name on them.
+    consumers = {"request-decisions", "grant-scheduler-decisions"}
+    found = await wait_for(
+        quarantined,
+        lambda q: all(sum(1 for x in q if x.consumer == c) >= 2 for c in consumers),
+        timeout=30,
+        what="both records quarantined by request and scheduler consumers",
+    )
+    assert all(q.reason for q in found)
+    assert {q.key for q in found} == {b"req-garbage", b"req-json"}
+
+    # ... and they keep going: a new request is still approved and granted.
+    clients = StackClients(stack)
+    try:
+        token = stack.token("bob")
+        response = await clients.requests.SubmitRequest(submission(stack), metadata=bearer(token))
+        await wait_for(
+            lambda: clients.get_request(response.request.request_id, token),
+            lambda v: bool(v.grants) and v.grants[0].status == common_pb2.GRANT_STATUS_ACTIVE,
+            timeout=30,
+            what="grant ACTIVE after garbage",
+        )
+    finally:
+        await clients.close()
