@@ -57,7 +57,9 @@ class CommandVerifier:
         try:
             self._key.verify(signed.signature, signed.command)
         except InvalidSignature as error:
-            raise CommandRejected("command signature does not verify with the platform key") from error
+            raise CommandRejected(
+                "command signature does not verify with the platform key"
+            ) from error
         command = commands_pb2.AgentCommand()
         try:
             command.ParseFromString(signed.command)

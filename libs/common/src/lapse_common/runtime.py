@@ -119,7 +119,9 @@ class Service:
         done, _ = await asyncio.wait([stop_waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             if task is not stop_waiter and task.exception() is not None:
-                logger.error("%s: %s crashed", self.name, task.get_name(), exc_info=task.exception())
+                logger.error(
+                    "%s: %s crashed", self.name, task.get_name(), exc_info=task.exception()
+                )
         logger.info("%s stopping", self.name)
         self.relay.stop()
         if server is not None:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import grpc
+from lapse_common.auth import AuthInterceptor, TokenVerifier
+from lapse_common.messaging.consumer import subscribe_events
+from lapse_common.pb.lapse.v1 import approval_service_pb2_grpc, events_pb2
+from lapse_common.runtime import Service
+from lapse_common.settings import AuthSettings, DatabaseSettings
 
 from lapse_approval.flows import load_catalog
 from lapse_approval.grpc_api import ApprovalApi
 from lapse_approval.handlers import ApprovalHandlers
 from lapse_approval.models import ApprovalBase
 from lapse_approval.settings import ApprovalSettings
-from lapse_common.auth import AuthInterceptor, TokenVerifier
-from lapse_common.messaging.consumer import subscribe_events
-from lapse_common.pb.lapse.v1 import approval_service_pb2_grpc, events_pb2
-from lapse_common.runtime import Service
-from lapse_common.settings import AuthSettings, DatabaseSettings
 
 
 async def run() -> None:
@@ -40,7 +40,9 @@ async def run() -> None:
     )
 
     def register(server: grpc.aio.Server) -> None:
-        approval_service_pb2_grpc.add_ApprovalServiceServicer_to_server(ApprovalApi(catalog), server)
+        approval_service_pb2_grpc.add_ApprovalServiceServicer_to_server(
+            ApprovalApi(catalog), server
+        )
 
     await service.run(
         grpc_servicers=[register],

@@ -160,7 +160,11 @@ def _describe(path: Path, document: dict[str, Any], error: ValidationError) -> l
             items = document.get(section) or []
             label = "flow" if section == "flows" else "integration"
             key = "name" if section == "flows" else "id"
-            name = items[index].get(key, f"#{index + 1}") if isinstance(index, int) and isinstance(items[index], dict) else f"#{index}"
+            name = (
+                items[index].get(key, f"#{index + 1}")
+                if isinstance(index, int) and isinstance(items[index], dict)
+                else f"#{index}"
+            )
             where = f"{label} {name!r}: "
             location = location[2:]
         field_path = ".".join(str(p) for p in location) or "(whole entry)"
@@ -206,11 +210,15 @@ def load_catalog(paths: list[Path]) -> Catalog:
                 continue
             for resource in target.resources:
                 if resource != "*" and resource not in integration.resources:
-                    problems.append(f"{prefix}.resources: {resource!r} is not a resource of {integration.id!r}")
+                    problems.append(
+                        f"{prefix}.resources: {resource!r} is not a resource of {integration.id!r}"
+                    )
             offered = {p for perms in integration.resources.values() for p in perms}
             for permission in target.permissions:
                 if permission not in offered:
-                    problems.append(f"{prefix}.permissions: {permission!r} is not offered by {integration.id!r}")
+                    problems.append(
+                        f"{prefix}.permissions: {permission!r} is not offered by {integration.id!r}"
+                    )
         flows.append(
             Flow(
                 name=spec.name,

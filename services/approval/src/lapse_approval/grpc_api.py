@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import grpc
+from lapse_common.auth import current_identity
+from lapse_common.pb.lapse.v1 import approval_service_pb2, approval_service_pb2_grpc, common_pb2
 
 from lapse_approval.flows import Catalog
 from lapse_approval.operations.check_request import Refusal, RequestRefused, check_request
-from lapse_common.auth import current_identity
-from lapse_common.pb.lapse.v1 import approval_service_pb2, approval_service_pb2_grpc, common_pb2
 
 REFUSAL_STATUS = {
     Refusal.INVALID: grpc.StatusCode.INVALID_ARGUMENT,

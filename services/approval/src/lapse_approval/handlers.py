@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from lapse_approval.flows import Catalog
-from lapse_approval.operations.decide_submitted_request import decide_submitted_request
 from lapse_common.clock import Clock
 from lapse_common.messaging.codec import DecodedEvent
 from lapse_common.pb.lapse.v1 import events_pb2
 from lapse_common.topics import Topics
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from lapse_approval.flows import Catalog
+from lapse_approval.operations.decide_submitted_request import decide_submitted_request
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from lapse_common.messaging.consumer import subscribe_events
 from lapse_common.pb.lapse.v1 import events_pb2
 from lapse_common.runtime import Service
 from lapse_common.settings import DatabaseSettings
+
 from lapse_grant_scheduler.expiry_timer import ExpiryTimer
 from lapse_grant_scheduler.handlers import SchedulerHandlers
 from lapse_grant_scheduler.models import SchedulerBase

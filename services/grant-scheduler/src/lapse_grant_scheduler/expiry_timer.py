@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from lapse_common.clock import Clock
 from lapse_common.messaging.outbox import OutboxRelay
 from lapse_common.topics import Topics
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from lapse_grant_scheduler.operations.request_due_revocations import (
     next_expiry,
     request_due_revocations,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from lapse_common.clock import Clock, as_utc
 from lapse_common.messaging.outbox import enqueue
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
 from lapse_common.topics import Topics
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from lapse_grant_scheduler.models import Grant
 
 

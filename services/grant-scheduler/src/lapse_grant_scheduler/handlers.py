@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from lapse_common.clock import Clock
 from lapse_common.command_signing import CommandSigner
 from lapse_common.messaging.codec import DecodedEvent
 from lapse_common.pb.lapse.v1 import events_pb2
 from lapse_common.topics import Topics
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from lapse_grant_scheduler.expiry_timer import ExpiryTimer
 from lapse_grant_scheduler.operations.create_grants import create_grants
 from lapse_grant_scheduler.operations.record_grant_result import record_grant_result

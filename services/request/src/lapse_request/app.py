@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import grpc
-from opentelemetry.instrumentation.grpc import aio_client_interceptors
-
 from lapse_common.auth import AuthInterceptor, TokenVerifier
 from lapse_common.messaging.consumer import subscribe_events
 from lapse_common.pb.lapse.v1 import approval_service_pb2_grpc, events_pb2, request_service_pb2_grpc
 from lapse_common.runtime import Service
 from lapse_common.settings import AuthSettings, DatabaseSettings
+from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
 from lapse_request.grpc_api import RequestApi
 from lapse_request.handlers import RequestHandlers
 from lapse_request.models import RequestBase
@@ -20,7 +20,9 @@ async def run() -> None:
     settings = RequestSettings()
     verifier = TokenVerifier.from_settings(AuthSettings())
     service = await Service.create(
-        name="request", database_url=DatabaseSettings().database_url, metadatas=[RequestBase.metadata]
+        name="request",
+        database_url=DatabaseSettings().database_url,
+        metadatas=[RequestBase.metadata],
     )
     handlers = RequestHandlers(clock=service.clock)
     common = {

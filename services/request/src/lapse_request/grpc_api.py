@@ -4,8 +4,6 @@ operations and operation errors to status codes."""
 from __future__ import annotations
 
 import grpc
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from lapse_common.auth import ADMIN_ROLE, current_identity
 from lapse_common.clock import Clock
 from lapse_common.messaging.outbox import OutboxRelay
@@ -17,6 +15,8 @@ from lapse_common.pb.lapse.v1 import (
     request_service_pb2_grpc,
 )
 from lapse_common.topics import Topics
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from lapse_request.models import AccessRequest
 from lapse_request.operations.cancel_request import CancelRefused, cancel_request
 from lapse_request.operations.read_activity import list_requests, render_requests
@@ -159,7 +159,8 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
         identity = current_identity()
         if request.all_users and not identity.has_role(ADMIN_ROLE):
             await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED, "listing everyone's activity needs the admin role"
+                grpc.StatusCode.PERMISSION_DENIED,
+                "listing everyone's activity needs the admin role",
             )
         if request.limit < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "limit must not be negative")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from lapse_common.clock import Clock
 from lapse_common.messaging.codec import DecodedEvent
 from lapse_common.pb.lapse.v1 import events_pb2
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from lapse_request.operations.record_decision import record_decision
 from lapse_request.operations.record_grant_transition import record_grant_transition
 

@@ -9,6 +9,7 @@ from lapse_common.messaging.consumer import subscribe_events
 from lapse_common.pb.lapse.v1 import events_pb2
 from lapse_common.runtime import Service
 from lapse_common.settings import DatabaseSettings
+
 from lapse_revoker.handlers import RevokerHandlers
 from lapse_revoker.models import RevokerBase
 from lapse_revoker.retry_loop import RetryLoop
@@ -19,7 +20,9 @@ from lapse_revoker.settings import RevokerSettings
 async def run() -> None:
     settings = RevokerSettings()
     service = await Service.create(
-        name="revoker", database_url=DatabaseSettings().database_url, metadatas=[RevokerBase.metadata]
+        name="revoker",
+        database_url=DatabaseSettings().database_url,
+        metadatas=[RevokerBase.metadata],
     )
     policy = RetryPolicy(
         ack_deadline=timedelta(seconds=settings.ack_deadline_seconds),

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from lapse_common.messaging.codec import DecodedEvent
 from lapse_common.pb.lapse.v1 import events_pb2
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from lapse_revoker.operations.accept_revoke_request import accept_revoke_request
 from lapse_revoker.operations.record_revoke_result import record_revoke_result
 from lapse_revoker.revocation_steps import RevokerContext

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from lapse_common.messaging.outbox import OutboxRelay
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from lapse_common.messaging.outbox import OutboxRelay
 from lapse_revoker.operations.retry_overdue_revocations import retry_overdue_revocations
 from lapse_revoker.revocation_steps import RevokerContext
 

@@ -6,15 +6,15 @@ import random
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from lapse_common.clock import Clock, as_utc
 from lapse_common.command_signing import CommandSigner
 from lapse_common.messaging.agent_commands import enqueue_agent_command
 from lapse_common.messaging.outbox import enqueue
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
 from lapse_common.topics import Topics
-from lapse_revoker.models import RevocationState, Revocation, RevokeAttemptRecord
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from lapse_revoker.models import Revocation, RevocationState, RevokeAttemptRecord
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,10 @@ async def ensure_topics(
             if missing:
                 try:
                     await admin.create_topics(
-                        [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing]
+                        [
+                            NewTopic(t, num_partitions=partitions, replication_factor=1)
+                            for t in missing
+                        ]
                     )
                 except TopicAlreadyExistsError:
                     pass

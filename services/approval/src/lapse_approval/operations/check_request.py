@@ -86,4 +86,6 @@ def check_request(
         )
     if flow.justification_required and not justification.strip():
         raise RequestRefused(Refusal.INVALID, f"flow {flow.name!r} requires a justification")
-    return Allowed(flow=flow, agent_id=integration.agent, duration=duration or flow.default_duration)
+    return Allowed(
+        flow=flow, agent_id=integration.agent, duration=duration or flow.default_duration
+    )

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from lapse_common.clock import Clock
+from lapse_common.messaging.outbox import enqueue
+from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
+from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_approval.flows import Catalog
 from lapse_approval.models import ApprovalCase
 from lapse_approval.operations.check_request import RequestRefused, check_request
-from lapse_common.clock import Clock
-from lapse_common.messaging.outbox import enqueue
-from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
-from lapse_common.topics import Topics
 
 
 async def decide_submitted_request(

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from lapse_common.clock import Clock
 from lapse_common.command_signing import CommandSigner
 from lapse_common.messaging.agent_commands import enqueue_agent_command
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
 from lapse_common.topics import Topics
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from lapse_grant_scheduler.grant_facts import enqueue_grant_fact
 from lapse_grant_scheduler.models import Grant, GrantState
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from lapse_common.auth import ADMIN_ROLE, Identity
 from lapse_common.clock import Clock
 from lapse_common.messaging.outbox import enqueue
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
 from lapse_common.topics import Topics
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from lapse_request.models import AccessRequest
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lapse_common.clock import as_utc
+from lapse_common.pb.lapse.v1 import common_pb2, request_service_pb2
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from lapse_common.clock import as_utc
-from lapse_common.pb.lapse.v1 import common_pb2, request_service_pb2
 from lapse_request.items import unpack_items
 from lapse_request.models import AccessRequest, GrantActivity, GrantTransition
 

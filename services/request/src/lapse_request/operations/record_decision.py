@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from lapse_common.clock import Clock
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from lapse_request.models import AccessRequest
 
 _FINAL = {

@@ -6,13 +6,13 @@ from __future__ import annotations
 import re
 import uuid
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from lapse_common.auth import Identity
 from lapse_common.clock import Clock
 from lapse_common.messaging.outbox import enqueue
 from lapse_common.pb.lapse.v1 import approval_service_pb2, common_pb2, events_pb2
 from lapse_common.topics import Topics
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from lapse_request.items import pack_items
 from lapse_request.models import AccessRequest
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from lapse_common.messaging.outbox import enqueue
+from lapse_common.pb.lapse.v1 import common_pb2
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from lapse_common.messaging.outbox import enqueue
-from lapse_common.pb.lapse.v1 import common_pb2
 from lapse_revoker.models import Revocation, RevocationState, RevokeAttemptRecord
 from lapse_revoker.revocation_steps import RevokerContext, dead_letter_record, enqueue_grant_fact
 

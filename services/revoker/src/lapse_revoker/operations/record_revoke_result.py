@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from lapse_common.clock import as_utc
+from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
 from opentelemetry import metrics
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from lapse_common.clock import as_utc
-from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
 from lapse_revoker.models import Revocation, RevocationState, RevokeAttemptRecord
 from lapse_revoker.operations.dead_letter_revocation import dead_letter_revocation
 from lapse_revoker.revocation_steps import RevokerContext, enqueue_grant_fact
