@@ -44,7 +44,8 @@ def _run_script(*args: str) -> None:
     )
     if completed.returncode != 0:
         raise RuntimeError(
-            f"deploy/local/{' '.join(args)} failed:\n{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}"
+            f"deploy/local/{' '.join(args)} failed:\n"
+            f"{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}"
         )
 
 

@@ -61,13 +61,13 @@ def _call(
         try:
             return invoke(request_service_pb2_grpc.RequestServiceStub(channel), metadata)
         except grpc.RpcError as error:
-            code = error.code()  # type: ignore[attr-defined]
+            code = error.code()
             if code == grpc.StatusCode.UNAVAILABLE:
                 raise _fail(
                     f"cannot reach the request service at {settings.request_address} "
                     "(is Lapse running? `make up`)"
                 ) from error
-            raise _fail(f"{code.name}: {error.details()}") from error  # type: ignore[attr-defined]
+            raise _fail(f"{code.name}: {error.details()}") from error
 
 
 @app.command()
@@ -158,7 +158,7 @@ def _wait_for_grant(
     deadline = time.monotonic() + timeout
     last = ""
     while True:
-        view = _call(
+        view: request_service_pb2.AccessRequestView = _call(
             settings,
             lambda stub, md: stub.GetRequest(
                 request_service_pb2.GetRequestRequest(request_id=request_id), metadata=md

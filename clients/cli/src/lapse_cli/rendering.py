@@ -48,11 +48,13 @@ def describe_request(view: request_service_pb2.AccessRequestView, *, history: bo
             )
     for grant in view.grants:
         stuck = " STUCK" if grant.stuck else ""
+        active = grant.status == common_pb2.GRANT_STATUS_ACTIVE
+        left = _remaining(grant.expires_at) if active else ""
         lines.append(
             f"  {grant.grant_id}  {grant_status(grant.status)}{stuck}  "
             f"{grant.spec.integration_id}/{grant.spec.resource} {grant.spec.permission} "
             f"as {grant.spec.principal}  expires {_when(grant.expires_at)}"
-            f"{_remaining(grant.expires_at) if grant.status == common_pb2.GRANT_STATUS_ACTIVE else ''}"
+            f"{left}"
         )
         if history:
             for step in grant.history:

@@ -89,3 +89,8 @@ async def transaction(
     """One unit of work: commits on success, rolls back on any exception."""
     async with sessions() as session, session.begin():
         yield session
+
+
+def dialect_of(session: AsyncSession) -> str:
+    """'postgresql' or 'sqlite': row locking (FOR UPDATE SKIP LOCKED) exists only on the first."""
+    return session.get_bind().dialect.name

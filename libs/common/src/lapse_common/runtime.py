@@ -6,8 +6,9 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from faststream.kafka import KafkaBroker
@@ -50,7 +51,7 @@ class Service:
     broker: KafkaBroker
     relay: OutboxRelay
     quarantine: Quarantine
-    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
     @classmethod
     async def create(
@@ -101,7 +102,8 @@ class Service:
         await self.broker.start()
         server: grpc.aio.Server | None = None
         if grpc_address:
-            server = grpc.aio.server(interceptors=[aio_server_interceptor(), *grpc_interceptors])
+            tracing = aio_server_interceptor()  # type: ignore[no-untyped-call]
+            server = grpc.aio.server(interceptors=[tracing, *grpc_interceptors])
             for register in grpc_servicers:
                 register(server)
             server.add_insecure_port(grpc_address)

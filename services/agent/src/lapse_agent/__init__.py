@@ -1,0 +1,1 @@
+"""Lapse connector agent: runs inside the customer network and applies signed commands."""

@@ -203,11 +203,12 @@ def load_catalog(paths: list[Path]) -> Catalog:
             problems.append(f"{path}: flow {spec.name!r}: field name: defined twice")
         names.add(spec.name)
         for index, target in enumerate(spec.targets):
-            integration = integrations.get(target.integration)
+            known = integrations.get(target.integration)
             prefix = f"{path}: flow {spec.name!r}: field targets.{index}"
-            if integration is None:
+            if known is None:
                 problems.append(f"{prefix}.integration: unknown integration {target.integration!r}")
                 continue
+            integration = known
             for resource in target.resources:
                 if resource != "*" and resource not in integration.resources:
                     problems.append(

@@ -5,6 +5,7 @@ scheduler revokes everything that fell due while it was down on its first pass."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from lapse_common.clock import Clock
@@ -52,10 +53,8 @@ class ExpiryTimer:
                 sleep_for = 1.0
             if sleep_for <= 0:
                 continue
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=sleep_for)
-            except TimeoutError:
-                pass
             self._changed.clear()
 
     async def tick(self) -> float:

@@ -48,7 +48,8 @@ async def run() -> None:
         **common,  # type: ignore[arg-type]
     )
     channel = grpc.aio.insecure_channel(
-        settings.approval_address, interceptors=aio_client_interceptors()
+        settings.approval_address,
+        interceptors=aio_client_interceptors(),  # type: ignore[no-untyped-call]
     )
     api = RequestApi(
         sessions=service.sessions,

@@ -148,6 +148,7 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
                 row.requester != identity.subject and not identity.has_role(ADMIN_ROLE)
             ):
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"no request {request.request_id!r}")
+            assert row is not None  # abort() raises; this tells the type checker
             views = await render_requests(session=session, rows=[row])
         return views[0]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from collections.abc import Iterable
@@ -76,15 +77,13 @@ async def ensure_topics(
             existing = set(await admin.list_topics())
             missing = [t for t in wanted if t not in existing]
             if missing:
-                try:
+                with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(
                         [
                             NewTopic(t, num_partitions=partitions, replication_factor=1)
                             for t in missing
                         ]
                     )
-                except TopicAlreadyExistsError:
-                    pass
             return
         except KafkaConnectionError:
             if asyncio.get_running_loop().time() > deadline:

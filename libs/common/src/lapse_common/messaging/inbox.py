@@ -12,7 +12,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from lapse_common.db import Base
+from lapse_common.db import Base, dialect_of
 
 
 class InboxRecord(Base):
@@ -28,7 +28,7 @@ async def first_delivery(
 ) -> bool:
     """Record the event for this consumer; False if it was handled before."""
     values = {"consumer": consumer, "event_id": event_id, "handled_at": now}
-    insert = postgres_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    insert = postgres_insert if dialect_of(session) == "postgresql" else sqlite_insert
     statement = insert(InboxRecord).values(**values).on_conflict_do_nothing()
     result = await session.execute(statement)
     assert isinstance(result, CursorResult)

@@ -5,6 +5,7 @@ relayed to Kafka after the transaction commits, so a crash between the two loses
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from datetime import datetime
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
 from lapse_common.clock import Clock
-from lapse_common.db import Base
+from lapse_common.db import Base, dialect_of
 from lapse_common.messaging.codec import build_envelope
 from lapse_common.messaging.publishing import Publisher
 
@@ -115,10 +116,8 @@ class OutboxRelay:
                 await asyncio.sleep(self._poll_interval)
             if relayed >= self._batch_size:
                 continue
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=self._poll_interval)
-            except TimeoutError:
-                pass
             self._wakeup.clear()
 
     async def relay_once(self) -> int:
@@ -130,7 +129,7 @@ class OutboxRelay:
                 .order_by(OutboxMessage.id)
                 .limit(self._batch_size)
             )
-            if session.bind.dialect.name == "postgresql":
+            if dialect_of(session) == "postgresql":
                 # Replicas of a service share the outbox without publishing a row twice.
                 query = query.with_for_update(skip_locked=True)
             rows = (await session.execute(query)).scalars().all()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from lapse_common.clock import Clock, as_utc
+from lapse_common.db import dialect_of
 from lapse_common.messaging.outbox import enqueue
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
 from lapse_common.topics import Topics
@@ -31,7 +32,7 @@ async def request_due_revocations(
         .order_by(Grant.expires_at)
         .limit(batch_size)
     )
-    if session.bind.dialect.name == "postgresql":
+    if dialect_of(session) == "postgresql":
         # Replicas share due grants without two of them claiming the same one.
         query = query.with_for_update(skip_locked=True)
     due = (await session.execute(query)).scalars().all()

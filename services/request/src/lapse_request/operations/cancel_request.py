@@ -34,7 +34,8 @@ async def cancel_request(
     if row.requester != identity.subject and not identity.has_role(ADMIN_ROLE):
         raise CancelRefused("only the requester or an admin may cancel a request", forbidden=True)
     if row.status != common_pb2.REQUEST_STATUS_PENDING_APPROVAL:
-        status = common_pb2.RequestStatus.Name(row.status).removeprefix("REQUEST_STATUS_")
+        status_name = common_pb2.RequestStatus.Name(common_pb2.RequestStatus.ValueType(row.status))
+        status = status_name.removeprefix("REQUEST_STATUS_")
         raise CancelRefused(
             f"request {request_id} is {status}, only a PENDING_APPROVAL request can be canceled"
             " (use revoke to end active access)"

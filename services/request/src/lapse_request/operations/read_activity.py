@@ -68,7 +68,7 @@ async def render_requests(
                     permission=grant.permission,
                     principal=grant.principal,
                 ),
-                status=grant.status,  # type: ignore[arg-type]
+                status=grant.status,
                 stuck=grant.stuck,
                 epoch=grant.epoch,
             )
@@ -81,7 +81,7 @@ async def render_requests(
                     status=common_pb2.GrantStatus.Name(transition.status).removeprefix(  # type: ignore[arg-type]
                         "GRANT_STATUS_"
                     ),
-                    reason=transition.reason,  # type: ignore[arg-type]
+                    reason=transition.reason,
                     actor=transition.actor,
                     detail=transition.detail,
                 )

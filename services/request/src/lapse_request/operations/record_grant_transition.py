@@ -10,7 +10,7 @@ from lapse_request.models import GrantActivity, GrantTransition
 
 # Facts for one grant come from two producers (scheduler, revoker); a late fact must not
 # move the status backwards, so each status has a rank and only forward moves apply.
-_RANK = {
+_RANK: dict[int, int] = {
     common_pb2.GRANT_STATUS_GRANTING: 1,
     common_pb2.GRANT_STATUS_ACTIVE: 2,
     common_pb2.GRANT_STATUS_GRANT_FAILED: 5,

@@ -3,6 +3,7 @@ those out of attempts."""
 
 from __future__ import annotations
 
+from lapse_common.db import dialect_of
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,7 +32,7 @@ async def retry_overdue_revocations(
         )
         .limit(batch_size)
     )
-    if session.bind.dialect.name == "postgresql":
+    if dialect_of(session) == "postgresql":
         query = query.with_for_update(skip_locked=True)
     overdue = (await session.execute(query)).scalars().all()
     for revocation in overdue:

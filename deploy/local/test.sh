@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The test command (`make test`): installs what is missing, starts the real Kafka broker and
+# PostgreSQL unless KAFKA_BOOTSTRAP_SERVERS / LAPSE_TEST_DATABASE_URL point elsewhere, checks
+# lint, types and generated code, then runs unit and integration tests.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$REPO"
+log() { printf '[test] %s\n' "$*"; }
+
+if ! command -v uv >/dev/null 2>&1; then
+  log "installing uv from PyPI"
+  python3 -m pip install --quiet --disable-pip-version-check uv
+fi
+uv sync --frozen --quiet
+
+if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
+  deploy/local/kafka.sh start
+  export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:${KAFKA_PORT:-9092}"
+fi
+if [ -z "${LAPSE_TEST_DATABASE_URL:-}" ]; then
+  deploy/local/postgres.sh start
+  export LAPSE_TEST_DATABASE_URL="postgresql+asyncpg://lapse:lapse@127.0.0.1:${LAPSE_PG_PORT:-55432}/lapse_test"
+  export LAPSE_TEST_TARGET_DSN="${LAPSE_TEST_TARGET_DSN:-postgresql://lapse_agent:lapse_agent@127.0.0.1:${LAPSE_PG_PORT:-55432}/demo_target}"
+fi
+
+log "ruff"
+uv run ruff check .
+log "mypy (strict)"
+uv run mypy
+log "generated protobuf code"
+uv run python proto/generate.py --check
+log "pytest"
+started=$(date +%s)
+uv run pytest "$@"
+log "suite took $(( $(date +%s) - started ))s"

@@ -1,0 +1,168 @@
+"""Wiring: config, ledger, connectors, Kafka consumer, heartbeats, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from datetime import timedelta
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from lapse_common.clock import Clock, SystemClock
+from lapse_common.command_signing import CommandVerifier
+from lapse_common.messaging.broker import create_broker, ensure_topics
+from lapse_common.messaging.publishing import BrokerPublisher, Publisher
+from lapse_common.messaging.quarantine import Quarantine
+from lapse_common.settings import KafkaSettings
+from lapse_common.topics import Topics
+
+from lapse_agent.config import load_config
+from lapse_agent.connectors.registry import build_connectors
+from lapse_agent.handlers import CommandHandling, subscribe_commands
+from lapse_agent.ledger import CommandLedger
+from lapse_agent.operations.send_heartbeat import send_heartbeat
+from lapse_agent.settings import AgentSettings
+
+logger = logging.getLogger(__name__)
+
+READY_LINE = "lapse-agent ready"
+
+
+class StartupError(Exception):
+    """The agent cannot start; the message says what to fix."""
+
+
+def agent_version() -> str:
+    try:
+        return version("lapse-agent")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def load_verifier(path: Path, *, clock: Clock) -> CommandVerifier:
+    try:
+        pem = path.read_bytes()
+    except OSError as error:
+        raise StartupError(
+            f"LAPSE_AGENT_COMMAND_PUBLIC_KEY_FILE {path}: cannot read: {error.strerror}"
+        ) from None
+    try:
+        return CommandVerifier(public_key_pem=pem, clock=clock)
+    except ValueError as error:
+        raise StartupError(f"LAPSE_AGENT_COMMAND_PUBLIC_KEY_FILE {path}: {error}") from None
+
+
+async def heartbeat_forever(
+    *,
+    publisher: Publisher,
+    topic: str,
+    agent_id: str,
+    integrations: list[str],
+    interval_seconds: float,
+    clock: Clock,
+) -> None:
+    agent_release = agent_version()
+    while True:
+        try:
+            await send_heartbeat(
+                publisher=publisher,
+                topic=topic,
+                agent_id=agent_id,
+                integrations=integrations,
+                version=agent_release,
+                clock=clock,
+            )
+        except Exception:
+            # A missed heartbeat is what the platform watches for; keep trying.
+            logger.warning("heartbeat for agent %s not published", agent_id, exc_info=True)
+        await asyncio.sleep(interval_seconds)
+
+
+async def run_agent(
+    settings: AgentSettings, *, kafka: KafkaSettings, clock: Clock | None = None
+) -> None:
+    """Run until SIGTERM/SIGINT."""
+    clock = clock or SystemClock()
+    config = load_config(settings.config_file)
+    verifier = load_verifier(settings.command_public_key_file, clock=clock)
+    agent_id = settings.agent_id
+    topics = Topics(prefix=kafka.topic_prefix)
+    commands_topic = topics.agent_commands(agent_id)
+
+    ledger = await CommandLedger.open(settings.resolved_state_path)
+    pruned = await ledger.prune(
+        older_than=clock.now() - timedelta(days=settings.state_retention_days)
+    )
+    if pruned:
+        logger.info(
+            "forgot %d ledger rows older than %d days", pruned, settings.state_retention_days
+        )
+    connectors = build_connectors(config)
+    broker = create_broker(kafka, client_id=f"lapse-agent-{agent_id}")
+    publisher = BrokerPublisher(broker)
+    subscribe_commands(
+        broker,
+        CommandHandling(
+            agent_id=agent_id,
+            topics=topics,
+            verifier=verifier,
+            connectors=connectors,
+            ledger=ledger,
+            publisher=publisher,
+            quarantine=Quarantine(
+                publisher=publisher,
+                topic=topics.quarantine,
+                producer=f"agent:{agent_id}",
+                clock=clock,
+            ),
+            clock=clock,
+        ),
+    )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    heartbeats: asyncio.Task[None] | None = None
+    try:
+        await ensure_topics(
+            kafka,
+            [commands_topic, topics.agent_results, topics.agent_heartbeats, topics.quarantine],
+        )
+        await broker.start()
+        heartbeats = asyncio.create_task(
+            heartbeat_forever(
+                publisher=publisher,
+                topic=topics.agent_heartbeats,
+                agent_id=agent_id,
+                integrations=config.integration_ids(),
+                interval_seconds=settings.heartbeat_interval_seconds,
+                clock=clock,
+            ),
+            name="heartbeats",
+        )
+        logger.info(
+            "agent %s consuming %s for integrations %s",
+            agent_id,
+            commands_topic,
+            ", ".join(config.integration_ids()),
+        )
+        if not stop.is_set():  # a signal during startup means: do not claim readiness
+            print(READY_LINE, flush=True)
+            await stop.wait()
+        logger.info("agent %s stopping", agent_id)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        if heartbeats is not None:
+            heartbeats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeats
+        # Stop consuming first: an in-flight command finishes and publishes its result
+        # before the connectors and the ledger close underneath it.
+        await broker.stop()
+        for connector in connectors.values():
+            await connector.close()
+        await ledger.close()

@@ -1,0 +1,1 @@
+"""Connectors: the target-specific code that grants, revokes, verifies and discovers."""

@@ -1,0 +1,210 @@
+"""Carry out one verified command against its connector, at most once per command id,
+never behind a newer epoch, and say exactly what happened."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+
+from lapse_common.clock import Clock
+from lapse_common.pb.lapse.v1 import commands_pb2, common_pb2, events_pb2
+
+from lapse_agent.connectors.base import (
+    Access,
+    Connector,
+    PermanentTargetError,
+    TransientTargetError,
+)
+from lapse_agent.ledger import AlreadyExecuted, CommandLedger, RecordedResult, Stale
+from lapse_agent.results import agent_result
+
+logger = logging.getLogger(__name__)
+
+SUCCEEDED = events_pb2.RESULT_OUTCOME_SUCCEEDED
+FAILED_TRANSIENT = events_pb2.RESULT_OUTCOME_FAILED_TRANSIENT
+FAILED_PERMANENT = events_pb2.RESULT_OUTCOME_FAILED_PERMANENT
+REJECTED = events_pb2.RESULT_OUTCOME_REJECTED
+
+
+async def execute_command(
+    *,
+    command: commands_pb2.AgentCommand,
+    agent_id: str,
+    connectors: Mapping[str, Connector],
+    ledger: CommandLedger,
+    clock: Clock,
+) -> events_pb2.AgentResult:
+    """Run a command that `authenticate_command` accepted and return its AgentResult.
+
+    The outcome is recorded in the ledger before returning (the caller publishes it and
+    only then lets the offset commit). Transient failures are not recorded as executed:
+    the command did not take effect, and a redelivery or re-issue should try again.
+    """
+    admission = await ledger.admit(
+        command_id=command.command_id,
+        grant_id=command.grant_id,
+        epoch=command.epoch,
+        kind=command.kind,
+        now=clock.now(),
+    )
+    if isinstance(admission, Stale):
+        return agent_result(
+            command=command,
+            agent_id=agent_id,
+            outcome=REJECTED,
+            detail=admission.reason,
+            completed_at=clock.now(),
+        )
+    if isinstance(admission, AlreadyExecuted):
+        first = admission.first
+        return agent_result(
+            command=command,
+            agent_id=agent_id,
+            outcome=first.outcome,
+            changed=False,
+            verified=first.verified,
+            completed_at=clock.now(),
+            detail=f"duplicate delivery; first result at {first.completed_at.isoformat()}: "
+            f"{first.detail}",
+        )
+
+    recorded = await _run(command=command, agent_id=agent_id, connectors=connectors, clock=clock)
+    if recorded.outcome != FAILED_TRANSIENT:
+        await ledger.record(
+            command_id=command.command_id,
+            grant_id=command.grant_id,
+            epoch=command.epoch,
+            kind=command.kind,
+            result=recorded,
+        )
+    return agent_result(
+        command=command,
+        agent_id=agent_id,
+        outcome=recorded.outcome,
+        changed=recorded.changed,
+        verified=recorded.verified,
+        detail=recorded.detail,
+        completed_at=recorded.completed_at,
+    )
+
+
+async def _run(
+    *,
+    command: commands_pb2.AgentCommand,
+    agent_id: str,
+    connectors: Mapping[str, Connector],
+    clock: Clock,
+) -> RecordedResult:
+    spec = command.spec
+    connector = connectors.get(spec.integration_id)
+    if connector is None:
+        configured = ", ".join(sorted(connectors)) or "none"
+        return RecordedResult(
+            outcome=FAILED_PERMANENT,
+            changed=False,
+            verified=False,
+            completed_at=clock.now(),
+            detail=f"integration {spec.integration_id!r} is not configured on agent "
+            f"{agent_id} (configured: {configured})",
+        )
+    access = Access(resource=spec.resource, permission=spec.permission, principal=spec.principal)
+    try:
+        if command.kind == common_pb2.COMMAND_KIND_GRANT:
+            return await _grant(connector, access, clock)
+        if command.kind == common_pb2.COMMAND_KIND_REVOKE:
+            return await _revoke(connector, access, clock)
+        return await _discover(connector, spec, clock)
+    except PermanentTargetError as failure:
+        return RecordedResult(
+            outcome=FAILED_PERMANENT,
+            changed=False,
+            verified=False,
+            detail=failure.detail,
+            completed_at=clock.now(),
+        )
+    except TransientTargetError as failure:
+        return RecordedResult(
+            outcome=FAILED_TRANSIENT,
+            changed=False,
+            verified=False,
+            detail=failure.detail,
+            completed_at=clock.now(),
+        )
+    except Exception as error:
+        # A connector bug must not wedge the command topic (the record would be
+        # redelivered forever); report it as retryable so the platform retries and
+        # eventually dead-letters with this detail.
+        logger.exception("connector %s failed unexpectedly", spec.integration_id)
+        return RecordedResult(
+            outcome=FAILED_TRANSIENT,
+            changed=False,
+            verified=False,
+            completed_at=clock.now(),
+            detail=f"unexpected agent error: {type(error).__name__}: {error}",
+        )
+
+
+async def _grant(connector: Connector, access: Access, clock: Clock) -> RecordedResult:
+    change = await connector.grant(access)
+    return RecordedResult(
+        outcome=SUCCEEDED,
+        changed=change.changed,
+        verified=False,
+        detail=change.note,
+        completed_at=clock.now(),
+    )
+
+
+async def _revoke(connector: Connector, access: Access, clock: Clock) -> RecordedResult:
+    change = await connector.revoke(access)
+    # Only a read-back may claim the access is gone; the REVOKE statement succeeding is
+    # not proof (another grantor, a concurrent re-grant).
+    verification = await connector.verify(access)
+    if verification.holds:
+        return RecordedResult(
+            outcome=FAILED_PERMANENT,
+            changed=change.changed,
+            verified=False,
+            completed_at=clock.now(),
+            detail=f"{change.note}; but read-back shows the access is still present: "
+            f"{verification.detail}",
+        )
+    return RecordedResult(
+        outcome=SUCCEEDED,
+        changed=change.changed,
+        verified=True,
+        completed_at=clock.now(),
+        detail=f"{change.note}; verified: {verification.detail}",
+    )
+
+
+async def _discover(
+    connector: Connector, spec: common_pb2.GrantSpec, clock: Clock
+) -> RecordedResult:
+    """List what is held; with a principal in the spec, `verified` means that principal
+    does NOT hold the access (the same meaning as for a revoke: verified gone)."""
+    holdings = await connector.discover(resource=spec.resource, permission=spec.permission)
+    held_by_principal = any(h.access.principal == spec.principal for h in holdings)
+    detail = json.dumps(
+        {
+            "holdings": [
+                {
+                    "resource": h.access.resource,
+                    "permission": h.access.permission,
+                    "principal": h.access.principal,
+                    "target_object": h.target_object,
+                }
+                for h in holdings
+            ],
+            **({"principal_holds": held_by_principal} if spec.principal else {}),
+        },
+        separators=(",", ":"),
+    )
+    return RecordedResult(
+        outcome=SUCCEEDED,
+        changed=False,
+        verified=bool(spec.principal) and not held_by_principal,
+        detail=detail,
+        completed_at=clock.now(),
+    )

@@ -1,0 +1,38 @@
+"""The agent's process settings, read from LAPSE_AGENT_* environment variables.
+
+Kafka and telemetry settings are the shared ones (LAPSE_KAFKA_*, LAPSE_OTEL_*); target
+credentials are not settings at all: they live in the agent's YAML config (or in the
+environment variables that config names).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lapse_common.topics import validate_agent_id
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AgentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LAPSE_AGENT_", extra="ignore")
+
+    agent_id: str
+    config_file: Path = Field(description="YAML file describing this agent's integrations")
+    command_public_key_file: Path = Field(
+        description="Ed25519 public key (PEM) of the platform's command-signing key"
+    )
+    heartbeat_interval_seconds: float = Field(default=10.0, gt=0)
+    # Epochs and executed command ids; must survive restarts, so it is a file, not memory.
+    state_path: Path | None = None
+    # Commands expire long before this, so older ledger rows can no longer match anything.
+    state_retention_days: int = Field(default=30, ge=1)
+
+    @field_validator("agent_id")
+    @classmethod
+    def _agent_id_is_topic_safe(cls, value: str) -> str:
+        return validate_agent_id(value)
+
+    @property
+    def resolved_state_path(self) -> Path:
+        return self.state_path or Path(".lapse") / f"agent-{self.agent_id}.db"

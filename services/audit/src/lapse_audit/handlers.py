@@ -1,0 +1,50 @@
+"""Consumer handlers: every decoded event, from every topic, goes to record_event.
+
+`subscribe_events` hands a handler the decoded event but not the topic it came from, so
+each subscription gets its own handler that knows the topic (see `topic_of`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from lapse_common.clock import Clock
+from lapse_common.messaging.codec import DecodedEvent
+from lapse_common.messaging.consumer import EventHandler
+from lapse_common.pb.lapse.v1 import commands_pb2
+from lapse_common.topics import Topics
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from lapse_audit.operations.record_event import record_event
+from lapse_audit.payload_rendering import unverified_agent_command
+
+TopicOf = Callable[[DecodedEvent], str]
+
+
+def recording_handler(*, topic_of: TopicOf, clock: Clock) -> EventHandler:
+    async def record(*, session: AsyncSession, event: DecodedEvent) -> None:
+        await record_event(session, event=event, topic=topic_of(event), recorded_at=clock.now())
+
+    return record
+
+
+def fixed_topic(topic: str) -> TopicOf:
+    return lambda _event: topic
+
+
+def agent_command_topic(topics: Topics) -> TopicOf:
+    """The per-agent command topic a command was read from, rebuilt from the agent id in
+    the command (one pattern subscription covers every agent's topic)."""
+
+    def topic_of(event: DecodedEvent) -> str:
+        if isinstance(event.payload, commands_pb2.SignedCommand):
+            command = unverified_agent_command(event.payload)
+            if command is not None:
+                try:
+                    return topics.agent_commands(command.spec.agent_id)
+                except ValueError:
+                    pass
+        # No usable agent id: say which family of topics it came from, not a guess.
+        return topics.agent_commands_pattern
+
+    return topic_of

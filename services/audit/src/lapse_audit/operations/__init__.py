@@ -1,0 +1,1 @@
+"""The audit service's use cases, one per module."""

@@ -1,0 +1,309 @@
+"""The audit service as a real process against real Kafka and PostgreSQL.
+
+Isolated from other runs by a unique topic prefix and a fresh database (the service's
+schema name is fixed to "audit", so a schema per run is not possible).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import asyncpg
+import grpc
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from lapse_common.auth import ensure_keypair, mint_token
+from lapse_common.clock import SystemClock
+from lapse_common.messaging.broker import ensure_topics
+from lapse_common.messaging.codec import build_envelope
+from lapse_common.pb.lapse.v1 import (
+    audit_service_pb2,
+    audit_service_pb2_grpc,
+    envelope_pb2,
+    events_pb2,
+)
+from lapse_common.settings import KafkaSettings
+from lapse_common.topics import Topics
+from sqlalchemy.engine import make_url
+
+from services.audit.tests.audit_events import grant_fact, request_submitted, signed_command
+from tests.infrastructure import provide_infrastructure
+from tests.stack import ServiceProcess, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+AGENT_ID = "it-agent"
+GARBAGE = b"\x08\x96\x01 this is not a lapse envelope"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RunningAudit:
+    bootstrap: str
+    topics: Topics
+    stub: audit_service_pb2_grpc.AuditServiceAsyncStub
+    keys: Path
+    process: ServiceProcess
+
+    def bearer(self, *, roles: list[str]) -> list[tuple[str, str]]:
+        return _bearer(self.keys, roles=roles)
+
+    @property
+    def auditor(self) -> list[tuple[str, str]]:
+        return self.bearer(roles=["auditor"])
+
+
+@pytest.fixture
+async def audit(tmp_path: Path) -> AsyncIterator[RunningAudit]:
+    infra = await asyncio.to_thread(provide_infrastructure)
+    run_id = uuid.uuid4().hex[:8]
+    topics = Topics(prefix=f"it-audit-{run_id}.")
+    database_url = await _create_database(infra.database_url, f"lapse_audit_test_{run_id}")
+    _, public_key = ensure_keypair(tmp_path / "keys", "dev-token")
+    # The pattern subscription sees topics that exist when it starts; a topic created
+    # later is only found at the next metadata refresh.
+    await ensure_topics(
+        KafkaSettings(bootstrap_servers=infra.kafka_bootstrap),
+        [*topics.shared(), topics.agent_commands(AGENT_ID)],
+    )
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LAPSE_")}
+    env.update(
+        {
+            "LAPSE_KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap,
+            "LAPSE_KAFKA_TOPIC_PREFIX": topics.prefix,
+            "LAPSE_DATABASE_URL": database_url,
+            "LAPSE_AUTH_PUBLIC_KEY_FILE": str(public_key),
+            "LAPSE_AUDIT_GRPC_ADDRESS": f"127.0.0.1:{port}",
+        }
+    )
+    process = ServiceProcess("audit", "lapse_audit", env, tmp_path)
+    process.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        await asyncio.to_thread(process.wait_ready, 90)
+        yield RunningAudit(
+            bootstrap=infra.kafka_bootstrap,
+            topics=topics,
+            stub=audit_service_pb2_grpc.AuditServiceStub(channel),  # type: ignore[arg-type]
+            keys=tmp_path / "keys",
+            process=process,
+        )
+    except BaseException:
+        print(process.tail(120))
+        raise
+    finally:
+        await channel.close()
+        await asyncio.to_thread(process.stop)
+        await _delete_topics(
+            infra.kafka_bootstrap, [*topics.shared(), topics.agent_commands(AGENT_ID)]
+        )
+        await _drop_database(infra.database_url, make_url(database_url).database or "")
+
+
+async def test_every_event_is_stored_once_garbage_is_quarantined_and_the_chain_verifies(
+    audit: RunningAudit,
+) -> None:
+    topics = audit.topics
+    submitted = _envelope(request_submitted("r-1"), request_id="r-1")
+    granted = _envelope(grant_fact("g-1", "r-1"), request_id="r-1", grant_id="g-1")
+    command = _envelope(signed_command("g-1", AGENT_ID), grant_id="g-1")
+    canceled = _envelope(
+        events_pb2.RequestCanceled(request_id="r-1", canceled_by="alice"), request_id="r-1"
+    )
+    await _publish(
+        audit.bootstrap,
+        [
+            (topics.requests, b"r-1", submitted),
+            # The outbox relay is at-least-once: the same event may arrive twice.
+            (topics.requests, b"r-1", submitted),
+            (topics.grants, b"g-1", granted),
+            (topics.agent_commands(AGENT_ID), b"g-1", command),
+            (topics.grants, b"g-bad", GARBAGE),
+            # Same key and partition as the duplicate, so once this one is stored the
+            # duplicate has certainly been handled too.
+            (topics.requests, b"r-1", canceled),
+        ],
+    )
+
+    async def all_five() -> list[audit_service_pb2.AuditEvent] | None:
+        response = await audit.stub.ListEvents(
+            audit_service_pb2.ListAuditEventsRequest(), metadata=audit.auditor
+        )
+        events = list(response.events)
+        stored = {event.event_id for event in events}
+        wanted = {submitted.event_id, granted.event_id, command.event_id, canceled.event_id}
+        quarantined = [e for e in events if e.type == "lapse.v1.QuarantinedMessage"]
+        return events if wanted <= stored and quarantined else None
+
+    events = await _eventually(all_five, within=90, process=audit.process)
+
+    assert len(events) == 5, [(e.sequence, e.type, e.topic) for e in events]
+    assert len({event.event_id for event in events}) == 5
+    assert [event.sequence for event in events] == [1, 2, 3, 4, 5]
+    by_id = {event.event_id: event for event in events}
+    assert by_id[submitted.event_id].topic == topics.requests
+    assert by_id[granted.event_id].topic == topics.grants
+    assert by_id[granted.event_id].grant_id == "g-1"
+    assert by_id[command.event_id].topic == topics.agent_commands(AGENT_ID)
+    assert '"decoded_command"' in by_id[command.event_id].payload_json
+    [quarantine_row] = [e for e in events if e.type == "lapse.v1.QuarantinedMessage"]
+    assert quarantine_row.topic == topics.quarantine
+    assert quarantine_row.producer == "audit"
+
+    on_quarantine = [
+        events_pb2.QuarantinedMessage.FromString(
+            envelope_pb2.Envelope.FromString(record.value).payload
+        )
+        for record in await _read_topic(audit.bootstrap, topics.quarantine)
+    ]
+    assert [(q.source_topic, q.key, q.value, q.consumer) for q in on_quarantine] == [
+        (topics.grants, b"g-bad", GARBAGE, "audit")
+    ]
+    assert on_quarantine[0].reason.startswith("not a lapse.v1.Envelope")
+
+    by_request = await audit.stub.ListEvents(
+        audit_service_pb2.ListAuditEventsRequest(request_id="r-1"), metadata=audit.auditor
+    )
+    assert {e.event_id for e in by_request.events} == {
+        submitted.event_id,
+        granted.event_id,
+        canceled.event_id,
+    }
+
+    verification = await audit.stub.VerifyChain(
+        audit_service_pb2.VerifyChainRequest(), metadata=audit.auditor
+    )
+    assert verification.ok, verification.detail
+    assert verification.events_checked == 5
+
+
+async def test_queries_need_a_token_and_an_oversight_role(audit: RunningAudit) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+        await audit.stub.ListEvents(audit_service_pb2.ListAuditEventsRequest())
+    assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    with pytest.raises(grpc.aio.AioRpcError) as plain_user:
+        await audit.stub.VerifyChain(
+            audit_service_pb2.VerifyChainRequest(), metadata=audit.bearer(roles=[])
+        )
+    assert plain_user.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def _bearer(keys: Path, *, roles: list[str]) -> list[tuple[str, str]]:
+    private_key, _ = ensure_keypair(keys, "dev-token")
+    token = mint_token(
+        private_key_pem=private_key.read_bytes(),
+        subject="it-user",
+        groups=[],
+        roles=roles,
+        ttl_seconds=600,
+    )
+    return [("authorization", f"Bearer {token}")]
+
+
+def _envelope(payload: object, **fields: str) -> envelope_pb2.Envelope:
+    return build_envelope(
+        payload,  # type: ignore[arg-type]
+        producer="integration-test",
+        occurred_at=SystemClock().now(),
+        **fields,
+    )
+
+
+async def _publish(
+    bootstrap: str, records: list[tuple[str, bytes, envelope_pb2.Envelope | bytes]]
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
+    await producer.start()
+    try:
+        for topic, key, value in records:
+            raw = value if isinstance(value, bytes) else value.SerializeToString(deterministic=True)
+            await producer.send_and_wait(topic, value=raw, key=key)
+    finally:
+        await producer.stop()
+
+
+async def _eventually(
+    probe: Callable[[], Awaitable[T | None]], *, within: float, process: ServiceProcess
+) -> T:
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        result = await probe()
+        if result is not None:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not reached after {within}s; audit log:\n{process.tail(80)}")
+        await asyncio.sleep(0.5)
+
+
+async def _create_database(base_url: str, name: str) -> str:
+    url = make_url(base_url)
+    admin = await asyncpg.connect(_plain_dsn(base_url))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+async def _drop_database(base_url: str, name: str) -> None:
+    admin = await asyncpg.connect(_plain_dsn(base_url))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def _plain_dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _delete_topics(bootstrap: str, names: list[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics(names)
+    finally:
+        await admin.close()
+
+
+async def _read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord]:
+    """Every record on the topic now, from the start of each partition (no consumer group,
+    so nothing is committed)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        records: list[ConsumerRecord] = []
+        end: dict[TopicPartition, int] = {}
+        async with asyncio.timeout(30):
+            # The consumer gets its partitions once it has the topic's metadata.
+            while True:
+                batch = await consumer.getmany(timeout_ms=500)
+                for partition_records in batch.values():
+                    records.extend(partition_records)
+                partitions = consumer.assignment()
+                if not partitions:
+                    continue
+                end = end or await consumer.end_offsets(list(partitions))
+                positions = [await consumer.position(p) for p in partitions]
+                if all(
+                    position >= end[p] for p, position in zip(partitions, positions, strict=True)
+                ):
+                    break
+        return records
+    finally:
+        await consumer.stop()
