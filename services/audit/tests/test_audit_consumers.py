@@ -85,3 +85,18 @@ async def test_garbage_is_quarantined_and_the_quarantine_is_audited(service: Ser
     assert quarantined.source_topic == service.topics.grants
     assert quarantined.value == b"\x00 definitely not protobuf"
     assert quarantined.consumer == "audit"
+
+
+async def test_an_event_id_too_long_for_the_inbox_is_quarantined(service: Service) -> None:
+    """On PostgreSQL such an id would fail the inbox insert on every redelivery."""
+    overlong = wire_bytes(request_submitted("r-1"), event_id="e" * 65)
+
+    async with TestKafkaBroker(service.broker) as broker:
+        await broker.publish(overlong, service.topics.requests, key=b"r-1")
+
+    [row] = await recorded(service)
+    assert row.type == "lapse.v1.QuarantinedMessage"
+    quarantined = events_pb2.QuarantinedMessage.FromString(
+        envelope_pb2.Envelope.FromString(row.payload).payload
+    )
+    assert "event_id is 65 characters long" in quarantined.reason

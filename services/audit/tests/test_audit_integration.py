@@ -19,10 +19,16 @@ import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from google.protobuf.message import Message
+from lapse_audit.handlers import fixed_topic, recording_handler
+from lapse_audit.models import AuditBase, AuditEventRecord
+from lapse_audit.operations.verify_chain import verify_chain
 from lapse_common.auth import ensure_keypair, mint_token
 from lapse_common.clock import SystemClock
+from lapse_common.db import Base, create_engine_for_service, create_schema, session_factory
 from lapse_common.messaging.broker import ensure_topics
-from lapse_common.messaging.codec import build_envelope
+from lapse_common.messaging.codec import DecodedEvent, build_envelope
+from lapse_common.messaging.inbox import first_delivery
 from lapse_common.pb.lapse.v1 import (
     audit_service_pb2,
     audit_service_pb2_grpc,
@@ -31,9 +37,10 @@ from lapse_common.pb.lapse.v1 import (
 )
 from lapse_common.settings import KafkaSettings
 from lapse_common.topics import Topics
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from services.audit.tests.audit_events import grant_fact, request_submitted, signed_command
+from services.audit.tests.audit_events import decoded, grant_fact, request_submitted, signed_command
 from tests.infrastructure import provide_infrastructure
 from tests.stack import ServiceProcess, free_port
 
@@ -60,12 +67,14 @@ class RunningAudit:
         return self.bearer(roles=["auditor"])
 
 
-@pytest.fixture
-async def audit(tmp_path: Path) -> AsyncIterator[RunningAudit]:
+@pytest.fixture(scope="module")
+async def audit(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningAudit]:
+    """One audit process for the module: its ten consumers share one group, whose joins
+    take about half a minute to settle."""
+    tmp_path = tmp_path_factory.mktemp("audit")
     infra = await asyncio.to_thread(provide_infrastructure)
     run_id = uuid.uuid4().hex[:8]
     topics = Topics(prefix=f"it-audit-{run_id}.")
-    database_url = await _create_database(infra.database_url, f"lapse_audit_test_{run_id}")
     _, public_key = ensure_keypair(tmp_path / "keys", "dev-token")
     # The pattern subscription sees topics that exist when it starts; a topic created
     # later is only found at the next metadata refresh.
@@ -73,6 +82,7 @@ async def audit(tmp_path: Path) -> AsyncIterator[RunningAudit]:
         KafkaSettings(bootstrap_servers=infra.kafka_bootstrap),
         [*topics.shared(), topics.agent_commands(AGENT_ID)],
     )
+    database_url = await _create_database(infra.database_url, f"lapse_audit_test_{run_id}")
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("LAPSE_")}
     env.update(
@@ -197,6 +207,44 @@ async def test_queries_need_a_token_and_an_oversight_role(audit: RunningAudit) -
     assert plain_user.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
+async def test_concurrent_appends_on_postgresql_form_one_chain() -> None:
+    """Many transactions at once (as several partitions and replicas would) serialize on
+    the chain head row lock into one gapless chain, each event once."""
+    infra = await asyncio.to_thread(provide_infrastructure)
+    database_url = await _create_database(
+        infra.database_url, f"lapse_audit_test_{uuid.uuid4().hex[:8]}"
+    )
+    engine = create_engine_for_service(database_url, schema="audit")
+    try:
+        await create_schema(engine, schema="audit", metadatas=[Base.metadata, AuditBase.metadata])
+        sessions = session_factory(engine)
+        events = [decoded(grant_fact(f"g-{index}", "r-1")) for index in range(30)]
+        handler = recording_handler(topic_of=fixed_topic("lapse.grants.v1"), clock=SystemClock())
+
+        async def deliver(event: DecodedEvent) -> None:
+            async with sessions() as session, session.begin():
+                now = SystemClock().now()
+                if await first_delivery(
+                    session, consumer="audit", event_id=event.event_id, now=now
+                ):
+                    await handler(session=session, event=event)
+
+        # Every event twice, all at once: redeliveries race their first delivery.
+        await asyncio.gather(*(deliver(event) for event in events + events))
+
+        async with sessions() as session:
+            rows = (
+                await session.scalars(select(AuditEventRecord).order_by(AuditEventRecord.sequence))
+            ).all()
+            verification = await verify_chain(session)
+        assert [row.sequence for row in rows] == list(range(1, 31))
+        assert {row.event_id for row in rows} == {event.event_id for event in events}
+        assert verification.ok, verification.detail
+    finally:
+        await engine.dispose()
+        await _drop_database(infra.database_url, make_url(database_url).database or "")
+
+
 def _bearer(keys: Path, *, roles: list[str]) -> list[tuple[str, str]]:
     private_key, _ = ensure_keypair(keys, "dev-token")
     token = mint_token(
@@ -209,9 +257,9 @@ def _bearer(keys: Path, *, roles: list[str]) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {token}")]
 
 
-def _envelope(payload: object, **fields: str) -> envelope_pb2.Envelope:
+def _envelope(payload: Message, **fields: str) -> envelope_pb2.Envelope:
     return build_envelope(
-        payload,  # type: ignore[arg-type]
+        payload,
         producer="integration-test",
         occurred_at=SystemClock().now(),
         **fields,

@@ -53,8 +53,10 @@ async def test_filters_by_request_grant_and_type(
 ) -> None:
     assert await sequences(populated, request_id="r-1") == [1, 2, 5]
     assert await sequences(populated, grant_id="g-1") == [2, 5]
-    assert await sequences(populated, type="lapse.v1.RequestSubmitted") == [1, 3]
-    assert await sequences(populated, request_id="r-2", type="lapse.v1.GrantStatusChanged") == [4]
+    assert await sequences(populated, event_type="lapse.v1.RequestSubmitted") == [1, 3]
+    assert await sequences(
+        populated, request_id="r-2", event_type="lapse.v1.GrantStatusChanged"
+    ) == [4]
     assert await sequences(populated, grant_id="nope") == []
 
 

@@ -188,3 +188,19 @@ async def test_a_payload_json_cannot_show_is_still_recorded(
     rendered = json.loads(row.payload_json)
     assert "Timestamp is not valid" in rendered["json_rendering_error"]
     assert 'grant_id: "g-1"' in rendered["text"]
+
+
+async def test_concurrent_appends_serialize_without_the_inbox_too(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async def append(index: int) -> None:
+        async with sessions() as session, session.begin():
+            event = decoded(grant_fact(f"g-{index}", "r-1"))
+            await record_event(session, event=event, topic=TOPICS.grants, recorded_at=NOW)
+
+    await asyncio.gather(*(append(index) for index in range(15)))
+
+    async with sessions() as session:
+        verification = await verify_chain(session)
+    assert verification.ok, verification.detail
+    assert verification.events_checked == 15

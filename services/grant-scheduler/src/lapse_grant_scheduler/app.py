@@ -31,7 +31,7 @@ async def run() -> None:
     )
     timer = ExpiryTimer(
         sessions=service.sessions,
-        relay=service.relay,
+        wake_relay=service.relay.wake,
         topics=service.topics,
         clock=service.clock,
         max_sleep=settings.timer_max_sleep_seconds,

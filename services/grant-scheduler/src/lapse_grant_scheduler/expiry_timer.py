@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from lapse_common.clock import Clock
-from lapse_common.messaging.outbox import OutboxRelay
 from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,14 +26,14 @@ class ExpiryTimer:
         self,
         *,
         sessions: async_sessionmaker[AsyncSession],
-        relay: OutboxRelay,
+        wake_relay: Callable[[], None],
         topics: Topics,
         clock: Clock,
         max_sleep: float,
         batch_size: int,
     ) -> None:
         self._sessions = sessions
-        self._relay = relay
+        self._wake_relay = wake_relay
         self._topics = topics
         self._clock = clock
         self._max_sleep = max_sleep
@@ -65,7 +65,7 @@ class ExpiryTimer:
             )
         if claimed:
             logger.info("requested revocation of %d expired grant(s)", claimed)
-            self._relay.wake()
+            self._wake_relay()
             if claimed >= self._batch_size:
                 return 0.0
         async with self._sessions() as session:

@@ -22,7 +22,7 @@ async def list_events(
     *,
     request_id: str = "",
     grant_id: str = "",
-    type: str = "",
+    event_type: str = "",
     after_sequence: int = 0,
     limit: int = 0,
 ) -> Sequence[AuditEventRecord]:
@@ -45,6 +45,6 @@ async def list_events(
         query = query.where(AuditEventRecord.request_id == request_id)
     if grant_id:
         query = query.where(AuditEventRecord.grant_id == grant_id)
-    if type:
-        query = query.where(AuditEventRecord.type == type)
+    if event_type:
+        query = query.where(AuditEventRecord.type == event_type)
     return (await session.scalars(query)).all()

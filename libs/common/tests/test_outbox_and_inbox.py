@@ -1,0 +1,118 @@
+"""Outbox relay and inbox on SQLite (the zero-setup backend); the PostgreSQL path is covered
+by the integration tests against the real database."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from lapse_common.clock import ManualClock
+from lapse_common.db import Base, create_engine_for_service, create_schema, session_factory
+from lapse_common.messaging.codec import decode
+from lapse_common.messaging.inbox import first_delivery
+from lapse_common.messaging.outbox import OutboxMessage, OutboxRelay, enqueue
+from lapse_common.pb.lapse.v1 import events_pb2
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+
+@pytest.fixture
+async def sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine_for_service(f"sqlite+aiosqlite:///{tmp_path}/t.db", schema="probe")
+    await create_schema(engine, schema="probe", metadatas=[Base.metadata])
+    yield session_factory(engine)
+    await engine.dispose()
+
+
+class RecordingPublisher:
+    """Stands in for Kafka in these unit tests only; it can be told to fail."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, str, bytes, dict[str, str]]] = []
+        self.fail = False
+
+    async def publish(self, *, topic: str, key: str, value: bytes, headers: dict[str, str]) -> None:
+        if self.fail:
+            raise ConnectionError("broker unavailable")
+        self.published.append((topic, key, value, headers))
+
+
+CLOCK = ManualClock(datetime(2026, 11, 29, tzinfo=UTC))
+
+
+async def stage(sessions: async_sessionmaker[AsyncSession], grant_ids: list[str]) -> list[str]:
+    async with sessions() as session, session.begin():
+        return [
+            enqueue(
+                session,
+                topic="lapse.grants.v1",
+                key=g,
+                payload=events_pb2.GrantStatusChanged(grant_id=g),
+                producer="test",
+                clock=CLOCK,
+                grant_id=g,
+            )
+            for g in grant_ids
+        ]
+
+
+async def test_relay_publishes_in_commit_order_once(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    event_ids = await stage(sessions, ["g-1", "g-2", "g-3"])
+    publisher = RecordingPublisher()
+    relay = OutboxRelay(sessions=sessions, publisher=publisher, clock=CLOCK)
+    assert await relay.relay_once() == 3
+    assert await relay.relay_once() == 0
+    assert [decode(value).event_id for _, _, value, _ in publisher.published] == event_ids
+    topic, key, _, headers = publisher.published[0]
+    assert (topic, key) == ("lapse.grants.v1", "g-1")
+    assert headers["lapse-event-id"] == event_ids[0]
+    assert headers["lapse-type"] == "lapse.v1.GrantStatusChanged"
+
+
+async def test_failed_publish_keeps_rows_for_the_next_pass(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await stage(sessions, ["g-1"])
+    publisher = RecordingPublisher()
+    publisher.fail = True
+    relay = OutboxRelay(sessions=sessions, publisher=publisher, clock=CLOCK)
+    with pytest.raises(ConnectionError):
+        await relay.relay_once()
+    async with sessions() as session:
+        pending = (await session.execute(select(OutboxMessage))).scalars().all()
+    assert [row.published_at for row in pending] == [None]
+    publisher.fail = False
+    assert await relay.relay_once() == 1
+    assert json.loads(pending[0].headers_json)["lapse-type"] == "lapse.v1.GrantStatusChanged"
+
+
+async def test_rolled_back_state_change_leaves_no_event(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    with pytest.raises(RuntimeError):
+        async with sessions() as session, session.begin():
+            enqueue(
+                session,
+                topic="t",
+                key="k",
+                payload=events_pb2.GrantStatusChanged(grant_id="g"),
+                producer="test",
+                clock=CLOCK,
+            )
+            raise RuntimeError("handler failed after staging its event")
+    relay = OutboxRelay(sessions=sessions, publisher=RecordingPublisher(), clock=CLOCK)
+    assert await relay.relay_once() == 0
+
+
+async def test_inbox_accepts_an_event_once_per_consumer(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with sessions() as session, session.begin():
+        assert await first_delivery(session, consumer="a", event_id="e-1", now=CLOCK.now())
+        assert not await first_delivery(session, consumer="a", event_id="e-1", now=CLOCK.now())
+        assert await first_delivery(session, consumer="b", event_id="e-1", now=CLOCK.now())

@@ -1,0 +1,221 @@
+"""The scheduler's use cases with a moving clock: approval -> GRANTING + command, agent ack
+-> ACTIVE with a durable expiry, expiry -> revoke request with a bumped epoch."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from lapse_common.auth import ensure_keypair
+from lapse_common.clock import ManualClock, as_utc
+from lapse_common.command_signing import CommandSigner, CommandVerifier
+from lapse_common.db import Base, create_engine_for_service, create_schema, session_factory
+from lapse_common.messaging.codec import decode
+from lapse_common.messaging.outbox import OutboxMessage
+from lapse_common.pb.lapse.v1 import commands_pb2, common_pb2, events_pb2
+from lapse_common.topics import Topics
+from lapse_grant_scheduler.expiry_timer import ExpiryTimer
+from lapse_grant_scheduler.models import Grant, GrantState, SchedulerBase
+from lapse_grant_scheduler.operations.create_grants import create_grants
+from lapse_grant_scheduler.operations.record_grant_result import record_grant_result
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+TOPICS = Topics()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(datetime(2026, 11, 29, 9, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+async def sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine_for_service(
+        f"sqlite+aiosqlite:///{tmp_path}/s.db", schema="grant_scheduler"
+    )
+    await create_schema(
+        engine, schema="grant_scheduler", metadatas=[Base.metadata, SchedulerBase.metadata]
+    )
+    yield session_factory(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> tuple[Path, Path]:
+    return ensure_keypair(tmp_path / "keys", "command-signing")
+
+
+def approval(duration: int = 60) -> events_pb2.RequestDecided:
+    return events_pb2.RequestDecided(
+        request_id="req-1",
+        decision=common_pb2.REQUEST_STATUS_APPROVED,
+        decided_by="lapse-approval",
+        reason=common_pb2.REASON_AUTO_APPROVAL,
+        requester="alice",
+        items=[
+            common_pb2.GrantSpec(
+                integration_id="demo-pg",
+                agent_id="demo-agent",
+                resource="appdb",
+                permission="read",
+                principal="alice",
+            )
+        ],
+        duration_seconds=duration,
+    )
+
+
+async def drain_outbox(sessions: async_sessionmaker[AsyncSession]) -> list[OutboxMessage]:
+    async with sessions() as session, session.begin():
+        rows = list(
+            (await session.execute(select(OutboxMessage).order_by(OutboxMessage.id))).scalars()
+        )
+        await session.execute(delete(OutboxMessage))
+    return rows
+
+
+async def test_approval_creates_a_signed_grant_command_once(
+    sessions: async_sessionmaker[AsyncSession], clock: ManualClock, keys: tuple[Path, Path]
+) -> None:
+    signer = CommandSigner(
+        private_key_pem=keys[0].read_bytes(), key_id="k", clock=clock, ttl=timedelta(minutes=10)
+    )
+    for _ in range(2):  # a redelivered decision must not grant twice
+        async with sessions() as session, session.begin():
+            await create_grants(
+                session=session, decided=approval(), signer=signer, topics=TOPICS, clock=clock
+            )
+    rows = await drain_outbox(sessions)
+    assert [r.topic for r in rows] == ["lapse.agent.demo-agent.commands.v1", "lapse.grants.v1"]
+    signed = decode(rows[0].value).payload
+    assert isinstance(signed, commands_pb2.SignedCommand)
+    command = CommandVerifier(public_key_pem=keys[1].read_bytes(), clock=clock).verify(signed)
+    assert command.kind == common_pb2.COMMAND_KIND_GRANT and command.epoch == 1
+    fact = decode(rows[1].value).payload
+    assert isinstance(fact, events_pb2.GrantStatusChanged)
+    assert fact.status == common_pb2.GRANT_STATUS_GRANTING
+
+
+async def test_rejected_request_creates_no_grant(
+    sessions: async_sessionmaker[AsyncSession], clock: ManualClock, keys: tuple[Path, Path]
+) -> None:
+    signer = CommandSigner(
+        private_key_pem=keys[0].read_bytes(), key_id="k", clock=clock, ttl=timedelta(minutes=10)
+    )
+    rejected = approval()
+    rejected.decision = common_pb2.REQUEST_STATUS_REJECTED
+    async with sessions() as session, session.begin():
+        assert (
+            await create_grants(
+                session=session, decided=rejected, signer=signer, topics=TOPICS, clock=clock
+            )
+            == 0
+        )
+    assert await drain_outbox(sessions) == []
+
+
+async def granted(
+    sessions: async_sessionmaker[AsyncSession],
+    clock: ManualClock,
+    keys: tuple[Path, Path],
+    duration: int,
+) -> Grant:
+    signer = CommandSigner(
+        private_key_pem=keys[0].read_bytes(), key_id="k", clock=clock, ttl=timedelta(minutes=10)
+    )
+    async with sessions() as session, session.begin():
+        await create_grants(
+            session=session, decided=approval(duration), signer=signer, topics=TOPICS, clock=clock
+        )
+    async with sessions() as session:
+        grant = (await session.execute(select(Grant))).scalar_one()
+    clock.advance(timedelta(seconds=2))
+    async with sessions() as session, session.begin():
+        assert await record_grant_result(
+            session=session,
+            result=events_pb2.AgentResult(
+                grant_id=grant.grant_id,
+                epoch=1,
+                kind=common_pb2.COMMAND_KIND_GRANT,
+                outcome=events_pb2.RESULT_OUTCOME_SUCCEEDED,
+                changed=True,
+                agent_id="demo-agent",
+            ),
+            topics=TOPICS,
+            clock=clock,
+        )
+    async with sessions() as session:
+        return (await session.execute(select(Grant))).scalar_one()
+
+
+async def test_expiry_starts_when_the_agent_confirmed(
+    sessions: async_sessionmaker[AsyncSession], clock: ManualClock, keys: tuple[Path, Path]
+) -> None:
+    grant = await granted(sessions, clock, keys, duration=60)
+    assert grant.status == GrantState.ACTIVE
+    assert grant.expires_at is not None
+    assert as_utc(grant.expires_at) == clock.now() + timedelta(seconds=60)
+
+
+async def test_timer_sleeps_until_the_expiry_then_requests_the_revoke_once(
+    sessions: async_sessionmaker[AsyncSession], clock: ManualClock, keys: tuple[Path, Path]
+) -> None:
+    await granted(sessions, clock, keys, duration=60)
+    await drain_outbox(sessions)
+    timer = ExpiryTimer(
+        sessions=sessions,
+        wake_relay=lambda: None,
+        topics=TOPICS,
+        clock=clock,
+        max_sleep=3600,
+        batch_size=10,
+    )
+    assert await timer.tick() == pytest.approx(60)
+    clock.advance(timedelta(seconds=59))
+    assert await timer.tick() == pytest.approx(1)
+    assert await drain_outbox(sessions) == []
+    clock.advance(timedelta(seconds=1, milliseconds=5))
+    await timer.tick()
+    rows = await drain_outbox(sessions)
+    assert [r.topic for r in rows] == ["lapse.revoke-requests.v1"]
+    revoke = decode(rows[0].value).payload
+    assert isinstance(revoke, events_pb2.RevokeRequested)
+    assert revoke.epoch == 2 and revoke.reason == common_pb2.REASON_EXPIRED
+    clock.advance(timedelta(seconds=30))
+    await timer.tick()
+    assert await drain_outbox(sessions) == [], "an expired grant is claimed only once"
+
+
+async def test_stale_or_failed_grant_answers(
+    sessions: async_sessionmaker[AsyncSession], clock: ManualClock, keys: tuple[Path, Path]
+) -> None:
+    signer = CommandSigner(
+        private_key_pem=keys[0].read_bytes(), key_id="k", clock=clock, ttl=timedelta(minutes=10)
+    )
+    async with sessions() as session, session.begin():
+        await create_grants(
+            session=session, decided=approval(), signer=signer, topics=TOPICS, clock=clock
+        )
+    async with sessions() as session:
+        grant = (await session.execute(select(Grant))).scalar_one()
+    failure = events_pb2.AgentResult(
+        grant_id=grant.grant_id,
+        epoch=7,
+        kind=common_pb2.COMMAND_KIND_GRANT,
+        outcome=events_pb2.RESULT_OUTCOME_FAILED_PERMANENT,
+        detail="login alice does not exist in target",
+    )
+    async with sessions() as session, session.begin():
+        await record_grant_result(session=session, result=failure, topics=TOPICS, clock=clock)
+    async with sessions() as session:
+        assert (await session.execute(select(Grant))).scalar_one().status == GrantState.GRANTING
+    failure.epoch = 1
+    async with sessions() as session, session.begin():
+        await record_grant_result(session=session, result=failure, topics=TOPICS, clock=clock)
+    async with sessions() as session:
+        failed = (await session.execute(select(Grant))).scalar_one()
+    assert failed.status == GrantState.GRANT_FAILED
+    assert failed.expires_at is None

@@ -1,0 +1,233 @@
+"""The revoker's use cases with a moving clock: only a verified ack is REVOKED; missed
+deadlines and failures retry with backoff; exhausted or permanent failures dead-letter
+with the whole attempt history."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from lapse_common.auth import ensure_keypair
+from lapse_common.clock import ManualClock
+from lapse_common.command_signing import CommandSigner
+from lapse_common.db import Base, create_engine_for_service, create_schema, session_factory
+from lapse_common.messaging.codec import decode
+from lapse_common.messaging.outbox import OutboxMessage
+from lapse_common.pb.lapse.v1 import commands_pb2, common_pb2, events_pb2
+from lapse_common.topics import Topics
+from lapse_revoker.models import Revocation, RevocationState, RevokerBase
+from lapse_revoker.operations.accept_revoke_request import accept_revoke_request
+from lapse_revoker.operations.record_revoke_result import record_revoke_result
+from lapse_revoker.operations.retry_overdue_revocations import retry_overdue_revocations
+from lapse_revoker.revocation_steps import RetryPolicy, RevokerContext
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+SPEC = common_pb2.GrantSpec(
+    integration_id="demo-pg",
+    agent_id="demo-agent",
+    resource="appdb",
+    permission="read",
+    principal="alice",
+)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(datetime(2026, 11, 29, 9, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+async def sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine_for_service(f"sqlite+aiosqlite:///{tmp_path}/r.db", schema="revoker")
+    await create_schema(engine, schema="revoker", metadatas=[Base.metadata, RevokerBase.metadata])
+    yield session_factory(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, clock: ManualClock) -> RevokerContext:
+    private, _ = ensure_keypair(tmp_path / "keys", "command-signing")
+    policy = RetryPolicy(
+        ack_deadline=timedelta(seconds=30),
+        max_attempts=3,
+        backoff_initial=timedelta(seconds=5),
+        backoff_max=timedelta(seconds=60),
+        jitter_ratio=0.2,
+    )
+    signer = CommandSigner(
+        private_key_pem=private.read_bytes(), key_id="k", clock=clock, ttl=policy.ack_deadline
+    )
+    return RevokerContext(signer=signer, topics=Topics(), clock=clock, policy=policy)
+
+
+async def drain(sessions: async_sessionmaker[AsyncSession]) -> list[tuple[str, object]]:
+    async with sessions() as session, session.begin():
+        rows = list(
+            (await session.execute(select(OutboxMessage).order_by(OutboxMessage.id))).scalars()
+        )
+        await session.execute(delete(OutboxMessage))
+    return [(row.topic, decode(row.value).payload) for row in rows]
+
+
+async def revocation(sessions: async_sessionmaker[AsyncSession]) -> Revocation:
+    async with sessions() as session:
+        return (await session.execute(select(Revocation))).scalar_one()
+
+
+async def start(
+    sessions: async_sessionmaker[AsyncSession], ctx: RevokerContext, epoch: int = 2
+) -> str:
+    requested = events_pb2.RevokeRequested(
+        grant_id="grant-1",
+        request_id="req-1",
+        epoch=epoch,
+        spec=SPEC,
+        reason=common_pb2.REASON_EXPIRED,
+    )
+    requested.due_at.FromDatetime(ctx.clock.now())
+    async with sessions() as session, session.begin():
+        await accept_revoke_request(session=session, requested=requested, ctx=ctx)
+    return (await revocation(sessions)).command_id
+
+
+async def answer(
+    sessions: async_sessionmaker[AsyncSession],
+    ctx: RevokerContext,
+    *,
+    command_id: str,
+    outcome: int = events_pb2.RESULT_OUTCOME_SUCCEEDED,
+    verified: bool = True,
+    epoch: int = 2,
+) -> None:
+    async with sessions() as session, session.begin():
+        await record_revoke_result(
+            session=session,
+            result=events_pb2.AgentResult(
+                grant_id="grant-1",
+                epoch=epoch,
+                command_id=command_id,
+                kind=common_pb2.COMMAND_KIND_REVOKE,
+                outcome=outcome,  # type: ignore[arg-type]
+                verified=verified,
+                detail="agent says so",
+                agent_id="demo-agent",
+            ),
+            ctx=ctx,
+        )
+
+
+async def retry_pass(sessions: async_sessionmaker[AsyncSession], ctx: RevokerContext) -> int:
+    async with sessions() as session, session.begin():
+        return await retry_overdue_revocations(session=session, ctx=ctx)
+
+
+def statuses(messages: list[tuple[str, object]]) -> list[str]:
+    return [
+        common_pb2.GrantStatus.Name(p.status) + ("+stuck" if p.stuck else "")
+        for _, p in messages
+        if isinstance(p, events_pb2.GrantStatusChanged)
+    ]
+
+
+async def test_verified_ack_revokes(
+    sessions: async_sessionmaker[AsyncSession], ctx: RevokerContext
+) -> None:
+    command_id = await start(sessions, ctx)
+    sent = await drain(sessions)
+    assert [t for t, _ in sent] == ["lapse.agent.demo-agent.commands.v1", "lapse.grants.v1"]
+    assert isinstance(sent[0][1], commands_pb2.SignedCommand)
+    assert statuses(sent) == ["GRANT_STATUS_REVOKING"]
+    await answer(sessions, ctx, command_id=command_id)
+    assert statuses(await drain(sessions)) == ["GRANT_STATUS_REVOKED"]
+    assert (await revocation(sessions)).state == RevocationState.CONFIRMED
+    await answer(sessions, ctx, command_id=command_id)
+    assert await drain(sessions) == [], "a duplicate ack changes nothing"
+
+
+async def test_ack_without_verification_is_not_revoked(
+    sessions: async_sessionmaker[AsyncSession], ctx: RevokerContext, clock: ManualClock
+) -> None:
+    command_id = await start(sessions, ctx)
+    await drain(sessions)
+    await answer(sessions, ctx, command_id=command_id, verified=False)
+    assert statuses(await drain(sessions)) == []
+    state = await revocation(sessions)
+    assert state.state == RevocationState.BACKING_OFF
+    assert "without verifying" in state.last_error
+    assert state.next_attempt_at is not None
+
+
+async def test_missed_deadlines_retry_with_backoff_then_dead_letter(
+    sessions: async_sessionmaker[AsyncSession], ctx: RevokerContext, clock: ManualClock
+) -> None:
+    await start(sessions, ctx)
+    await drain(sessions)
+    clock.advance(timedelta(seconds=29))
+    assert await retry_pass(sessions, ctx) == 0
+    clock.advance(timedelta(seconds=1))
+    assert await retry_pass(sessions, ctx) == 1  # attempt 2 goes out at once after a missed ack
+    second = await drain(sessions)
+    assert [t for t, _ in second] == ["lapse.agent.demo-agent.commands.v1"]
+    assert (await revocation(sessions)).attempt == 2
+    clock.advance(timedelta(seconds=30))
+    assert await retry_pass(sessions, ctx) == 1
+    await drain(sessions)
+    clock.advance(timedelta(seconds=30))
+    assert await retry_pass(sessions, ctx) == 1
+    dead = await drain(sessions)
+    assert [t for t, _ in dead] == ["lapse.revoking-dead-letter.v1", "lapse.grants.v1"]
+    record = dead[0][1]
+    assert isinstance(record, events_pb2.RevocationDeadLettered)
+    assert [a.attempt for a in record.attempts] == [1, 2, 3]
+    assert all("no ack from agent demo-agent within 30s" in a.error for a in record.attempts)
+    assert record.spec.principal == "alice" and record.spec.agent_id == "demo-agent"
+    assert statuses(dead) == ["GRANT_STATUS_REVOKING+stuck"]
+    assert (await revocation(sessions)).state == RevocationState.DEAD_LETTERED
+
+
+async def test_transient_failure_waits_for_backoff(
+    sessions: async_sessionmaker[AsyncSession], ctx: RevokerContext, clock: ManualClock
+) -> None:
+    command_id = await start(sessions, ctx)
+    await drain(sessions)
+    await answer(
+        sessions, ctx, command_id=command_id, outcome=events_pb2.RESULT_OUTCOME_FAILED_TRANSIENT
+    )
+    clock.advance(timedelta(seconds=4))
+    assert await retry_pass(sessions, ctx) == 0
+    clock.advance(timedelta(seconds=2.1))  # 5 s backoff + at most 20 % jitter
+    assert await retry_pass(sessions, ctx) == 1
+    assert (await revocation(sessions)).attempt == 2
+
+
+async def test_permanent_failure_dead_letters_at_once(
+    sessions: async_sessionmaker[AsyncSession], ctx: RevokerContext
+) -> None:
+    command_id = await start(sessions, ctx)
+    await drain(sessions)
+    await answer(
+        sessions, ctx, command_id=command_id, outcome=events_pb2.RESULT_OUTCOME_FAILED_PERMANENT
+    )
+    topics = [t for t, _ in await drain(sessions)]
+    assert topics == ["lapse.revoking-dead-letter.v1", "lapse.grants.v1"]
+
+
+async def test_stale_epochs_are_ignored(
+    sessions: async_sessionmaker[AsyncSession], ctx: RevokerContext
+) -> None:
+    command_id = await start(sessions, ctx, epoch=3)
+    await drain(sessions)
+    await start(sessions, ctx, epoch=2)  # an older revoke request arriving late
+    assert await drain(sessions) == []
+    await answer(sessions, ctx, command_id=command_id, epoch=2)
+    assert await drain(sessions) == []
+    assert (await revocation(sessions)).state == RevocationState.AWAITING_ACK
+
+
+def test_backoff_grows_exponentially_within_jitter(ctx: RevokerContext) -> None:
+    for attempt, base in [(1, 5), (2, 10), (3, 20), (4, 40), (5, 60), (9, 60)]:
+        delay = ctx.policy.backoff(attempt).total_seconds()
+        assert base <= delay <= base * 1.2
