@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 from faststream.kafka import KafkaBroker
+from google.protobuf.message import Message
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from lapse_common.clock import Clock, SystemClock
 from lapse_common.db import Base, create_engine_for_service, create_schema, session_factory
 from lapse_common.messaging.broker import create_broker, ensure_topics
+from lapse_common.messaging.consumer import EventHandler, subscribe_events
 from lapse_common.messaging.outbox import OutboxRelay
 from lapse_common.messaging.publishing import BrokerPublisher
 from lapse_common.messaging.quarantine import Quarantine
@@ -87,6 +89,32 @@ class Service:
             quarantine=Quarantine(
                 publisher=publisher, topic=topics.quarantine, producer=name, clock=clock
             ),
+        )
+
+    def subscribe(
+        self,
+        *,
+        consumer: str,
+        accepts: tuple[type[Message], ...],
+        handler: EventHandler,
+        topic: str | Sequence[str] | None = None,
+        pattern: str | None = None,
+        group_id: str | None = None,
+    ) -> None:
+        """A transactional, idempotent consumer on this service's DB, outbox and quarantine."""
+        subscribe_events(
+            self.broker,
+            topic=topic,
+            pattern=pattern,
+            consumer=consumer,
+            group_id=group_id,
+            group_prefix=self.topics.prefix,
+            accepts=accepts,
+            handler=handler,
+            sessions=self.sessions,
+            relay=self.relay,
+            quarantine=self.quarantine,
+            clock=self.clock,
         )
 
     async def run(

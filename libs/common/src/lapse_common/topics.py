@@ -66,7 +66,8 @@ class Topics:
     @property
     def agent_commands_pattern(self) -> str:
         """Regex matching every agent's command topic (for audit)."""
-        return re.escape(self.prefix) + r"lapse\.agent\.[a-z0-9-]+\.commands\.v1"
+        # aiokafka anchors a pattern only at the start; the `$` keeps look-alikes out.
+        return re.escape(self.prefix) + r"lapse\.agent\.[a-z0-9-]+\.commands\.v1$"
 
     def shared(self) -> list[str]:
         return [

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import grpc
 from lapse_common.auth import AuthInterceptor, TokenVerifier
-from lapse_common.messaging.consumer import subscribe_events
 from lapse_common.pb.lapse.v1 import approval_service_pb2_grpc, events_pb2
 from lapse_common.runtime import Service
 from lapse_common.settings import AuthSettings, DatabaseSettings
@@ -27,16 +26,11 @@ async def run() -> None:
         metadatas=[ApprovalBase.metadata],
     )
     handlers = ApprovalHandlers(catalog=catalog, topics=service.topics, clock=service.clock)
-    subscribe_events(
-        service.broker,
+    service.subscribe(
         topic=service.topics.requests,
         consumer="approval",
         accepts=(events_pb2.RequestSubmitted,),
         handler=handlers.on_request_submitted,
-        sessions=service.sessions,
-        relay=service.relay,
-        quarantine=service.quarantine,
-        clock=service.clock,
     )
 
     def register(server: grpc.aio.Server) -> None:

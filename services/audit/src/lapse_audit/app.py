@@ -8,7 +8,7 @@ from lapse_common.runtime import Service
 from lapse_common.settings import AuthSettings, DatabaseSettings
 
 from lapse_audit.grpc_api import AuditApi
-from lapse_audit.handlers import TopicOf, agent_command_topic, fixed_topic, recording_handler
+from lapse_audit.handlers import agent_command_topic, fixed_topic, recording_handler
 from lapse_audit.models import AuditBase
 from lapse_audit.settings import AuditSettings
 
@@ -34,30 +34,38 @@ async def run() -> None:
 
 def subscribe_audit_consumers(service: Service) -> None:
     """Every shared topic (quarantine and dead letters included) and every agent's
-    command topic, each payload type accepted."""
-    for topic in service.topics.shared():
-        _subscribe(service, topic_of=fixed_topic(topic), topic=topic)
-    # Agents' topics are matched by pattern: a new agent's topic is picked up on the next
-    # metadata refresh and read from its start, so nothing on it is missed.
-    _subscribe(
-        service,
-        topic_of=agent_command_topic(service.topics),
-        pattern=service.topics.agent_commands_pattern,
-    )
+    command topic, each payload type accepted.
 
-
-def _subscribe(
-    service: Service, *, topic_of: TopicOf, topic: str | None = None, pattern: str | None = None
-) -> None:
+    Two group members in all: one reads the shared topics together, one matches agents'
+    topics by pattern (a new agent's topic is picked up on the next metadata refresh and
+    read from its start). Both record into the same inbox, so an event is stored once
+    whichever topic or partition delivers it.
+    """
+    handler = recording_handler(topic_of=fixed_topic(""), clock=service.clock)
     subscribe_events(
         service.broker,
-        topic=topic,
-        pattern=pattern,
+        topic=service.topics.shared(),
         consumer=CONSUMER,
+        group_prefix=service.topics.prefix,
         accepts=(),
-        handler=recording_handler(topic_of=topic_of, clock=service.clock),
+        handler=handler,
         sessions=service.sessions,
         # Audit never writes to the outbox, so there is nothing for the relay to wake for.
+        relay=None,
+        quarantine=service.quarantine,
+        clock=service.clock,
+    )
+    subscribe_events(
+        service.broker,
+        pattern=service.topics.agent_commands_pattern,
+        consumer=CONSUMER,
+        group_id=f"{CONSUMER}-agent-commands",
+        group_prefix=service.topics.prefix,
+        accepts=(),
+        handler=recording_handler(
+            topic_of=agent_command_topic(service.topics), clock=service.clock
+        ),
+        sessions=service.sessions,
         relay=None,
         quarantine=service.quarantine,
         clock=service.clock,

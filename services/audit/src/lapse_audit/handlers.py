@@ -23,7 +23,9 @@ TopicOf = Callable[[DecodedEvent], str]
 
 def recording_handler(*, topic_of: TopicOf, clock: Clock) -> EventHandler:
     async def record(*, session: AsyncSession, event: DecodedEvent) -> None:
-        await record_event(session, event=event, topic=topic_of(event), recorded_at=clock.now())
+        # The consumer knows the topic it read; `topic_of` serves events decoded elsewhere.
+        topic = event.source_topic or topic_of(event)
+        await record_event(session, event=event, topic=topic, recorded_at=clock.now())
 
     return record
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from lapse_common.command_signing import CommandSigner
-from lapse_common.messaging.consumer import subscribe_events
 from lapse_common.pb.lapse.v1 import events_pb2
 from lapse_common.runtime import Service
 from lapse_common.settings import DatabaseSettings
@@ -40,27 +39,17 @@ async def run() -> None:
     handlers = SchedulerHandlers(
         signer=signer, topics=service.topics, clock=service.clock, timer=timer
     )
-    common = {
-        "sessions": service.sessions,
-        "relay": service.relay,
-        "quarantine": service.quarantine,
-        "clock": service.clock,
-    }
-    subscribe_events(
-        service.broker,
+    service.subscribe(
         topic=service.topics.decisions,
         consumer="grant-scheduler-decisions",
         accepts=(events_pb2.RequestDecided,),
         handler=handlers.on_decision,
-        **common,  # type: ignore[arg-type]
     )
-    subscribe_events(
-        service.broker,
+    service.subscribe(
         topic=service.topics.agent_results,
         consumer="grant-scheduler-results",
         accepts=(events_pb2.AgentResult,),
         handler=handlers.on_agent_result,
-        **common,  # type: ignore[arg-type]
     )
     service.background.append(timer.run)
     await service.run()

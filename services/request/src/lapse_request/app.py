@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import grpc
 from lapse_common.auth import AuthInterceptor, TokenVerifier
-from lapse_common.messaging.consumer import subscribe_events
 from lapse_common.pb.lapse.v1 import approval_service_pb2_grpc, events_pb2, request_service_pb2_grpc
 from lapse_common.runtime import Service
 from lapse_common.settings import AuthSettings, DatabaseSettings
@@ -25,27 +24,17 @@ async def run() -> None:
         metadatas=[RequestBase.metadata],
     )
     handlers = RequestHandlers(clock=service.clock)
-    common = {
-        "sessions": service.sessions,
-        "relay": service.relay,
-        "quarantine": service.quarantine,
-        "clock": service.clock,
-    }
-    subscribe_events(
-        service.broker,
+    service.subscribe(
         topic=service.topics.decisions,
         consumer="request-decisions",
         accepts=(events_pb2.RequestDecided,),
         handler=handlers.on_decision,
-        **common,  # type: ignore[arg-type]
     )
-    subscribe_events(
-        service.broker,
+    service.subscribe(
         topic=service.topics.grants,
         consumer="request-grants",
         accepts=(events_pb2.GrantStatusChanged,),
         handler=handlers.on_grant_fact,
-        **common,  # type: ignore[arg-type]
     )
     channel = grpc.aio.insecure_channel(
         settings.approval_address,

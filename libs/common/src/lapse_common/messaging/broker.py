@@ -38,6 +38,8 @@ def create_broker(settings: KafkaSettings, *, client_id: str) -> KafkaBroker:
         client_id=client_id,
         enable_idempotence=True,
         acks="all",
+        # Pattern subscriptions (audit) notice a new agent's command topic within this time.
+        metadata_max_age_ms=15_000,
         security=_security(settings),
         middlewares=[KafkaTelemetryMiddleware()],
         logger=logging.getLogger(f"lapse.{client_id}.kafka"),

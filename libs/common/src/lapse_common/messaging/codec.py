@@ -35,6 +35,8 @@ class UndecodableMessage(Exception):
 class DecodedEvent:
     envelope: envelope_pb2.Envelope
     payload: Message
+    # The topic the record was read from; empty when decoded outside a consumer.
+    source_topic: str = ""
 
     @property
     def event_id(self) -> str:

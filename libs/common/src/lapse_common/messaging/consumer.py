@@ -8,8 +8,9 @@ called. Messages that cannot be decoded are quarantined with the reason and skip
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -33,9 +34,11 @@ REDELIVERY_PAUSE_SECONDS = 1.0
 def subscribe_events(
     broker: KafkaBroker,
     *,
-    topic: str | None = None,
+    topic: str | Sequence[str] | None = None,
     pattern: str | None = None,
     consumer: str,
+    group_id: str | None = None,
+    group_prefix: str = "",
     accepts: tuple[type[Message], ...],
     handler: EventHandler,
     sessions: async_sessionmaker[AsyncSession],
@@ -47,14 +50,19 @@ def subscribe_events(
 
     Payload types on the topic that this consumer does not act on are acknowledged and
     skipped; only bytes that are not a Lapse message at all are quarantined.
+
+    `consumer` names the inbox (which events count as handled); the Kafka group is
+    `group_prefix + (group_id or consumer)`, so installations sharing a cluster under
+    different topic prefixes never share consumer groups.
     """
 
     # The body is taken raw from the message: FastStream must not try to parse a foreign
     # JSON or text payload, since anything undecodable belongs in quarantine.
     async def on_message(message: KafkaMessage) -> None:
         record = message.raw_message
+        assert not isinstance(record, tuple), "Lapse consumers read one record at a time"
         try:
-            event = decode(message.body)
+            event = dataclasses.replace(decode(message.body), source_topic=record.topic)
         except UndecodableMessage as problem:
             await quarantine.put(record=record, reason=problem.reason, consumer=consumer)
             return
@@ -73,11 +81,16 @@ def subscribe_events(
         if relay is not None:
             relay.wake()
 
-    subscriber_args: dict[str, object] = dict(consumer_options(group_id=consumer))
+    subscriber_args: dict[str, object] = dict(
+        consumer_options(group_id=f"{group_prefix}{group_id or consumer}")
+    )
     if pattern is not None:
         broker.subscriber(pattern=pattern, **subscriber_args)(on_message)  # type: ignore[call-overload]
     else:
-        broker.subscriber(topic, **subscriber_args)(on_message)  # type: ignore[call-overload]
+        topics = [topic] if isinstance(topic, str) else list(topic or [])
+        if not topics:
+            raise ValueError(f"{consumer}: subscribe to at least one topic or a pattern")
+        broker.subscriber(*topics, **subscriber_args)(on_message)  # type: ignore[call-overload]
 
 
 __all__ = ["DecodedEvent", "EventHandler", "subscribe_events"]
