@@ -302,7 +302,7 @@ class Mount:
 
     @property
     def bind(self) -> Path | None:
-        if self.source.startswith((".", "/", "~")):
+        if self.source.startswith((".", "/")):
             return (DEPLOY / self.source).resolve()
         return None
 
@@ -333,12 +333,12 @@ def mount_for(service: Mapping[str, Any], path: str) -> tuple[Mount, PurePosixPa
     return None
 
 
-def host_file(service: Mapping[str, Any], path: str) -> Path:
+def host_file(service: Mapping[str, Any], path: str) -> Path | None:
+    """The file on this machine that is mounted at `path` in the container, if any."""
     found = mount_for(service, path)
-    assert found is not None and found[0].bind is not None, f"{path} is not bind-mounted"
-    mount, relative = found
-    assert mount.bind is not None
-    return mount.bind / relative if str(relative) != "." else mount.bind
+    if found is None or found[0].bind is None:
+        return None
+    return found[0].bind / found[1]
 
 
 def depends_on(service: Mapping[str, Any]) -> dict[str, str]:
@@ -411,13 +411,15 @@ def produced_volume_files() -> dict[str, frozenset[str]]:
 # ---------------------------------------------------------------- Dockerfile
 
 
+def build_context() -> Path:
+    """The build context of the Lapse image (compose paths are relative to deploy/)."""
+    build = services()[lapse_services()[0]]["build"]
+    return (DEPLOY / str(build["context"])).resolve()
+
+
 def dockerfile_path() -> Path:
     build = services()[lapse_services()[0]]["build"]
-    return (DEPLOY / build["context"] / build["dockerfile"]).resolve()
-
-
-def build_context() -> Path:
-    return (DEPLOY / services()[lapse_services()[0]]["build"]["context"]).resolve()
+    return build_context() / str(build.get("dockerfile", "Dockerfile"))
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
@@ -439,17 +441,16 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return instructions
 
 
-def copies() -> list[tuple[list[str], str]]:
-    """(sources, destination) of every COPY from the build context."""
+def copies() -> list[tuple[int, list[str]]]:
+    """(instruction index, sources) of every COPY from the build context."""
     found = []
-    for keyword, rest in dockerfile_instructions():
+    for index, (keyword, rest) in enumerate(dockerfile_instructions()):
         if keyword != "COPY":
             continue
         words = shlex.split(rest)
         if any(word.startswith("--from") for word in words):
             continue
-        words = [word for word in words if not word.startswith("--")]
-        found.append((words[:-1], words[-1]))
+        found.append((index, [word for word in words if not word.startswith("--")][:-1]))
     return found
 
 
@@ -600,17 +601,19 @@ def test_file_settings_point_into_mounts(name: str) -> None:
                     f"{sorted(produced[mount.source])}"
                 )
             else:
+                # A volume nothing fills in advance: the process writes the file itself.
                 assert not mount.read_only, (
-                    f"{name}: {setting.env}={value} is state on read-only volume {mount.source}"
+                    f"{name}: {setting.env}={value} is on read-only volume {mount.source}, "
+                    "which no one-shot service fills"
                 )
 
 
-@pytest.mark.parametrize("name", sorted(services()))
+@pytest.mark.parametrize("name", lapse_services())
 def test_addresses_name_services_it_depends_on(name: str) -> None:
     service = services()[name]
     deps = depends_on(service)
     for key, host, port in referenced_hosts(environment(service)):
-        if host in LOCAL_HOSTS:
+        if host in LOCAL_HOSTS or host == name:
             continue
         assert host in services(), f"{name}: {key} names host {host}, which is no service"
         assert host in deps, f"{name}: {key} uses {host} but does not depend on it"
@@ -627,9 +630,10 @@ def test_addresses_name_services_it_depends_on(name: str) -> None:
 def agent_config_env_names(service: Mapping[str, Any]) -> set[str]:
     """Environment variables the agent config mounted into this container names."""
     path = environment(service).get("LAPSE_AGENT_CONFIG_FILE")
-    if path is None or mount_for(service, path) is None:
-        return set()
-    config = yaml.safe_load(host_file(service, path).read_text())
+    source = host_file(service, path) if path else None
+    if source is None or not source.is_file():
+        return set()  # test_file_settings_point_into_mounts reports it
+    config = yaml.safe_load(source.read_text())
     names = set()
     for integration in config.get("integrations", []):
         if "dsn_env" in integration:
@@ -637,12 +641,18 @@ def agent_config_env_names(service: Mapping[str, Any]) -> set[str]:
     return names
 
 
+def mounted_yaml(service: Mapping[str, Any], path: str) -> Any:
+    source = host_file(service, path)
+    assert source is not None and source.is_file(), f"{path} is not mounted from a file"
+    return yaml.safe_load(source.read_text())
+
+
 def test_agents_serve_the_integrations_the_flows_route_to_them() -> None:
     flow_integrations: dict[str, set[str]] = {}
     for service in services().values():
         files = environment(service).get("LAPSE_APPROVAL_FLOW_FILES")
         for path in (p.strip() for p in (files or "").split(",") if p.strip()):
-            flows = yaml.safe_load(host_file(service, path).read_text())
+            flows = mounted_yaml(service, path)
             for integration in flows.get("integrations", []):
                 flow_integrations.setdefault(integration["agent"], set()).add(integration["id"])
     agents = [s for s in services().values() if "LAPSE_AGENT_AGENT_ID" in environment(s)]
@@ -650,7 +660,7 @@ def test_agents_serve_the_integrations_the_flows_route_to_them() -> None:
     for service in agents:
         env = environment(service)
         agent_id = env["LAPSE_AGENT_AGENT_ID"]
-        config = yaml.safe_load(host_file(service, env["LAPSE_AGENT_CONFIG_FILE"]).read_text())
+        config = mounted_yaml(service, env["LAPSE_AGENT_CONFIG_FILE"])
         served = {str(integration["id"]) for integration in config["integrations"]}
         assert flow_integrations.get(agent_id) == served, (
             f"flows route {flow_integrations.get(agent_id)} to {agent_id}, which serves {served}"
@@ -707,14 +717,14 @@ def test_one_image_for_all_lapse_services() -> None:
 
 def test_dockerfile_copy_sources_exist() -> None:
     assert copies(), "the Dockerfile copies nothing"
-    for sources, _ in copies():
+    for _, sources in copies():
         for source in sources:
             assert (build_context() / source).exists(), f"COPY {source}: no such path"
 
 
 def test_dockerfile_copies_the_whole_workspace() -> None:
-    """Each member's pyproject.toml before the first `uv sync` (the dependency layer),
-    and each member's sources before the last one."""
+    """Each member's pyproject.toml before the first `uv sync` (the dependency layer)
+    and each member's sources before the last one, or the sync fails or misses code."""
     syncs = [
         index
         for index, (keyword, rest) in enumerate(dockerfile_instructions())
@@ -723,19 +733,18 @@ def test_dockerfile_copies_the_whole_workspace() -> None:
     assert syncs, "the Dockerfile never runs uv sync"
     copied_early: set[Path] = set()
     copied: set[Path] = set()
-    for index, (keyword, rest) in enumerate(dockerfile_instructions()):
-        if keyword == "COPY":
-            sources = [w for w in shlex.split(rest) if not w.startswith("--")][:-1]
-            paths = {(build_context() / s).resolve() for s in sources}
+    for index, sources in copies():
+        paths = {(build_context() / source).resolve() for source in sources}
+        if index < syncs[-1]:
             copied |= paths
-            if index < syncs[0]:
-                copied_early |= paths
+        if index < syncs[0]:
+            copied_early |= paths
     for member in workspace_members():
         assert (member / "pyproject.toml") in copied_early or member in copied_early, (
             f"{member.relative_to(REPO)}/pyproject.toml is not copied before the first uv sync"
         )
         assert any(member == c or c in member.parents for c in copied), (
-            f"{member.relative_to(REPO)} is not copied into the image"
+            f"{member.relative_to(REPO)} is not copied before the last uv sync"
         )
     for lock in ("pyproject.toml", "uv.lock"):
         assert (REPO / lock) in copied_early, f"{lock} is not copied before the first uv sync"
