@@ -185,6 +185,7 @@ integrations:
                 "LAPSE_SCHEDULER_COMMAND_SIGNING_KEY_FILE": str(self.signing_key),
                 "LAPSE_REVOKER_COMMAND_SIGNING_KEY_FILE": str(self.signing_key),
                 "LAPSE_REVOKER_ACK_DEADLINE_SECONDS": "10",
+                "LAPSE_REVOKER_ADDRESS": f"127.0.0.1:{self.ports['revoker']}",
                 "LAPSE_AGENT_AGENT_ID": "demo-agent",
                 "LAPSE_AGENT_CONFIG_FILE": str(self.agent_file),
                 "LAPSE_AGENT_COMMAND_PUBLIC_KEY_FILE": str(self.signing_public),

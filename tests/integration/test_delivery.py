@@ -114,7 +114,13 @@ async def test_redelivered_command_and_event_cause_one_effect(stack: LapseStack)
         assert len(view.grants) == 1, "a re-delivered decision created a second grant"
         statuses = [step.status for step in view.grants[0].history]
         assert statuses.count("ACTIVE") == 1, statuses
-        events = await clients.audit_events(token=auditor, grant_id=grant_id)
+        # Audit finds a new agent's command topic on its next metadata refresh.
+        events = await wait_for(
+            lambda: clients.audit_events(token=auditor, grant_id=grant_id),
+            lambda evs: any(e.type == "lapse.v1.SignedCommand" for e in evs),
+            timeout=30,
+            what="audit to record the grant command",
+        )
         assert len({e.event_id for e in events}) == len(events)
         assert Counter(e.type for e in events)["lapse.v1.SignedCommand"] == 1
 

@@ -20,6 +20,11 @@ from lapse_common.topics import Topics
 from lapse_revoker.models import Revocation, RevocationState, RevokerBase
 from lapse_revoker.operations.accept_revoke_request import accept_revoke_request
 from lapse_revoker.operations.record_revoke_result import record_revoke_result
+from lapse_revoker.operations.resolve_stuck_revocation import (
+    NotStuck,
+    cancel_stuck_revocation,
+    replay_stuck_revocation,
+)
 from lapse_revoker.operations.retry_overdue_revocations import retry_overdue_revocations
 from lapse_revoker.revocation_steps import RetryPolicy, RevokerContext
 from sqlalchemy import delete, select
@@ -168,12 +173,21 @@ async def test_missed_deadlines_retry_with_backoff_then_dead_letter(
     clock.advance(timedelta(seconds=29))
     assert await retry_pass(sessions, ctx) == 0
     clock.advance(timedelta(seconds=1))
-    assert await retry_pass(sessions, ctx) == 1  # attempt 2 goes out at once after a missed ack
+    assert await retry_pass(sessions, ctx) == 1  # the missed ack is noted; backoff starts
+    assert await drain(sessions) == []
+    state = await revocation(sessions)
+    assert state.state == RevocationState.BACKING_OFF
+    assert "no ack from agent demo-agent within 30s" in state.last_error
+    clock.advance(timedelta(seconds=6.1))  # 5 s backoff + at most 20 % jitter
+    assert await retry_pass(sessions, ctx) == 1
     second = await drain(sessions)
     assert [t for t, _ in second] == ["lapse.agent.demo-agent.commands.v1"]
     assert (await revocation(sessions)).attempt == 2
     clock.advance(timedelta(seconds=30))
-    assert await retry_pass(sessions, ctx) == 1
+    await retry_pass(sessions, ctx)
+    clock.advance(timedelta(seconds=12.1))  # 10 s backoff + jitter
+    await retry_pass(sessions, ctx)
+    assert (await revocation(sessions)).attempt == 3
     await drain(sessions)
     clock.advance(timedelta(seconds=30))
     assert await retry_pass(sessions, ctx) == 1
@@ -186,6 +200,77 @@ async def test_missed_deadlines_retry_with_backoff_then_dead_letter(
     assert record.spec.principal == "alice" and record.spec.agent_id == "demo-agent"
     assert statuses(dead) == ["GRANT_STATUS_REVOKING+stuck"]
     assert (await revocation(sessions)).state == RevocationState.DEAD_LETTERED
+
+
+async def test_in_flight_limit_queues_and_promotes(
+    sessions: async_sessionmaker[AsyncSession], ctx: RevokerContext
+) -> None:
+    limited = RevokerContext(
+        signer=ctx.signer,
+        topics=ctx.topics,
+        clock=ctx.clock,
+        policy=ctx.policy,
+        max_in_flight_per_agent=1,
+    )
+    first = await start(sessions, limited)
+    second = events_pb2.RevokeRequested(grant_id="grant-2", request_id="req-2", epoch=2, spec=SPEC)
+    async with sessions() as session, session.begin():
+        await accept_revoke_request(session=session, requested=second, ctx=limited)
+        queued = await session.get(Revocation, "grant-2")
+        assert queued is not None and queued.state == RevocationState.QUEUED
+    await drain(sessions)
+    await answer(sessions, limited, command_id=first)
+    promoted = await drain(sessions)
+    assert [t for t, _ in promoted] == ["lapse.grants.v1", "lapse.agent.demo-agent.commands.v1"]
+    async with sessions() as session:
+        sent = await session.get(Revocation, "grant-2")
+        assert sent is not None and sent.state == RevocationState.AWAITING_ACK
+
+
+async def test_replay_and_cancel_only_stuck_revocations(
+    sessions: async_sessionmaker[AsyncSession], ctx: RevokerContext
+) -> None:
+    command_id = await start(sessions, ctx)
+    async with sessions() as session, session.begin():
+        with pytest.raises(NotStuck, match="not stuck"):
+            await cancel_stuck_revocation(
+                session=session, grant_id="grant-1", operator="sre", reason="", ctx=ctx
+            )
+    await answer(
+        sessions, ctx, command_id=command_id, outcome=events_pb2.RESULT_OUTCOME_FAILED_PERMANENT
+    )
+    await drain(sessions)
+    async with sessions() as session, session.begin():
+        detail = await replay_stuck_revocation(
+            session=session, grant_id="grant-1", operator="sre-1", reason="agent fixed", ctx=ctx
+        )
+    assert detail.startswith("replayed")
+    replayed = await drain(sessions)
+    assert [t for t, _ in replayed] == [
+        "lapse.agent.demo-agent.commands.v1",
+        "lapse.revoking-dead-letter.v1",
+        "lapse.grants.v1",
+    ]
+    state = await revocation(sessions)
+    assert (state.epoch, state.attempt, state.state) == (3, 1, RevocationState.AWAITING_ACK)
+    await answer(
+        sessions,
+        ctx,
+        command_id=state.command_id,
+        outcome=events_pb2.RESULT_OUTCOME_FAILED_PERMANENT,
+        epoch=3,
+    )
+    await drain(sessions)
+    async with sessions() as session, session.begin():
+        detail = await cancel_stuck_revocation(
+            session=session, grant_id="grant-1", operator="sre-1", reason="login deleted", ctx=ctx
+        )
+    assert "may still exist in the target" in detail
+    canceled = await drain(sessions)
+    assert statuses(canceled) == ["GRANT_STATUS_REVOKE_CANCELED"]
+    fact = canceled[-1][1]
+    assert isinstance(fact, events_pb2.GrantStatusChanged) and "WARNING" in fact.detail
+    assert (await revocation(sessions)).state == RevocationState.CANCELED
 
 
 async def test_transient_failure_waits_for_backoff(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import time
@@ -12,11 +11,14 @@ from typing import Annotated, TypeVar
 
 import grpc
 import typer
+from google.protobuf.json_format import MessageToDict
 from lapse_common.auth import mint_token
 from lapse_common.pb.lapse.v1 import common_pb2, request_service_pb2, request_service_pb2_grpc
 
 from lapse_cli.config import CliSettings
 from lapse_cli.rendering import as_json, describe_request, grant_status, request_status
+from lapse_cli.session import fail, metadata
+from lapse_cli.sre import agents_app, revocations_app
 
 app = typer.Typer(
     help="Lapse: just-in-time access. Request it, watch it, and let it lapse.",
@@ -25,49 +27,38 @@ app = typer.Typer(
 )
 requests_app = typer.Typer(help="Inspect or cancel your requests.", no_args_is_help=True)
 app.add_typer(requests_app, name="requests")
+app.add_typer(revocations_app, name="revocations")
+app.add_typer(agents_app, name="agents")
+access_app = typer.Typer(help="Access that exists (or may exist) in targets.", no_args_is_help=True)
+app.add_typer(access_app, name="access")
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 T = TypeVar("T")
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
 def _parse_duration(text: str) -> int:
     match = _DURATION.match(text.strip())
     if not match:
-        raise _fail(f"--for {text!r} is not a duration like 90s, 15m, 4h or 2d", 2)
+        raise fail(f"--for {text!r} is not a duration like 90s, 15m, 4h or 2d", 2)
     return int(match.group(1)) * _UNITS[match.group(2)]
-
-
-def _token(settings: CliSettings) -> str:
-    token = os.environ.get("LAPSE_TOKEN") or (
-        settings.token_file.read_text().strip() if settings.token_file.exists() else ""
-    )
-    if not token:
-        raise _fail("not logged in: run `lapse login --dev` (or set LAPSE_TOKEN)")
-    return token
 
 
 def _call(
     settings: CliSettings,
     invoke: Callable[[request_service_pb2_grpc.RequestServiceStub, tuple[tuple[str, str], ...]], T],
 ) -> T:
-    metadata = (("authorization", f"Bearer {_token(settings)}"),)
     with grpc.insecure_channel(settings.request_address) as channel:
         try:
-            return invoke(request_service_pb2_grpc.RequestServiceStub(channel), metadata)
+            return invoke(request_service_pb2_grpc.RequestServiceStub(channel), metadata(settings))
         except grpc.RpcError as error:
             code = error.code()
             if code == grpc.StatusCode.UNAVAILABLE:
-                raise _fail(
+                raise fail(
                     f"cannot reach the request service at {settings.request_address} "
                     "(is Lapse running? `make up`)"
                 ) from error
-            raise _fail(f"{code.name}: {error.details()}") from error
+            raise fail(f"{code.name}: {error.details()}") from error
 
 
 @app.command()
@@ -83,13 +74,13 @@ def login(
     """Store a bearer token for the other commands."""
     settings = CliSettings()
     if not dev:
-        raise _fail(
+        raise fail(
             "only --dev login is available: tokens from your identity provider can be "
             "passed with LAPSE_TOKEN",
             2,
         )
     if not settings.dev_token_key_file.exists():
-        raise _fail(
+        raise fail(
             f"dev key {settings.dev_token_key_file} not found (set LAPSE_DEV_TOKEN_KEY_FILE; "
             "`make up` creates it)"
         )
@@ -126,7 +117,7 @@ def request(
     """Ask for access to a resource for a while."""
     settings = CliSettings()
     if target.count("/") != 1 or not all(target.split("/")):
-        raise _fail(f"target {target!r} must look like INTEGRATION/RESOURCE", 2)
+        raise fail(f"target {target!r} must look like INTEGRATION/RESOURCE", 2)
     integration_id, resource = target.split("/")
     seconds = _parse_duration(duration) if duration else 0
     response = _call(
@@ -180,7 +171,7 @@ def _wait_for_grant(
         if settled:
             return view
         if time.monotonic() > deadline:
-            raise _fail(
+            raise fail(
                 f"still {state} after {timeout}s; follow it with `lapse requests show {request_id}`"
             )
         time.sleep(0.3)
@@ -239,6 +230,37 @@ def cancel_request(request_id: str, reason: Annotated[str, typer.Option(help="wh
         ),
     )
     typer.echo(describe_request(view, history=False))
+
+
+@access_app.command("unverified")
+def unverified_access(
+    output_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Grants whose revocation was canceled: the access may still exist in the target."""
+    settings = CliSettings()
+    response = _call(
+        settings,
+        lambda stub, md: stub.ListUnverifiedAccess(
+            request_service_pb2.ListUnverifiedAccessRequest(), metadata=md
+        ),
+    )
+    if output_json:
+        typer.echo(
+            json.dumps(
+                [MessageToDict(g, preserving_proto_field_name=True) for g in response.grants],
+                indent=2,
+            )
+        )
+        return
+    if not response.grants:
+        typer.echo("no unverified standing access")
+    for entry in response.grants:
+        spec = entry.grant.spec
+        typer.echo(
+            f"{entry.grant.grant_id}  REVOKE_CANCELED  {spec.integration_id}/{spec.resource} "
+            f"{spec.permission} as {spec.principal}  (requested by {entry.requester}); "
+            "may still exist in the target: remove it by hand"
+        )
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from lapse_common.settings import AuthSettings
 
 ADMIN_ROLE = "admin"
 SRE_ROLE = "sre"
+AUDITOR_ROLE = "auditor"
 _ALGORITHMS = ["EdDSA", "RS256", "ES256"]
 
 
@@ -139,7 +140,9 @@ def current_identity() -> Identity:
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Refuses any call without a valid bearer token (UNAUTHENTICATED) and exposes the
-    caller through `current_identity()` to the handlers."""
+    caller through `current_identity()` to the handlers. Unary and server-streaming
+    methods are covered; a method of any other shape is refused outright, so a new
+    streaming RPC can never be served unauthenticated by accident."""
 
     def __init__(self, verifier: TokenVerifier, *, public_methods: frozenset[str] = frozenset()):
         self._verifier = verifier
@@ -151,41 +154,55 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None or details.method in self._public or handler.unary_unary is None:
+        if handler is None or details.method in self._public:
             return handler
         metadata = dict(details.invocation_metadata or ())
         header = str(metadata.get("authorization", ""))
-        inner = handler.unary_unary
-
-        async def refuse(_request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, problem)
-
+        problem = ""
+        identity: Identity | None = None
         if not header.lower().startswith("bearer "):
             problem = "missing bearer token: send 'authorization: Bearer <JWT>' (lapse login)"
+        else:
+            try:
+                identity = self._verifier.verify(header[7:].strip())
+            except InvalidToken as error:
+                problem = f"invalid bearer token: {error}"
+        if handler.unary_unary is not None:
+            unary = handler.unary_unary
+
+            async def unary_call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                if identity is None:
+                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, problem)
+                assert identity is not None  # abort() raised otherwise
+                _current_identity.set(identity)
+                return await unary(request, context)
+
             return grpc.unary_unary_rpc_method_handler(
-                refuse,
+                unary_call,
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        try:
-            identity = self._verifier.verify(header[7:].strip())
-        except InvalidToken as error:
-            problem = f"invalid bearer token: {error}"
-            return grpc.unary_unary_rpc_method_handler(
-                refuse,
+        if handler.unary_stream is not None:
+            streaming = handler.unary_stream
+
+            async def streaming_call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                if identity is None:
+                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, problem)
+                assert identity is not None  # abort() raised otherwise
+                _current_identity.set(identity)
+                async for item in streaming(request, context):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(
+                streaming_call,
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
 
-        async def authenticated(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            _current_identity.set(identity)
-            return await inner(request, context)
+        async def unsupported(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "unsupported call shape")
 
-        return grpc.unary_unary_rpc_method_handler(
-            authenticated,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return grpc.unary_unary_rpc_method_handler(unsupported)
 
 
 def describe_identity(identity: Identity) -> str:

@@ -100,6 +100,7 @@ class Service:
         topic: str | Sequence[str] | None = None,
         pattern: str | None = None,
         group_id: str | None = None,
+        deduplicate: bool = True,
     ) -> None:
         """A transactional, idempotent consumer on this service's DB, outbox and quarantine."""
         subscribe_events(
@@ -115,6 +116,7 @@ class Service:
             relay=self.relay,
             quarantine=self.quarantine,
             clock=self.clock,
+            deduplicate=deduplicate,
         )
 
     async def run(

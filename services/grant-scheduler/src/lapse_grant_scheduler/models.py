@@ -22,7 +22,10 @@ class GrantState:
 
 class Grant(SchedulerBase):
     __tablename__ = "grants"
-    __table_args__ = (Index("ix_grants_due", "status", "expires_at"),)
+    __table_args__ = (
+        Index("ix_grants_due", "status", "expires_at"),
+        Index("ix_grants_access", "principal", "integration_id", "resource", "permission"),
+    )
 
     grant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     request_id: Mapped[str] = mapped_column(String(64), index=True)

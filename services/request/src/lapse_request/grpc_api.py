@@ -4,7 +4,7 @@ operations and operation errors to status codes."""
 from __future__ import annotations
 
 import grpc
-from lapse_common.auth import ADMIN_ROLE, current_identity
+from lapse_common.auth import ADMIN_ROLE, AUDITOR_ROLE, SRE_ROLE, current_identity
 from lapse_common.clock import Clock
 from lapse_common.messaging.outbox import OutboxRelay
 from lapse_common.pb.lapse.v1 import (
@@ -19,7 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from lapse_request.models import AccessRequest
 from lapse_request.operations.cancel_request import CancelRefused, cancel_request
-from lapse_request.operations.read_activity import list_requests, render_requests
+from lapse_request.operations.read_activity import (
+    list_requests,
+    list_unverified_access,
+    render_requests,
+)
 from lapse_request.operations.submit_request import (
     InvalidSubmission,
     record_submission,
@@ -174,3 +178,16 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
             )
             views = await render_requests(session=session, rows=rows)
         return request_service_pb2.ListActivityResponse(requests=views)
+
+    async def ListUnverifiedAccess(
+        self,
+        request: request_service_pb2.ListUnverifiedAccessRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> request_service_pb2.ListUnverifiedAccessResponse:
+        identity = current_identity()
+        sees_all = any(identity.has_role(r) for r in (ADMIN_ROLE, SRE_ROLE, AUDITOR_ROLE))
+        async with self._sessions() as session:
+            grants = await list_unverified_access(
+                session=session, requester=None if sees_all else identity.subject
+            )
+        return request_service_pb2.ListUnverifiedAccessResponse(grants=grants)

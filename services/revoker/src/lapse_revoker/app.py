@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from lapse_common.auth import AuthInterceptor, TokenVerifier
 from lapse_common.command_signing import CommandSigner
 from lapse_common.pb.lapse.v1 import events_pb2
 from lapse_common.runtime import Service
-from lapse_common.settings import DatabaseSettings
+from lapse_common.settings import AuthSettings, DatabaseSettings
 
+from lapse_revoker.grpc_api import RevokerApi
 from lapse_revoker.handlers import RevokerHandlers
 from lapse_revoker.models import RevokerBase
 from lapse_revoker.retry_loop import RetryLoop
 from lapse_revoker.revocation_steps import RetryPolicy, RevokerContext
+from lapse_revoker.revoker_metrics import RevokerMetrics
 from lapse_revoker.settings import RevokerSettings
 
 
 async def run() -> None:
     settings = RevokerSettings()
+    verifier = TokenVerifier.from_settings(AuthSettings())
     service = await Service.create(
         name="revoker",
         database_url=DatabaseSettings().database_url,
@@ -42,6 +46,7 @@ async def run() -> None:
         topics=service.topics,
         clock=service.clock,
         policy=policy,
+        max_in_flight_per_agent=settings.max_in_flight_per_agent,
     )
     handlers = RevokerHandlers(ctx=ctx)
     service.subscribe(
@@ -56,6 +61,15 @@ async def run() -> None:
         accepts=(events_pb2.AgentResult,),
         handler=handlers.on_agent_result,
     )
+    service.subscribe(
+        topic=service.topics.agent_heartbeats,
+        consumer="revoker-heartbeats",
+        accepts=(events_pb2.AgentHeartbeat,),
+        handler=handlers.on_heartbeat,
+        # Heartbeats are idempotent and frequent: no inbox rows for them.
+        deduplicate=False,
+    )
+    service.background.append(RevokerMetrics(sessions=service.sessions, clock=service.clock).run)
     service.background.append(
         RetryLoop(
             sessions=service.sessions,
@@ -64,4 +78,14 @@ async def run() -> None:
             scan_interval=settings.retry_scan_seconds,
         ).run
     )
-    await service.run()
+    api = RevokerApi(
+        sessions=service.sessions,
+        relay=service.relay,
+        ctx=ctx,
+        offline_after=timedelta(seconds=settings.agent_offline_after_seconds),
+    )
+    await service.run(
+        grpc_servicers=[api.register],
+        grpc_address=settings.grpc_address,
+        grpc_interceptors=[AuthInterceptor(verifier)],
+    )

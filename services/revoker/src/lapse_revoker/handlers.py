@@ -9,6 +9,7 @@ from lapse_common.pb.lapse.v1 import events_pb2
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_revoker.operations.accept_revoke_request import accept_revoke_request
+from lapse_revoker.operations.record_heartbeat import record_heartbeat
 from lapse_revoker.operations.record_revoke_result import record_revoke_result
 from lapse_revoker.revocation_steps import RevokerContext
 
@@ -24,3 +25,7 @@ class RevokerHandlers:
     async def on_agent_result(self, *, session: AsyncSession, event: DecodedEvent) -> None:
         assert isinstance(event.payload, events_pb2.AgentResult)
         await record_revoke_result(session=session, result=event.payload, ctx=self.ctx)
+
+    async def on_heartbeat(self, *, session: AsyncSession, event: DecodedEvent) -> None:
+        assert isinstance(event.payload, events_pb2.AgentHeartbeat)
+        await record_heartbeat(session=session, heartbeat=event.payload, clock=self.ctx.clock)

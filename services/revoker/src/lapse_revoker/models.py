@@ -20,6 +20,16 @@ class RevocationState:
     CONFIRMED = "CONFIRMED"
     # Retries exhausted: published to the dead-letter topic, the grant is REVOKING + stuck.
     DEAD_LETTERED = "DEAD_LETTERED"
+    # Waiting for an in-flight slot of its agent (per-agent limit).
+    QUEUED = "QUEUED"
+    # An operator gave up on it: REVOKE_CANCELED, the access may still exist.
+    CANCELED = "CANCELED"
+    # Another active grant covers the same access, so nothing was removed from the target.
+    RELEASED = "RELEASED"
+
+
+# States in which a command is (or will be) out to the agent.
+OPEN_STATES = (RevocationState.AWAITING_ACK, RevocationState.BACKING_OFF, RevocationState.QUEUED)
 
 
 class Revocation(RevokerBase):
@@ -48,6 +58,12 @@ class Revocation(RevokerBase):
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_error: Mapped[str] = mapped_column(Text, default="")
     confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    dead_lettered_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    resolved_by: Mapped[str] = mapped_column(String(255), default="")
+    resolution_reason: Mapped[str] = mapped_column(Text, default="")
 
 
 class RevokeAttemptRecord(RevokerBase):
@@ -60,3 +76,13 @@ class RevokeAttemptRecord(RevokerBase):
     sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     error: Mapped[str] = mapped_column(Text, default="")
+
+
+class AgentPresence(RevokerBase):
+    """When each agent was last heard from (heartbeats)."""
+
+    __tablename__ = "agent_presence"
+
+    agent_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    integrations: Mapped[str] = mapped_column(Text, default="")

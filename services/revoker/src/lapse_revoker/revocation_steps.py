@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from lapse_common.clock import Clock, as_utc
 from lapse_common.command_signing import CommandSigner
+from lapse_common.db import dialect_of
 from lapse_common.messaging.agent_commands import enqueue_agent_command
 from lapse_common.messaging.outbox import enqueue
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
 from lapse_common.topics import Topics
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_revoker.models import Revocation, RevocationState, RevokeAttemptRecord
@@ -41,6 +43,7 @@ class RevokerContext:
     topics: Topics
     clock: Clock
     policy: RetryPolicy
+    max_in_flight_per_agent: int = 100
 
 
 def spec_of(revocation: Revocation) -> common_pb2.GrantSpec:
@@ -71,6 +74,7 @@ def send_attempt(session: AsyncSession, *, revocation: Revocation, ctx: RevokerC
     revocation.state = RevocationState.AWAITING_ACK
     revocation.deadline_at = now + ctx.policy.ack_deadline
     revocation.next_attempt_at = None
+    revocation.queued_at = None
     session.add(
         RevokeAttemptRecord(
             command_id=revocation.command_id,
@@ -80,6 +84,51 @@ def send_attempt(session: AsyncSession, *, revocation: Revocation, ctx: RevokerC
             sent_at=now,
         )
     )
+
+
+async def in_flight(session: AsyncSession, *, agent_id: str) -> int:
+    count = await session.scalar(
+        select(func.count())
+        .select_from(Revocation)
+        .where(
+            Revocation.agent_id == agent_id,
+            Revocation.state == RevocationState.AWAITING_ACK,
+        )
+    )
+    return int(count or 0)
+
+
+async def dispatch(session: AsyncSession, *, revocation: Revocation, ctx: RevokerContext) -> bool:
+    """Send the next attempt if the agent has a free in-flight slot, else queue it.
+    Returns True when a command went out."""
+    if await in_flight(session, agent_id=revocation.agent_id) >= ctx.max_in_flight_per_agent:
+        revocation.state = RevocationState.QUEUED
+        revocation.queued_at = ctx.clock.now()
+        revocation.deadline_at = None
+        revocation.next_attempt_at = None
+        return False
+    send_attempt(session, revocation=revocation, ctx=ctx)
+    return True
+
+
+async def promote_queued(session: AsyncSession, *, agent_id: str, ctx: RevokerContext) -> int:
+    """Fill the agent's free in-flight slots with its oldest queued revocations."""
+    await session.flush()
+    free = ctx.max_in_flight_per_agent - await in_flight(session, agent_id=agent_id)
+    if free <= 0:
+        return 0
+    query = (
+        select(Revocation)
+        .where(Revocation.agent_id == agent_id, Revocation.state == RevocationState.QUEUED)
+        .order_by(Revocation.queued_at)
+        .limit(free)
+    )
+    if dialect_of(session) == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    queued = (await session.execute(query)).scalars().all()
+    for revocation in queued:
+        send_attempt(session, revocation=revocation, ctx=ctx)
+    return len(queued)
 
 
 def enqueue_grant_fact(
@@ -115,8 +164,24 @@ def enqueue_grant_fact(
     )
 
 
+def attempts_of(
+    attempts: list[RevokeAttemptRecord],
+) -> list[events_pb2.RevokeAttempt]:
+    rendered = []
+    for row in sorted(attempts, key=lambda a: (a.epoch, a.attempt)):
+        attempt = events_pb2.RevokeAttempt(attempt=row.attempt, error=row.error)
+        attempt.sent_at.FromDatetime(as_utc(row.sent_at))
+        if row.finished_at is not None:
+            attempt.finished_at.FromDatetime(as_utc(row.finished_at))
+        rendered.append(attempt)
+    return rendered
+
+
 def dead_letter_record(
-    *, revocation: Revocation, attempts: list[RevokeAttemptRecord]
+    *,
+    revocation: Revocation,
+    attempts: list[RevokeAttemptRecord],
+    agent_last_seen_at: datetime | None,
 ) -> events_pb2.RevocationDeadLettered:
     record = events_pb2.RevocationDeadLettered(
         grant_id=revocation.grant_id,
@@ -124,11 +189,11 @@ def dead_letter_record(
         epoch=revocation.epoch,
         spec=spec_of(revocation),
         last_error=revocation.last_error,
+        requester=revocation.requester,
+        reason=revocation.reason,  # type: ignore[arg-type]
+        attempts=attempts_of(attempts),
     )
     record.first_due_at.FromDatetime(as_utc(revocation.due_at))
-    for row in sorted(attempts, key=lambda a: a.attempt):
-        attempt = record.attempts.add(attempt=row.attempt, error=row.error)
-        attempt.sent_at.FromDatetime(as_utc(row.sent_at))
-        if row.finished_at is not None:
-            attempt.finished_at.FromDatetime(as_utc(row.finished_at))
+    if agent_last_seen_at is not None:
+        record.agent_last_seen_at.FromDatetime(as_utc(agent_last_seen_at))
     return record

@@ -24,3 +24,8 @@ class RevokerSettings(BaseSettings):
     backoff_max_seconds: float = Field(default=120.0, ge=0)
     backoff_jitter_ratio: float = Field(default=0.2, ge=0, le=1)
     retry_scan_seconds: float = Field(default=0.5, gt=0)
+    # Commands out to one agent at once; more wait in QUEUED, so a dead agent cannot pile
+    # up work that would starve the others or flood it when it returns.
+    max_in_flight_per_agent: int = Field(default=100, ge=1)
+    # An agent silent for this long is reported offline.
+    agent_offline_after_seconds: float = Field(default=35.0, gt=0)

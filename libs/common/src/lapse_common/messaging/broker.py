@@ -39,7 +39,7 @@ def create_broker(settings: KafkaSettings, *, client_id: str) -> KafkaBroker:
         enable_idempotence=True,
         acks="all",
         # Pattern subscriptions (audit) notice a new agent's command topic within this time.
-        metadata_max_age_ms=15_000,
+        metadata_max_age_ms=5_000,
         security=_security(settings),
         middlewares=[KafkaTelemetryMiddleware()],
         logger=logging.getLogger(f"lapse.{client_id}.kafka"),

@@ -45,13 +45,15 @@ def subscribe_events(
     relay: OutboxRelay | None,
     quarantine: Quarantine,
     clock: Clock,
+    deduplicate: bool = True,
 ) -> None:
     """Register a transactional, idempotent handler for `accepts` payloads on a topic.
 
     Payload types on the topic that this consumer does not act on are acknowledged and
     skipped; only bytes that are not a Lapse message at all are quarantined.
 
-    `consumer` names the inbox (which events count as handled); the Kafka group is
+    `deduplicate=False` skips the inbox for naturally idempotent, high-volume events
+    (heartbeats). `consumer` names the inbox (which events count as handled); the Kafka group is
     `group_prefix + (group_id or consumer)`, so installations sharing a cluster under
     different topic prefixes never share consumer groups.
     """
@@ -70,7 +72,7 @@ def subscribe_events(
             return
         try:
             async with sessions() as session, session.begin():
-                if await first_delivery(
+                if not deduplicate or await first_delivery(
                     session, consumer=consumer, event_id=event.event_id, now=clock.now()
                 ):
                     await handler(session=session, event=event)

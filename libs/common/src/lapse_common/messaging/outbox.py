@@ -50,6 +50,7 @@ def enqueue(
     clock: Clock,
     request_id: str = "",
     grant_id: str = "",
+    extra_headers: dict[str, str] | None = None,
 ) -> str:
     """Stage an event in the caller's transaction; returns its event id."""
     envelope = build_envelope(
@@ -61,6 +62,7 @@ def enqueue(
     )
     headers = {"lapse-type": envelope.type, "lapse-event-id": envelope.event_id}
     headers.update(envelope.trace_context)
+    headers.update(extra_headers or {})
     session.add(
         OutboxMessage(
             event_id=envelope.event_id,

@@ -36,8 +36,10 @@ async def request_due_revocations(
         # Replicas share due grants without two of them claiming the same one.
         query = query.with_for_update(skip_locked=True)
     due = (await session.execute(query)).scalars().all()
+    due_ids = {grant.grant_id for grant in due}
     for grant in due:
         assert grant.expires_at is not None
+        covering = await _covering_grant(session, grant=grant, excluded=due_ids)
         grant.status = GrantState.REVOKE_REQUESTED
         grant.epoch += 1
         grant.revoke_requested_at = now
@@ -51,6 +53,9 @@ async def request_due_revocations(
             requester=grant.requester,
         )
         revoke.due_at.FromDatetime(as_utc(grant.expires_at))
+        if covering is not None and covering.expires_at is not None:
+            revoke.covered_by_grant_id = covering.grant_id
+            revoke.covered_until.FromDatetime(as_utc(covering.expires_at))
         enqueue(
             session,
             topic=topics.revoke_requests,
@@ -63,6 +68,28 @@ async def request_due_revocations(
         )
         _expiry_lateness.record((now - as_utc(grant.expires_at)).total_seconds())
     return len(due)
+
+
+async def _covering_grant(
+    session: AsyncSession, *, grant: Grant, excluded: set[str]
+) -> Grant | None:
+    """Another active grant of the same access to the same principal that outlives this
+    one: the target must keep the access for it (overlapping grants never cut each other
+    off)."""
+    query = (
+        select(Grant)
+        .where(
+            Grant.status == GrantState.ACTIVE,
+            Grant.integration_id == grant.integration_id,
+            Grant.resource == grant.resource,
+            Grant.permission == grant.permission,
+            Grant.principal == grant.principal,
+            Grant.grant_id.not_in(excluded),
+        )
+        .order_by(Grant.expires_at.desc())
+        .limit(1)
+    )
+    return (await session.execute(query)).scalars().first()
 
 
 async def next_expiry(*, session: AsyncSession) -> datetime | None:

@@ -59,32 +59,72 @@ async def render_requests(
         view.created_at.FromDatetime(as_utc(row.created_at))
         view.updated_at.FromDatetime(as_utc(row.updated_at))
         for grant in (g for g in grants if g.request_id == row.request_id):
-            grant_view = view.grants.add(
-                grant_id=grant.grant_id,
-                spec=common_pb2.GrantSpec(
-                    integration_id=grant.integration_id,
-                    agent_id=grant.agent_id,
-                    resource=grant.resource,
-                    permission=grant.permission,
-                    principal=grant.principal,
-                ),
-                status=grant.status,
-                stuck=grant.stuck,
-                epoch=grant.epoch,
+            view.grants.append(
+                grant_view(grant, [t for t in transitions if t.grant_id == grant.grant_id])
             )
-            if grant.granted_at is not None:
-                grant_view.granted_at.FromDatetime(as_utc(grant.granted_at))
-            if grant.expires_at is not None:
-                grant_view.expires_at.FromDatetime(as_utc(grant.expires_at))
-            for transition in (t for t in transitions if t.grant_id == grant.grant_id):
-                step = grant_view.history.add(
-                    status=common_pb2.GrantStatus.Name(transition.status).removeprefix(  # type: ignore[arg-type]
-                        "GRANT_STATUS_"
-                    ),
-                    reason=transition.reason,
-                    actor=transition.actor,
-                    detail=transition.detail,
-                )
-                step.at.FromDatetime(as_utc(transition.at))
         views.append(view)
     return views
+
+
+def grant_view(
+    grant: GrantActivity, transitions: Sequence[GrantTransition]
+) -> request_service_pb2.GrantView:
+    view = request_service_pb2.GrantView(
+        grant_id=grant.grant_id,
+        spec=common_pb2.GrantSpec(
+            integration_id=grant.integration_id,
+            agent_id=grant.agent_id,
+            resource=grant.resource,
+            permission=grant.permission,
+            principal=grant.principal,
+        ),
+        status=grant.status,  # type: ignore[arg-type]
+        stuck=grant.stuck,
+        epoch=grant.epoch,
+    )
+    if grant.granted_at is not None:
+        view.granted_at.FromDatetime(as_utc(grant.granted_at))
+    if grant.expires_at is not None:
+        view.expires_at.FromDatetime(as_utc(grant.expires_at))
+    for transition in transitions:
+        step = view.history.add(
+            status=common_pb2.GrantStatus.Name(transition.status).removeprefix(  # type: ignore[arg-type]
+                "GRANT_STATUS_"
+            ),
+            reason=transition.reason,
+            actor=transition.actor,
+            detail=transition.detail,
+        )
+        step.at.FromDatetime(as_utc(transition.at))
+    return view
+
+
+async def list_unverified_access(
+    *, session: AsyncSession, requester: str | None
+) -> list[request_service_pb2.UnverifiedAccess]:
+    """Grants whose revocation an operator canceled: the access may still exist."""
+    query = select(GrantActivity).where(
+        GrantActivity.status == common_pb2.GRANT_STATUS_REVOKE_CANCELED
+    )
+    if requester is not None:
+        query = query.where(GrantActivity.requester == requester)
+    grants = (await session.execute(query.order_by(GrantActivity.updated_at))).scalars().all()
+    transitions = (
+        (
+            await session.execute(
+                select(GrantTransition)
+                .where(GrantTransition.grant_id.in_([g.grant_id for g in grants]))
+                .order_by(GrantTransition.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    return [
+        request_service_pb2.UnverifiedAccess(
+            request_id=grant.request_id,
+            requester=grant.requester,
+            grant=grant_view(grant, [t for t in transitions if t.grant_id == grant.grant_id]),
+        )
+        for grant in grants
+    ]

@@ -7,7 +7,9 @@ from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_revoker.models import Revocation, RevocationState
-from lapse_revoker.revocation_steps import RevokerContext, enqueue_grant_fact, send_attempt
+from lapse_revoker.revocation_steps import RevokerContext, dispatch, enqueue_grant_fact
+
+_FINAL = (RevocationState.CONFIRMED, RevocationState.CANCELED, RevocationState.RELEASED)
 
 
 async def accept_revoke_request(
@@ -15,8 +17,8 @@ async def accept_revoke_request(
 ) -> None:
     revocation = await session.get(Revocation, requested.grant_id, with_for_update=True)
     if revocation is not None:
-        if requested.epoch <= revocation.epoch or revocation.state == RevocationState.CONFIRMED:
-            # Already revoking (or revoked) this grant at this epoch or a newer one.
+        if requested.epoch <= revocation.epoch or revocation.state in _FINAL:
+            # Already revoking (or done with) this grant at this epoch or a newer one.
             return
         revocation.epoch = requested.epoch
         revocation.attempt = 0
@@ -33,18 +35,38 @@ async def accept_revoke_request(
             epoch=requested.epoch,
             reason=requested.reason,
             actor=requested.actor,
-            state=RevocationState.AWAITING_ACK,
+            state=RevocationState.QUEUED,
             attempt=0,
             due_at=as_utc(requested.due_at.ToDatetime())
             if requested.HasField("due_at")
             else ctx.clock.now(),
         )
         session.add(revocation)
-    send_attempt(session, revocation=revocation, ctx=ctx)
+    if requested.covered_by_grant_id:
+        # Overlapping grants must not cut each other off: this grant's claim ends, the
+        # access stays for the covering grant, whose own end will remove it.
+        revocation.state = RevocationState.RELEASED
+        revocation.confirmed_at = ctx.clock.now()
+        until = as_utc(requested.covered_until.ToDatetime()).isoformat()
+        enqueue_grant_fact(
+            session,
+            revocation=revocation,
+            status=common_pb2.GRANT_STATUS_REVOKED,
+            detail=(
+                f"ended; the access stays in the target for overlapping grant "
+                f"{requested.covered_by_grant_id} (until {until}), which removes it"
+            ),
+            ctx=ctx,
+        )
+        return
+    sent = await dispatch(session, revocation=revocation, ctx=ctx)
     enqueue_grant_fact(
         session,
         revocation=revocation,
         status=common_pb2.GRANT_STATUS_REVOKING,
-        detail=f"revoke command sent to agent {revocation.agent_id}",
+        detail=f"revoke command sent to agent {revocation.agent_id}"
+        if sent
+        else f"queued: agent {revocation.agent_id} has "
+        f"{ctx.max_in_flight_per_agent} revocations in flight",
         ctx=ctx,
     )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 from lapse_common.messaging.outbox import enqueue
 from lapse_common.pb.lapse.v1 import common_pb2
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from lapse_revoker.models import Revocation, RevocationState, RevokeAttemptRecord
+from lapse_revoker.models import AgentPresence, Revocation, RevocationState, RevokeAttemptRecord
 from lapse_revoker.revocation_steps import RevokerContext, dead_letter_record, enqueue_grant_fact
 
 
@@ -15,6 +17,7 @@ async def dead_letter_revocation(
     *, session: AsyncSession, revocation: Revocation, ctx: RevokerContext
 ) -> None:
     revocation.state = RevocationState.DEAD_LETTERED
+    revocation.dead_lettered_at = ctx.clock.now()
     revocation.deadline_at = None
     revocation.next_attempt_at = None
     attempts = list(
@@ -29,15 +32,35 @@ async def dead_letter_revocation(
         .scalars()
         .all()
     )
+    presence = await session.get(AgentPresence, revocation.agent_id)
+    record = dead_letter_record(
+        revocation=revocation,
+        attempts=attempts,
+        agent_last_seen_at=presence.last_seen_at if presence else None,
+    )
+    # The record is protobuf; this header lets an operator read the essentials with
+    # ordinary Kafka tools (kafka-console-consumer --property print.headers=true).
+    summary = {
+        "grant_id": revocation.grant_id,
+        "principal": revocation.principal,
+        "integration": revocation.integration_id,
+        "resource": revocation.resource,
+        "permission": revocation.permission,
+        "agent": revocation.agent_id,
+        "attempts": len(attempts),
+        "last_error": revocation.last_error,
+        "agent_last_seen_at": presence.last_seen_at.isoformat() if presence else None,
+    }
     enqueue(
         session,
         topic=ctx.topics.revoking_dead_letter,
         key=revocation.grant_id,
-        payload=dead_letter_record(revocation=revocation, attempts=attempts),
+        payload=record,
         producer="revoker",
         clock=ctx.clock,
         request_id=revocation.request_id,
         grant_id=revocation.grant_id,
+        extra_headers={"lapse-summary": json.dumps(summary)},
     )
     enqueue_grant_fact(
         session,
@@ -45,7 +68,7 @@ async def dead_letter_revocation(
         status=common_pb2.GRANT_STATUS_REVOKING,
         detail=(
             f"revocation stuck after {revocation.attempt} attempt(s): {revocation.last_error}; "
-            "replay or cancel it with the stuck-revocation tooling"
+            "replay or cancel it with `lapse revocations replay|cancel`"
         ),
         ctx=ctx,
         stuck=True,

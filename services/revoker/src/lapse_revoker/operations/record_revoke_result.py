@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_revoker.models import Revocation, RevocationState, RevokeAttemptRecord
 from lapse_revoker.operations.dead_letter_revocation import dead_letter_revocation
-from lapse_revoker.revocation_steps import RevokerContext, enqueue_grant_fact
+from lapse_revoker.revocation_steps import RevokerContext, enqueue_grant_fact, promote_queued
 
 _meter = metrics.get_meter("lapse.revoker")
 _lateness = _meter.create_histogram(
@@ -26,7 +26,11 @@ async def record_revoke_result(
     revocation = await session.get(Revocation, result.grant_id, with_for_update=True)
     if revocation is None or result.epoch != revocation.epoch:
         return
-    if revocation.state in (RevocationState.CONFIRMED, RevocationState.DEAD_LETTERED):
+    if revocation.state in (
+        RevocationState.CONFIRMED,
+        RevocationState.CANCELED,
+        RevocationState.RELEASED,
+    ):
         return
     now = ctx.clock.now()
     attempt = await session.scalar(
@@ -38,6 +42,7 @@ async def record_revoke_result(
         if not succeeded:
             attempt.error = _describe_failure(result)
     if succeeded:
+        # Also for a DEAD_LETTERED one: a verified removal that arrived late is the truth.
         revocation.state = RevocationState.CONFIRMED
         revocation.confirmed_at = now
         revocation.deadline_at = None
@@ -50,6 +55,9 @@ async def record_revoke_result(
             ctx=ctx,
             actor=revocation.actor,
         )
+        await promote_queued(session, agent_id=revocation.agent_id, ctx=ctx)
+        return
+    if revocation.state == RevocationState.DEAD_LETTERED:
         return
     if result.command_id != revocation.command_id:
         # A late failure of an earlier attempt: the current attempt is still running.
@@ -60,10 +68,12 @@ async def record_revoke_result(
         or revocation.attempt >= ctx.policy.max_attempts
     ):
         await dead_letter_revocation(session=session, revocation=revocation, ctx=ctx)
-        return
-    revocation.state = RevocationState.BACKING_OFF
-    revocation.deadline_at = None
-    revocation.next_attempt_at = now + ctx.policy.backoff(revocation.attempt)
+    else:
+        revocation.state = RevocationState.BACKING_OFF
+        revocation.deadline_at = None
+        revocation.next_attempt_at = now + ctx.policy.backoff(revocation.attempt)
+    # Either way this revocation no longer holds an in-flight slot of its agent.
+    await promote_queued(session, agent_id=revocation.agent_id, ctx=ctx)
 
 
 def _describe_failure(result: events_pb2.AgentResult) -> str:

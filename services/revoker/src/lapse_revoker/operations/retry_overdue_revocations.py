@@ -1,53 +1,71 @@
-"""Re-send revocations whose ack deadline passed or whose backoff ended; dead-letter
-those out of attempts."""
+"""Re-send revocations whose ack deadline passed or whose backoff ended, dead-letter those
+out of attempts, and fill free in-flight slots from the queue. Agent by agent, with a cap
+per agent per pass, so one dead agent's backlog never delays another agent's work."""
 
 from __future__ import annotations
 
 from lapse_common.db import dialect_of
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from lapse_revoker.models import Revocation, RevocationState, RevokeAttemptRecord
 from lapse_revoker.operations.dead_letter_revocation import dead_letter_revocation
-from lapse_revoker.revocation_steps import RevokerContext, send_attempt
+from lapse_revoker.revocation_steps import RevokerContext, dispatch, promote_queued
+
+
+def _overdue(now: object) -> ColumnElement[bool]:
+    return or_(
+        and_(Revocation.state == RevocationState.AWAITING_ACK, Revocation.deadline_at <= now),
+        and_(Revocation.state == RevocationState.BACKING_OFF, Revocation.next_attempt_at <= now),
+    )
 
 
 async def retry_overdue_revocations(
-    *, session: AsyncSession, ctx: RevokerContext, batch_size: int = 200
+    *, session: AsyncSession, ctx: RevokerContext, per_agent: int = 50
 ) -> int:
     now = ctx.clock.now()
-    query = (
-        select(Revocation)
-        .where(
-            or_(
-                and_(
-                    Revocation.state == RevocationState.AWAITING_ACK,
-                    Revocation.deadline_at <= now,
-                ),
-                and_(
-                    Revocation.state == RevocationState.BACKING_OFF,
-                    Revocation.next_attempt_at <= now,
-                ),
+    agents = (
+        (
+            await session.execute(
+                select(Revocation.agent_id)
+                .where(or_(_overdue(now), Revocation.state == RevocationState.QUEUED))
+                .distinct()
             )
         )
-        .limit(batch_size)
+        .scalars()
+        .all()
     )
-    if dialect_of(session) == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    overdue = (await session.execute(query)).scalars().all()
-    for revocation in overdue:
-        if revocation.state == RevocationState.AWAITING_ACK:
-            # The agent never answered this attempt in time.
-            revocation.last_error = (
-                f"no ack from agent {revocation.agent_id} within "
-                f"{ctx.policy.ack_deadline.total_seconds():g}s"
-            )
-            attempt = await session.get(RevokeAttemptRecord, revocation.command_id)
-            if attempt is not None and attempt.finished_at is None:
-                attempt.finished_at = now
-                attempt.error = revocation.last_error
-        if revocation.attempt >= ctx.policy.max_attempts:
-            await dead_letter_revocation(session=session, revocation=revocation, ctx=ctx)
-        else:
-            send_attempt(session, revocation=revocation, ctx=ctx)
-    return len(overdue)
+    handled = 0
+    for agent_id in agents:
+        query = (
+            select(Revocation)
+            .where(Revocation.agent_id == agent_id, _overdue(now))
+            .order_by(Revocation.deadline_at, Revocation.next_attempt_at)
+            .limit(per_agent)
+        )
+        if dialect_of(session) == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        for revocation in (await session.execute(query)).scalars().all():
+            handled += 1
+            if revocation.state == RevocationState.AWAITING_ACK:
+                # The agent never answered this attempt in time.
+                revocation.last_error = (
+                    f"no ack from agent {revocation.agent_id} within "
+                    f"{ctx.policy.ack_deadline.total_seconds():g}s"
+                )
+                attempt = await session.get(RevokeAttemptRecord, revocation.command_id)
+                if attempt is not None and attempt.finished_at is None:
+                    attempt.finished_at = now
+                    attempt.error = revocation.last_error
+                if revocation.attempt >= ctx.policy.max_attempts:
+                    await dead_letter_revocation(session=session, revocation=revocation, ctx=ctx)
+                else:
+                    # Back off like any failure; the slot is free for other revocations.
+                    revocation.state = RevocationState.BACKING_OFF
+                    revocation.deadline_at = None
+                    revocation.next_attempt_at = now + ctx.policy.backoff(revocation.attempt)
+            else:
+                await dispatch(session, revocation=revocation, ctx=ctx)
+        handled += await promote_queued(session, agent_id=agent_id, ctx=ctx)
+    return handled

@@ -238,16 +238,25 @@ class RevokeRequested(_message.Message):
     ACTOR_FIELD_NUMBER: _builtins.int
     DUE_AT_FIELD_NUMBER: _builtins.int
     REQUESTER_FIELD_NUMBER: _builtins.int
+    COVERED_BY_GRANT_ID_FIELD_NUMBER: _builtins.int
+    COVERED_UNTIL_FIELD_NUMBER: _builtins.int
     grant_id: _builtins.str
     request_id: _builtins.str
     epoch: _builtins.int
     reason: _common_pb2.Reason.ValueType
     actor: _builtins.str
     requester: _builtins.str
+    covered_by_grant_id: _builtins.str
+    """Set when another active grant gives the same principal the same permission on the
+    same resource: this grant ends, but the access must stay in the target until the
+    covering grant ends too.
+    """
     @_builtins.property
     def spec(self) -> _common_pb2.GrantSpec: ...
     @_builtins.property
     def due_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def covered_until(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -259,10 +268,12 @@ class RevokeRequested(_message.Message):
         actor: _builtins.str = ...,
         due_at: _timestamp_pb2.Timestamp | None = ...,
         requester: _builtins.str = ...,
+        covered_by_grant_id: _builtins.str = ...,
+        covered_until: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["due_at", b"due_at", "spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["covered_until", b"covered_until", "due_at", b"due_at", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "due_at", b"due_at", "epoch", b"epoch", "grant_id", b"grant_id", "reason", b"reason", "request_id", b"request_id", "requester", b"requester", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "covered_by_grant_id", b"covered_by_grant_id", "covered_until", b"covered_until", "due_at", b"due_at", "epoch", b"epoch", "grant_id", b"grant_id", "reason", b"reason", "request_id", b"request_id", "requester", b"requester", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -394,16 +405,25 @@ class RevocationDeadLettered(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     FIRST_DUE_AT_FIELD_NUMBER: _builtins.int
     LAST_ERROR_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    AGENT_LAST_SEEN_AT_FIELD_NUMBER: _builtins.int
     grant_id: _builtins.str
     request_id: _builtins.str
     epoch: _builtins.int
     last_error: _builtins.str
+    requester: _builtins.str
+    reason: _common_pb2.Reason.ValueType
     @_builtins.property
     def spec(self) -> _common_pb2.GrantSpec: ...
     @_builtins.property
     def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___RevokeAttempt]: ...
     @_builtins.property
     def first_due_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def agent_last_seen_at(self) -> _timestamp_pb2.Timestamp:
+        """When the revoker last heard from the agent (unset: never)."""
+
     def __init__(
         self,
         *,
@@ -414,14 +434,67 @@ class RevocationDeadLettered(_message.Message):
         attempts: _abc.Iterable[Global___RevokeAttempt] | None = ...,
         first_due_at: _timestamp_pb2.Timestamp | None = ...,
         last_error: _builtins.str = ...,
+        requester: _builtins.str = ...,
+        reason: _common_pb2.Reason.ValueType = ...,
+        agent_last_seen_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["first_due_at", b"first_due_at", "spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_last_seen_at", b"agent_last_seen_at", "first_due_at", b"first_due_at", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "epoch", b"epoch", "first_due_at", b"first_due_at", "grant_id", b"grant_id", "last_error", b"last_error", "request_id", b"request_id", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_last_seen_at", b"agent_last_seen_at", "attempts", b"attempts", "epoch", b"epoch", "first_due_at", b"first_due_at", "grant_id", b"grant_id", "last_error", b"last_error", "reason", b"reason", "request_id", b"request_id", "requester", b"requester", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RevocationDeadLettered: _TypeAlias = RevocationDeadLettered  # noqa: Y015
+
+@_typing.final
+class StuckRevocationResolved(_message.Message):
+    """lapse.revoking-dead-letter.v1 (key: grant id): an operator replayed or canceled a stuck
+    revocation. Published on the dead-letter topic so its readers see how each one ended.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Resolution:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _ResolutionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[StuckRevocationResolved._Resolution.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        RESOLUTION_UNSPECIFIED: StuckRevocationResolved._Resolution.ValueType  # 0
+        RESOLUTION_REPLAYED: StuckRevocationResolved._Resolution.ValueType  # 1
+        RESOLUTION_CANCELED: StuckRevocationResolved._Resolution.ValueType  # 2
+
+    class Resolution(_Resolution, metaclass=_ResolutionEnumTypeWrapper): ...
+    RESOLUTION_UNSPECIFIED: StuckRevocationResolved.Resolution.ValueType  # 0
+    RESOLUTION_REPLAYED: StuckRevocationResolved.Resolution.ValueType  # 1
+    RESOLUTION_CANCELED: StuckRevocationResolved.Resolution.ValueType  # 2
+
+    GRANT_ID_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    RESOLUTION_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    grant_id: _builtins.str
+    epoch: _builtins.int
+    resolution: Global___StuckRevocationResolved.Resolution.ValueType
+    operator: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        grant_id: _builtins.str = ...,
+        epoch: _builtins.int = ...,
+        resolution: Global___StuckRevocationResolved.Resolution.ValueType = ...,
+        operator: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "grant_id", b"grant_id", "operator", b"operator", "reason", b"reason", "resolution", b"resolution"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StuckRevocationResolved: _TypeAlias = StuckRevocationResolved  # noqa: Y015
 
 @_typing.final
 class QuarantinedMessage(_message.Message):

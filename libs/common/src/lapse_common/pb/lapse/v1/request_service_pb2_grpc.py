@@ -55,6 +55,11 @@ class RequestServiceStub:
                 request_serializer=lapse_dot_v1_dot_request__service__pb2.ListActivityRequest.SerializeToString,
                 response_deserializer=lapse_dot_v1_dot_request__service__pb2.ListActivityResponse.FromString,
                 _registered_method=True)
+        self.ListUnverifiedAccess = channel.unary_unary(
+                '/lapse.v1.RequestService/ListUnverifiedAccess',
+                request_serializer=lapse_dot_v1_dot_request__service__pb2.ListUnverifiedAccessRequest.SerializeToString,
+                response_deserializer=lapse_dot_v1_dot_request__service__pb2.ListUnverifiedAccessResponse.FromString,
+                _registered_method=True)
 
 
 class RequestServiceServicer:
@@ -88,6 +93,14 @@ class RequestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListUnverifiedAccess(self, request, context):
+        """Grants whose revocation was canceled by an operator: the access may still exist in the
+        target. Admins, SREs and auditors see everyone's; others their own.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RequestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +123,11 @@ def add_RequestServiceServicer_to_server(servicer, server):
                     servicer.ListActivity,
                     request_deserializer=lapse_dot_v1_dot_request__service__pb2.ListActivityRequest.FromString,
                     response_serializer=lapse_dot_v1_dot_request__service__pb2.ListActivityResponse.SerializeToString,
+            ),
+            'ListUnverifiedAccess': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUnverifiedAccess,
+                    request_deserializer=lapse_dot_v1_dot_request__service__pb2.ListUnverifiedAccessRequest.FromString,
+                    response_serializer=lapse_dot_v1_dot_request__service__pb2.ListUnverifiedAccessResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -221,6 +239,33 @@ class RequestService:
             '/lapse.v1.RequestService/ListActivity',
             lapse_dot_v1_dot_request__service__pb2.ListActivityRequest.SerializeToString,
             lapse_dot_v1_dot_request__service__pb2.ListActivityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUnverifiedAccess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lapse.v1.RequestService/ListUnverifiedAccess',
+            lapse_dot_v1_dot_request__service__pb2.ListUnverifiedAccessRequest.SerializeToString,
+            lapse_dot_v1_dot_request__service__pb2.ListUnverifiedAccessResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,10 @@ class RequestServiceStub:
     CancelRequest: _grpc.UnaryUnaryMultiCallable[_request_service_pb2.CancelRequestRequest, _request_service_pb2.AccessRequestView]
     GetRequest: _grpc.UnaryUnaryMultiCallable[_request_service_pb2.GetRequestRequest, _request_service_pb2.AccessRequestView]
     ListActivity: _grpc.UnaryUnaryMultiCallable[_request_service_pb2.ListActivityRequest, _request_service_pb2.ListActivityResponse]
+    ListUnverifiedAccess: _grpc.UnaryUnaryMultiCallable[_request_service_pb2.ListUnverifiedAccessRequest, _request_service_pb2.ListUnverifiedAccessResponse]
+    """Grants whose revocation was canceled by an operator: the access may still exist in the
+    target. Admins, SREs and auditors see everyone's; others their own.
+    """
 
 @_typing.type_check_only
 class RequestServiceAsyncStub(RequestServiceStub):
@@ -55,6 +59,10 @@ class RequestServiceAsyncStub(RequestServiceStub):
     CancelRequest: _aio.UnaryUnaryMultiCallable[_request_service_pb2.CancelRequestRequest, _request_service_pb2.AccessRequestView]  # type: ignore[assignment]
     GetRequest: _aio.UnaryUnaryMultiCallable[_request_service_pb2.GetRequestRequest, _request_service_pb2.AccessRequestView]  # type: ignore[assignment]
     ListActivity: _aio.UnaryUnaryMultiCallable[_request_service_pb2.ListActivityRequest, _request_service_pb2.ListActivityResponse]  # type: ignore[assignment]
+    ListUnverifiedAccess: _aio.UnaryUnaryMultiCallable[_request_service_pb2.ListUnverifiedAccessRequest, _request_service_pb2.ListUnverifiedAccessResponse]  # type: ignore[assignment]
+    """Grants whose revocation was canceled by an operator: the access may still exist in the
+    target. Admins, SREs and auditors see everyone's; others their own.
+    """
 
 class RequestServiceServicer(metaclass=_abc_1.ABCMeta):
     """Requests and the Activity view. Every call needs `authorization: Bearer <JWT>`."""
@@ -90,5 +98,15 @@ class RequestServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _request_service_pb2.ListActivityRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_request_service_pb2.ListActivityResponse, _abc.Awaitable[_request_service_pb2.ListActivityResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListUnverifiedAccess(
+        self,
+        request: _request_service_pb2.ListUnverifiedAccessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_request_service_pb2.ListUnverifiedAccessResponse, _abc.Awaitable[_request_service_pb2.ListUnverifiedAccessResponse]]:
+        """Grants whose revocation was canceled by an operator: the access may still exist in the
+        target. Admins, SREs and auditors see everyone's; others their own.
+        """
 
 def add_RequestServiceServicer_to_server(servicer: RequestServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

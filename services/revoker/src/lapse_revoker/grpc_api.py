@@ -1,0 +1,198 @@
+"""RevokerService gRPC: SRE tooling for stuck revocations and agent liveness."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+
+import grpc
+from lapse_common.auth import ADMIN_ROLE, AUDITOR_ROLE, SRE_ROLE, current_identity
+from lapse_common.messaging.outbox import OutboxRelay
+from lapse_common.pb.lapse.v1 import revoker_service_pb2, revoker_service_pb2_grpc
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from lapse_revoker.models import Revocation, RevocationState
+from lapse_revoker.operations.read_revocations import agent_statuses, list_stuck, render_revocation
+from lapse_revoker.operations.resolve_stuck_revocation import (
+    CANCEL_WARNING,
+    NotStuck,
+    cancel_stuck_revocation,
+    replay_stuck_revocation,
+)
+from lapse_revoker.revocation_steps import RevokerContext
+
+READERS = (SRE_ROLE, ADMIN_ROLE, AUDITOR_ROLE)
+OPERATORS = (SRE_ROLE, ADMIN_ROLE)
+MAX_LIST = 1000
+Resolve = Callable[..., Awaitable[str]]
+
+
+async def _require(context: grpc.aio.ServicerContext, roles: tuple[str, ...], action: str) -> str:
+    identity = current_identity()
+    if not any(identity.has_role(role) for role in roles):
+        await context.abort(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"{action} needs one of the roles {', '.join(roles)}; {identity.subject} has "
+            f"{', '.join(identity.roles) or 'none'}",
+        )
+    return identity.subject
+
+
+class RevokerApi(revoker_service_pb2_grpc.RevokerServiceServicer):
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        relay: OutboxRelay,
+        ctx: RevokerContext,
+        offline_after: timedelta,
+    ) -> None:
+        self._sessions = sessions
+        self._relay = relay
+        self._ctx = ctx
+        self._offline_after = offline_after
+
+    def register(self, server: grpc.aio.Server) -> None:
+        revoker_service_pb2_grpc.add_RevokerServiceServicer_to_server(self, server)
+
+    async def ListStuckRevocations(
+        self,
+        request: revoker_service_pb2.ListStuckRevocationsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> revoker_service_pb2.ListStuckRevocationsResponse:
+        await _require(context, READERS, "listing stuck revocations")
+        if request.limit < 0 or request.min_age_seconds < 0:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "limit and min_age_seconds must not be negative"
+            )
+        older_than = (
+            self._ctx.clock.now() - timedelta(seconds=request.min_age_seconds)
+            if request.min_age_seconds
+            else None
+        )
+        async with self._sessions() as session:
+            rows = await list_stuck(
+                session=session,
+                agent_id=request.agent_id,
+                integration_id=request.integration_id,
+                older_than=older_than,
+                limit=min(request.limit or 200, MAX_LIST),
+            )
+            views = [
+                await render_revocation(session=session, revocation=r, with_attempts=False)
+                for r in rows
+            ]
+        return revoker_service_pb2.ListStuckRevocationsResponse(revocations=views)
+
+    async def GetRevocation(
+        self,
+        request: revoker_service_pb2.GetRevocationRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> revoker_service_pb2.RevocationView:
+        await _require(context, READERS, "reading revocations")
+        async with self._sessions() as session:
+            revocation = await session.get(Revocation, request.grant_id)
+            if revocation is None:
+                await context.abort(
+                    grpc.StatusCode.NOT_FOUND, f"no revocation for grant {request.grant_id!r}"
+                )
+            assert revocation is not None
+            return await render_revocation(
+                session=session, revocation=revocation, with_attempts=True
+            )
+
+    async def _resolve_each(
+        self, grant_ids: list[str], resolve: Resolve, operator: str, reason: str
+    ) -> AsyncIterator[revoker_service_pb2.RevocationProgress]:
+        # One transaction per revocation: a refusal of one never undoes the others, and
+        # progress reflects what is committed.
+        for done, grant_id in enumerate(grant_ids, start=1):
+            try:
+                async with self._sessions() as session, session.begin():
+                    detail = await resolve(
+                        session=session,
+                        grant_id=grant_id,
+                        operator=operator,
+                        reason=reason,
+                        ctx=self._ctx,
+                    )
+                ok = True
+            except NotStuck as refusal:
+                ok, detail = False, str(refusal)
+            self._relay.wake()
+            yield revoker_service_pb2.RevocationProgress(
+                done=done, total=len(grant_ids), grant_id=grant_id, ok=ok, detail=detail
+            )
+
+    async def ReplayRevocations(
+        self,
+        request: revoker_service_pb2.ReplayRevocationsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[revoker_service_pb2.RevocationProgress]:
+        operator = await _require(context, OPERATORS, "replaying revocations")
+        grant_ids = list(dict.fromkeys(request.grant_ids))
+        if request.agent_id:
+            async with self._sessions() as session:
+                stuck = await list_stuck(
+                    session=session,
+                    agent_id=request.agent_id,
+                    integration_id="",
+                    older_than=None,
+                    limit=100_000,
+                )
+            grant_ids += [r.grant_id for r in stuck if r.grant_id not in grant_ids]
+        if not grant_ids and not request.agent_id:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "name grant ids or an agent_id to replay"
+            )
+        async for progress in self._resolve_each(
+            grant_ids, replay_stuck_revocation, operator, request.reason
+        ):
+            yield progress
+
+    async def CancelRevocations(
+        self,
+        request: revoker_service_pb2.CancelRevocationsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[revoker_service_pb2.RevocationProgress]:
+        operator = await _require(context, OPERATORS, "canceling revocations")
+        if not request.grant_ids:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name the grant ids to cancel")
+        if not request.acknowledge_access_may_remain:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"canceling means {CANCEL_WARNING}; confirm with acknowledge_access_may_remain",
+            )
+        grant_ids = list(dict.fromkeys(request.grant_ids))
+        async for progress in self._resolve_each(
+            grant_ids, cancel_stuck_revocation, operator, request.reason
+        ):
+            yield progress
+
+    async def ListAgents(
+        self,
+        request: revoker_service_pb2.ListAgentsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> revoker_service_pb2.ListAgentsResponse:
+        await _require(context, READERS, "listing agents")
+        now = self._ctx.clock.now()
+        async with self._sessions() as session:
+            statuses = await agent_statuses(session=session)
+        views = []
+        for status in statuses:
+            view = revoker_service_pb2.AgentView(
+                agent_id=status.agent_id,
+                online=status.online(now, self._offline_after),
+                in_flight=status.in_flight,
+                queued=status.queued,
+                stuck=status.stuck,
+            )
+            age = status.heartbeat_age(now)
+            if status.last_seen_at is not None and age is not None:
+                view.last_heartbeat_at.FromDatetime(status.last_seen_at)
+                view.heartbeat_age_seconds = age.total_seconds()
+            views.append(view)
+        return revoker_service_pb2.ListAgentsResponse(agents=views)
+
+
+__all__ = ["RevocationState", "RevokerApi"]
