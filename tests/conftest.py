@@ -18,7 +18,7 @@ def infra() -> Infrastructure:
     return provide_infrastructure()
 
 
-async def _prepare_databases(stack: LapseStack) -> None:
+async def prepare_databases(stack: LapseStack) -> None:
     admin = await asyncpg.connect(stack.admin_database_dsn)
     try:
         await admin.execute(f'CREATE DATABASE "{stack.database_name}"')
@@ -26,23 +26,18 @@ async def _prepare_databases(stack: LapseStack) -> None:
         await admin.close()
     target = await asyncpg.connect(stack.infra.target_admin_dsn)
     try:
-        for role in (stack.read_role, stack.write_role):
+        for role in stack.target_roles():
             await target.execute(f'CREATE ROLE "{role}" NOLOGIN')
-        for user in ("alice", "bob"):
+        for user in stack.users:
             await target.execute(f"CREATE ROLE \"{stack.login_for(user)}\" LOGIN PASSWORD 'x'")
     finally:
         await target.close()
 
 
-async def _drop_databases(stack: LapseStack) -> None:
+async def drop_databases(stack: LapseStack) -> None:
     target = await asyncpg.connect(stack.infra.target_admin_dsn)
     try:
-        for role in (
-            stack.login_for("alice"),
-            stack.login_for("bob"),
-            stack.read_role,
-            stack.write_role,
-        ):
+        for role in [*(stack.login_for(u) for u in stack.users), *stack.target_roles()]:
             await target.execute(f'DROP ROLE IF EXISTS "{role}"')
     finally:
         await target.close()
@@ -53,12 +48,10 @@ async def _drop_databases(stack: LapseStack) -> None:
         await admin.close()
 
 
-@pytest.fixture(scope="session")
-def stack(infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LapseStack]:
-    """Every Lapse service running as its own process, isolated from other runs."""
-    lapse = LapseStack(infra=infra, workdir=Path(tmp_path_factory.mktemp("lapse")))
+def running_stack(lapse: LapseStack) -> Iterator[LapseStack]:
+    """Start every process of `lapse`; stop them and drop its databases and roles after."""
     lapse.prepare()
-    asyncio.run(_prepare_databases(lapse))
+    asyncio.run(prepare_databases(lapse))
     try:
         lapse.start_all()
     except Exception:
@@ -67,4 +60,27 @@ def stack(infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> It
         raise
     yield lapse
     lapse.stop_all()
-    asyncio.run(_drop_databases(lapse))
+    asyncio.run(drop_databases(lapse))
+
+
+@pytest.fixture(scope="session")
+def stack(infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LapseStack]:
+    """Every Lapse service running as its own process, isolated from other runs."""
+    yield from running_stack(
+        LapseStack(
+            infra=infra,
+            workdir=Path(tmp_path_factory.mktemp("lapse")),
+            users=("alice", "bob", *(f"u{i:02d}" for i in range(10))),
+            bulk_resources=20,
+            far_agent=True,
+            # Short deadlines so retries, dead letters and replays happen within seconds:
+            # attempts at about 0 s, 4 s and 9.5 s, dead-lettered about 12.5 s after due.
+            extra_env={
+                "LAPSE_REVOKER_ACK_DEADLINE_SECONDS": "3",
+                "LAPSE_REVOKER_MAX_ATTEMPTS": "3",
+                "LAPSE_REVOKER_BACKOFF_INITIAL_SECONDS": "1",
+                "LAPSE_REVOKER_BACKOFF_MAX_SECONDS": "4",
+                "LAPSE_REVOKER_AGENT_OFFLINE_AFTER_SECONDS": "6",
+            },
+        )
+    )

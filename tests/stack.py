@@ -95,6 +95,13 @@ class LapseStack:
     workdir: Path
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
+    # Who may request (each gets a login `it_<run>_<user>` in the target).
+    users: tuple[str, ...] = ("alice", "bob")
+    # Extra resources r00.. on demo-pg, each with one `read` role, for bulk tests.
+    bulk_resources: int = 0
+    # A second agent serving integration far-pg (resource fardb, permission read).
+    far_agent: bool = False
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     # Derived names, isolated per run.
     @property
@@ -116,6 +123,18 @@ class LapseStack:
     def login_for(self, user: str) -> str:
         return f"it_{self.run_id}_{user}"
 
+    def bulk_role(self, index: int) -> str:
+        return f"it_{self.run_id}_r{index:02d}"
+
+    @property
+    def far_role(self) -> str:
+        return f"it_{self.run_id}_far_read"
+
+    def target_roles(self) -> list[str]:
+        roles = [self.read_role, self.write_role]
+        roles += [self.bulk_role(i) for i in range(self.bulk_resources)]
+        return roles + ([self.far_role] if self.far_agent else [])
+
     @property
     def database_url(self) -> str:
         base, _, _ = self.infra.database_url.rpartition("/")
@@ -130,26 +149,48 @@ class LapseStack:
         self.dev_key, self.dev_public = ensure_keypair(keys, "dev-token")
         self.signing_key, self.signing_public = ensure_keypair(keys, "command-signing")
         self.ports = {name: free_port() for name in ("request", "approval", "audit", "revoker")}
+        principals = "\n".join(f"      {self.login_for(user)}: [{user}]" for user in self.users)
+        bulk = "".join(f", r{i:02d}: [read]" for i in range(self.bulk_resources))
+        far_integration = (
+            f"""
+  - id: far-pg
+    agent: far-agent
+    resources: {{fardb: [read]}}
+    principals:
+{principals}"""
+            if self.far_agent
+            else ""
+        )
+        far_target = (
+            "\n      - {integration: far-pg, resources: [fardb], permissions: [read]}"
+            if self.far_agent
+            else ""
+        )
         self.flows_file = self.workdir / "flows.yaml"
         self.flows_file.write_text(
             f"""
 integrations:
   - id: demo-pg
     agent: demo-agent
-    resources:
-      appdb: [read, write]
+    resources: {{appdb: [read, write]{bulk}}}
     principals:
-      {self.login_for("alice")}: [alice]
-      {self.login_for("bob")}: [bob]
+{principals}{far_integration}
 flows:
   - name: engineering-self-service
     requestors: {{groups: [engineering]}}
     targets:
-      - {{integration: demo-pg, resources: [appdb], permissions: [read, write]}}
+      - {{integration: demo-pg, resources: ["*"], permissions: [read, write]}}{far_target}
     approval: {{mode: auto}}
     default_duration: 10m
     max_duration: 1h
 """
+        )
+        bulk_permissions = "".join(
+            f"""
+      r{i:02d}:
+        permissions:
+          read: {self.bulk_role(i)}"""
+            for i in range(self.bulk_resources)
         )
         self.agent_file = self.workdir / "agent.yaml"
         self.agent_file.write_text(
@@ -162,7 +203,20 @@ integrations:
       appdb:
         permissions:
           read: {self.read_role}
-          write: {self.write_role}
+          write: {self.write_role}{bulk_permissions}
+"""
+        )
+        self.far_agent_file = self.workdir / "far-agent.yaml"
+        self.far_agent_file.write_text(
+            f"""
+integrations:
+  - id: far-pg
+    kind: postgres
+    dsn: {self.infra.target_admin_dsn}
+    resources:
+      fardb:
+        permissions:
+          read: {self.far_role}
 """
         )
         self.log_dir = self.workdir / "logs"
@@ -198,6 +252,7 @@ integrations:
                 "LAPSE_LOG_LEVEL": "INFO",
             }
         )
+        env.update(self.extra_env)
         return env
 
     def start_all(self) -> None:
@@ -206,6 +261,16 @@ integrations:
             module = "lapse_" + name.replace("-", "_")
             process = ServiceProcess(name, module, env, self.log_dir)
             self.processes[name] = process
+            process.start()
+        if self.far_agent:
+            far_env = {
+                **env,
+                "LAPSE_AGENT_AGENT_ID": "far-agent",
+                "LAPSE_AGENT_CONFIG_FILE": str(self.far_agent_file),
+                "LAPSE_AGENT_STATE_PATH": str(self.workdir / "far-agent-state.db"),
+            }
+            process = ServiceProcess("far-agent", "lapse_agent", far_env, self.log_dir)
+            self.processes["far-agent"] = process
             process.start()
         for process in self.processes.values():
             process.wait_ready(timeout=90)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -43,6 +45,17 @@ class StackClients:
         return await self.requests.GetRequest(
             request_service_pb2.GetRequestRequest(request_id=request_id), metadata=bearer(token)
         )
+
+    async def get_request_for_grant(self, grant_id: str, token: str) -> str:
+        """The request id a grant belongs to, from the Activity view (admin/SRE token)."""
+        listed = await self.requests.ListActivity(
+            request_service_pb2.ListActivityRequest(all_users=True, limit=500),
+            metadata=bearer(token),
+        )
+        for view in listed.requests:
+            if any(g.grant_id == grant_id for g in view.grants):
+                return view.request_id
+        raise AssertionError(f"no request holds grant {grant_id}")
 
     async def audit_events(
         self, *, token: str, grant_id: str = "", request_id: str = ""
@@ -96,3 +109,21 @@ async def has_role(target_dsn: str, *, login: str, role: str) -> bool:
         )
     finally:
         await connection.close()
+
+
+def run_cli(
+    stack: LapseStack, *args: str, token: str | None = None, answer: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The `lapse` command as a user runs it, against this stack."""
+    env = stack.environment()
+    if token is not None:
+        env["LAPSE_TOKEN"] = token
+    return subprocess.run(
+        [sys.executable, "-m", "lapse_cli", *args],
+        env=env,
+        input=answer,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

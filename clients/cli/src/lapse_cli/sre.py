@@ -25,9 +25,10 @@ agents_app = typer.Typer(
 )
 
 CANCEL_WARNING = (
-    "Canceling does NOT remove the access. Lapse could not verify that it is gone, so it may\n"
-    "still exist in the target. The grant will be shown as REVOKE_CANCELED and listed as\n"
-    "unverified standing access (`lapse access unverified`) until someone removes it by hand."
+    "Canceling does NOT remove the access: it may still exist in the target.\n"
+    "Lapse could not verify that it is gone. The grant will show as REVOKE_CANCELED and stay\n"
+    "listed as unverified standing access (`lapse access unverified`) until someone removes\n"
+    "it by hand."
 )
 _AGE = re.compile(r"^(\d+)([smhd])$")
 

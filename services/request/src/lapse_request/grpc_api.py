@@ -162,10 +162,12 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> request_service_pb2.ListActivityResponse:
         identity = current_identity()
-        if request.all_users and not identity.has_role(ADMIN_ROLE):
+        if request.all_users and not any(
+            identity.has_role(role) for role in (ADMIN_ROLE, SRE_ROLE, AUDITOR_ROLE)
+        ):
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
-                "listing everyone's activity needs the admin role",
+                "listing everyone's activity needs the admin, sre or auditor role",
             )
         if request.limit < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "limit must not be negative")

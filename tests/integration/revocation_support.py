@@ -1,0 +1,125 @@
+"""Shared steps for the revocation tests: asking for access, waiting for statuses, reading
+what the revoker and agents put on Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime
+
+from lapse_common.clock import as_utc
+from lapse_common.messaging.codec import decode
+from lapse_common.pb.lapse.v1 import common_pb2, events_pb2, request_service_pb2
+
+from tests.integration.clients import StackClients, bearer, wait_for
+from tests.integration.kafka_records import read_all
+from tests.stack import LapseStack
+
+SRE_ROLES = ("sre",)
+
+
+async def submit(
+    clients: StackClients,
+    stack: LapseStack,
+    *,
+    user: str,
+    seconds: int,
+    resource: str = "appdb",
+    permission: str = "read",
+    integration: str = "demo-pg",
+) -> str:
+    response = await clients.requests.SubmitRequest(
+        request_service_pb2.SubmitRequestRequest(
+            integration_id=integration,
+            resource=resource,
+            permission=permission,
+            principal=stack.login_for(user),
+            duration_seconds=seconds,
+            justification="revocation test",
+        ),
+        metadata=bearer(stack.token(user)),
+    )
+    return response.request.request_id
+
+
+def grant_of(view: request_service_pb2.AccessRequestView) -> request_service_pb2.GrantView | None:
+    return view.grants[0] if view.grants else None
+
+
+async def wait_grant(
+    clients: StackClients,
+    stack: LapseStack,
+    request_id: str,
+    *,
+    status: int,
+    timeout: float,
+    stuck: bool | None = None,
+) -> request_service_pb2.GrantView:
+    admin = stack.token("ops", roles=("admin",))
+
+    def reached(view: request_service_pb2.AccessRequestView) -> bool:
+        grant = grant_of(view)
+        return (
+            grant is not None and grant.status == status and (stuck is None or grant.stuck == stuck)
+        )
+
+    view = await wait_for(
+        lambda: clients.get_request(request_id, admin),
+        reached,
+        timeout=timeout,
+        interval=0.2,
+        what=f"{request_id} to reach {common_pb2.GrantStatus.Name(status)}"  # type: ignore[arg-type]
+        + ("" if stuck is None else f" stuck={stuck}"),
+    )
+    grant = grant_of(view)
+    assert grant is not None
+    return grant
+
+
+async def wait_all(
+    clients: StackClients,
+    stack: LapseStack,
+    request_ids: Sequence[str],
+    *,
+    status: int,
+    timeout: float,
+) -> list[request_service_pb2.GrantView]:
+    return list(
+        await asyncio.gather(
+            *(
+                wait_grant(clients, stack, rid, status=status, timeout=timeout)
+                for rid in request_ids
+            )
+        )
+    )
+
+
+def transition_time(grant: request_service_pb2.GrantView, status: str) -> datetime:
+    step = next(s for s in grant.history if s.status == status)
+    return as_utc(step.at.ToDatetime())
+
+
+def lateness_seconds(grant: request_service_pb2.GrantView) -> float:
+    """REVOKED (the agent's verified ack, as recorded) minus the grant's expiry."""
+    return (
+        transition_time(grant, "REVOKED") - as_utc(grant.expires_at.ToDatetime())
+    ).total_seconds()
+
+
+async def agent_results(stack: LapseStack, grant_id: str) -> list[events_pb2.AgentResult]:
+    records = await read_all(
+        stack.infra.kafka_bootstrap, stack.topic_prefix + "lapse.agent-results.v1"
+    )
+    unique: dict[str, events_pb2.AgentResult] = {}
+    for record in records:
+        if record.key != grant_id.encode():
+            continue
+        event = decode(record.value)
+        assert isinstance(event.payload, events_pb2.AgentResult)
+        unique[event.event_id] = event.payload
+    return list(unique.values())
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
