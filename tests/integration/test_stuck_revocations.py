@@ -38,7 +38,7 @@ async def dead_letters(stack: LapseStack, grant_id: str) -> list[tuple[object, d
 
 async def stuck_grant(clients: StackClients, stack: LapseStack, *, user: str) -> str:
     """An ACTIVE grant whose agent dies before it expires; returns once it is stuck."""
-    request_id = await submit(clients, stack, user=user, seconds=4)
+    request_id = await submit(clients, stack, user=user, seconds=8)
     grant = await wait_grant(
         clients, stack, request_id, status=common_pb2.GRANT_STATUS_ACTIVE, timeout=30
     )
@@ -121,9 +121,10 @@ async def test_cancel_leaves_unverified_access_visible_and_is_never_executed(
     clients = StackClients(stack)
     sre = stack.token("sre-1", roles=SRE_ROLES)
     auditor = stack.token("auditor-1", roles=("auditor",))
-    login = stack.login_for("bob")
+    # u08 holds no other access: an overlapping grant would keep it in the target anyway.
+    login = stack.login_for("u08")
     try:
-        grant_id = await stuck_grant(clients, stack, user="bob")
+        grant_id = await stuck_grant(clients, stack, user="u08")
         declined = run_cli(stack, "revocations", "cancel", grant_id, token=sre, answer="n\n")
         assert declined.returncode == 1 and "nothing canceled" in declined.stderr
         assert "may still exist in the target" in declined.stderr
@@ -148,7 +149,7 @@ async def test_cancel_leaves_unverified_access_visible_and_is_never_executed(
 
         unverified = run_cli(stack, "access", "unverified", token=sre)
         assert grant_id in unverified.stdout and "may still exist" in unverified.stdout
-        own = run_cli(stack, "access", "unverified", token=stack.token("bob"))
+        own = run_cli(stack, "access", "unverified", token=stack.token("u08"))
         assert grant_id in own.stdout
         other = run_cli(stack, "access", "unverified", token=stack.token("alice"))
         assert grant_id not in other.stdout

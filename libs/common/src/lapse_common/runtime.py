@@ -110,6 +110,7 @@ class Service:
             consumer=consumer,
             group_id=group_id,
             group_prefix=self.topics.prefix,
+            instance_id=self.kafka.instance_id,
             accepts=accepts,
             handler=handler,
             sessions=self.sessions,

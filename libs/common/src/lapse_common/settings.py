@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -16,6 +17,9 @@ class KafkaSettings(BaseSettings):
     )
     # Lets several isolated Lapse installations (or test runs) share one cluster.
     topic_prefix: str = ""
+    # Stable identity of this process among replicas of the same service (static group
+    # membership). Give each replica its own; the default suits one replica per host.
+    instance_id: str = Field(default_factory=socket.gethostname)
     security_protocol: str = Field(default="PLAINTEXT", pattern="^(PLAINTEXT|SSL)$")
     ssl_cafile: Path | None = None
 

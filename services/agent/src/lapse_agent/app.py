@@ -118,6 +118,7 @@ async def run_agent(
                 clock=clock,
             ),
             clock=clock,
+            instance_id=kafka.instance_id,
         ),
     )
 

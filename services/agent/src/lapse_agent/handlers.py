@@ -47,10 +47,12 @@ class CommandHandling:
     publisher: Publisher
     quarantine: Quarantine
     clock: Clock
+    # Static group membership: a restarted agent resumes its partitions without a rebalance.
+    instance_id: str = ""
 
     @property
     def consumer(self) -> str:
-        return f"lapse-agent-{self.agent_id}"
+        return f"{self.topics.prefix}lapse-agent-{self.agent_id}"
 
 
 def subscribe_commands(broker: KafkaBroker, handling: CommandHandling) -> None:
@@ -90,5 +92,5 @@ def subscribe_commands(broker: KafkaBroker, handling: CommandHandling) -> None:
             await asyncio.sleep(REDELIVERY_PAUSE_SECONDS)
             raise
 
-    options = consumer_options(group_id=handling.consumer)
+    options = consumer_options(group_id=handling.consumer, instance_id=handling.instance_id)
     broker.subscriber(handling.topics.agent_commands(handling.agent_id), **options)(on_command)

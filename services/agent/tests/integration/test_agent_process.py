@@ -265,7 +265,7 @@ async def test_forged_foreign_and_garbage_commands_do_nothing(agent: RunningAgen
         isinstance(q, events_pb2.QuarantinedMessage)
         and q.value == GARBAGE
         and q.source_topic == agent.topics.agent_commands(agent.agent_id)
-        and q.consumer == f"lapse-agent-{agent.agent_id}"
+        and q.consumer == f"{agent.topics.prefix}lapse-agent-{agent.agent_id}"
         for q in quarantined
     ), quarantined
 

@@ -47,19 +47,26 @@ def create_broker(settings: KafkaSettings, *, client_id: str) -> KafkaBroker:
     )
 
 
-def consumer_options(*, group_id: str) -> dict[str, Any]:
+def consumer_options(*, group_id: str, instance_id: str = "") -> dict[str, Any]:
     """Subscriber options every Lapse consumer uses.
 
     The offset is committed only after the handler returned, and the handler returns only
     after its DB transaction committed; an exception seeks back so the message is redelivered
     (never FastStream's ack-first default).
+
+    With an `instance_id` the consumer is a static group member (KIP-345): a process that
+    crashed and restarts takes its partitions back at once instead of waiting out the
+    session timeout and a rebalance, which is what keeps revocations flowing after a crash.
     """
-    return {
+    options: dict[str, Any] = {
         "group_id": group_id,
         "auto_offset_reset": "earliest",
         "ack_policy": AckPolicy.NACK_ON_ERROR,
         "max_poll_interval_ms": 300_000,
     }
+    if instance_id:
+        options["group_instance_id"] = f"{group_id}-{instance_id}"
+    return options
 
 
 async def ensure_topics(

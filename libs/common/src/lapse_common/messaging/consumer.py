@@ -39,6 +39,7 @@ def subscribe_events(
     consumer: str,
     group_id: str | None = None,
     group_prefix: str = "",
+    instance_id: str = "",
     accepts: tuple[type[Message], ...],
     handler: EventHandler,
     sessions: async_sessionmaker[AsyncSession],
@@ -84,7 +85,7 @@ def subscribe_events(
             relay.wake()
 
     subscriber_args: dict[str, object] = dict(
-        consumer_options(group_id=f"{group_prefix}{group_id or consumer}")
+        consumer_options(group_id=f"{group_prefix}{group_id or consumer}", instance_id=instance_id)
     )
     if pattern is not None:
         broker.subscriber(pattern=pattern, **subscriber_args)(on_message)  # type: ignore[call-overload]
