@@ -1,6 +1,6 @@
 # Lapse developer entry points. `make` alone prints this help.
 .DEFAULT_GOAL := help
-.PHONY: help up down status logs test test-unit lint typecheck proto proto-check
+.PHONY: help up down status logs test test-unit lint typecheck proto proto-check proto-lint
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -34,3 +34,6 @@ proto: ## regenerate Python code from proto/
 
 proto-check: ## fail if generated code drifted from proto/
 	uv run python proto/generate.py --check
+
+proto-lint: ## buf lint on proto/ (buf comes from the npm registry)
+	npx --yes @bufbuild/buf@1.75.0 lint

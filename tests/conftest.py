@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from tests.infrastructure import Infrastructure, provide_infrastructure
@@ -18,40 +17,10 @@ def infra() -> Infrastructure:
     return provide_infrastructure()
 
 
-async def prepare_databases(stack: LapseStack) -> None:
-    admin = await asyncpg.connect(stack.admin_database_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{stack.database_name}"')
-    finally:
-        await admin.close()
-    target = await asyncpg.connect(stack.infra.target_admin_dsn)
-    try:
-        for role in stack.target_roles():
-            await target.execute(f'CREATE ROLE "{role}" NOLOGIN')
-        for user in stack.users:
-            await target.execute(f"CREATE ROLE \"{stack.login_for(user)}\" LOGIN PASSWORD 'x'")
-    finally:
-        await target.close()
-
-
-async def drop_databases(stack: LapseStack) -> None:
-    target = await asyncpg.connect(stack.infra.target_admin_dsn)
-    try:
-        for role in [*(stack.login_for(u) for u in stack.users), *stack.target_roles()]:
-            await target.execute(f'DROP ROLE IF EXISTS "{role}"')
-    finally:
-        await target.close()
-    admin = await asyncpg.connect(stack.admin_database_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{stack.database_name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 def running_stack(lapse: LapseStack) -> Iterator[LapseStack]:
     """Start every process of `lapse`; stop them and drop its databases and roles after."""
     lapse.prepare()
-    asyncio.run(prepare_databases(lapse))
+    asyncio.run(lapse.create_databases())
     try:
         lapse.start_all()
     except Exception:
@@ -60,7 +29,7 @@ def running_stack(lapse: LapseStack) -> Iterator[LapseStack]:
         raise
     yield lapse
     lapse.stop_all()
-    asyncio.run(drop_databases(lapse))
+    asyncio.run(lapse.drop_databases())
 
 
 @pytest.fixture(scope="session")

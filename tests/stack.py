@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 from lapse_common.auth import ensure_keypair, mint_token
 
 from tests.infrastructure import Infrastructure
@@ -143,6 +144,35 @@ class LapseStack:
     @property
     def admin_database_dsn(self) -> str:
         return self.infra.database_url.replace("postgresql+asyncpg://", "postgresql://")
+
+    async def create_databases(self) -> None:
+        """A fresh Lapse database and throwaway roles and logins in the target."""
+        admin = await asyncpg.connect(self.admin_database_dsn)
+        try:
+            await admin.execute(f'CREATE DATABASE "{self.database_name}"')
+        finally:
+            await admin.close()
+        target = await asyncpg.connect(self.infra.target_admin_dsn)
+        try:
+            for role in self.target_roles():
+                await target.execute(f'CREATE ROLE "{role}" NOLOGIN')
+            for user in self.users:
+                await target.execute(f"CREATE ROLE \"{self.login_for(user)}\" LOGIN PASSWORD 'x'")
+        finally:
+            await target.close()
+
+    async def drop_databases(self) -> None:
+        target = await asyncpg.connect(self.infra.target_admin_dsn)
+        try:
+            for role in [*(self.login_for(u) for u in self.users), *self.target_roles()]:
+                await target.execute(f'DROP ROLE IF EXISTS "{role}"')
+        finally:
+            await target.close()
+        admin = await asyncpg.connect(self.admin_database_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{self.database_name}" WITH (FORCE)')
+        finally:
+            await admin.close()
 
     def prepare(self) -> None:
         keys = self.workdir / "keys"

@@ -30,6 +30,12 @@ log "mypy (strict)"
 uv run mypy
 log "generated protobuf code"
 uv run python proto/generate.py --check
+if command -v npx >/dev/null 2>&1; then
+  log "buf lint"
+  npx --yes @bufbuild/buf@1.75.0 lint
+else
+  log "buf lint skipped: npx (Node.js) is not installed"
+fi
 log "pytest"
 started=$(date +%s)
 uv run pytest "$@"

@@ -15,6 +15,7 @@ from lapse_common.clock import as_utc
 from lapse_common.pb.lapse.v1 import common_pb2
 
 from tests.integration.clients import StackClients, has_role, wait_for
+from tests.integration.kafka_records import read_all
 from tests.stack import LapseStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -110,6 +111,22 @@ async def test_request_to_revoked_through_every_service(
         )
         assert Counter(e.type for e in events) == expected
         assert len({e.event_id for e in events}) == len(events)
+        # One trace follows the request over every Kafka hop, through the outboxes.
+        trace_ids = set()
+        for topic in (
+            "lapse.requests.v1",
+            "lapse.decisions.v1",
+            "lapse.agent.demo-agent.commands.v1",
+            "lapse.agent-results.v1",
+            "lapse.grants.v1",
+            "lapse.revoke-requests.v1",
+        ):
+            records = await read_all(stack.infra.kafka_bootstrap, stack.topic_prefix + topic)
+            for record in records:
+                if record.key in (request_id.encode(), grant.grant_id.encode()):
+                    traceparent = dict(record.headers)["traceparent"].decode()
+                    trace_ids.add(traceparent.split("-")[1])
+        assert len(trace_ids) == 1, trace_ids
         request_events = await clients.audit_events(token=auditor, request_id=request_id)
         request_types = Counter(e.type for e in request_events if not e.grant_id)
         assert request_types == Counter(

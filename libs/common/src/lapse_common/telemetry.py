@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from opentelemetry import metrics, trace
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from opentelemetry import context, metrics, propagate, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -32,3 +36,20 @@ def setup_telemetry(service_name: str, settings: TelemetrySettings) -> None:
         )
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
+
+
+def current_trace_context() -> str:
+    """The current trace context as JSON, to store with a row a timer will act on later."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return json.dumps(carrier)
+
+
+@contextmanager
+def continued_trace(stored: str) -> Iterator[None]:
+    """Make a stored trace context current, so work done later joins the original trace."""
+    token = context.attach(propagate.extract(json.loads(stored or "{}")))
+    try:
+        yield
+    finally:
+        context.detach(token)

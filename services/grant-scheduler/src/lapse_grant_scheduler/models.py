@@ -46,3 +46,6 @@ class Grant(SchedulerBase):
         DateTime(timezone=True), nullable=True
     )
     detail: Mapped[str] = mapped_column(Text, default="")
+    # W3C trace context of the request that created the grant, so the expiry (a timer with
+    # no caller) continues the same trace.
+    trace_context: Mapped[str] = mapped_column(Text, default="{}")

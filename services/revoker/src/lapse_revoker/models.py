@@ -64,6 +64,8 @@ class Revocation(RevokerBase):
     )
     resolved_by: Mapped[str] = mapped_column(String(255), default="")
     resolution_reason: Mapped[str] = mapped_column(Text, default="")
+    # Trace context of the revoke request, so retries from the background loop stay in it.
+    trace_context: Mapped[str] = mapped_column(Text, default="{}")
 
 
 class RevokeAttemptRecord(RevokerBase):

@@ -12,6 +12,7 @@ from lapse_common.db import dialect_of
 from lapse_common.messaging.agent_commands import enqueue_agent_command
 from lapse_common.messaging.outbox import enqueue
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
+from lapse_common.telemetry import continued_trace
 from lapse_common.topics import Topics
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -59,18 +60,19 @@ def spec_of(revocation: Revocation) -> common_pb2.GrantSpec:
 def send_attempt(session: AsyncSession, *, revocation: Revocation, ctx: RevokerContext) -> None:
     now = ctx.clock.now()
     revocation.attempt += 1
-    revocation.command_id = enqueue_agent_command(
-        session,
-        signer=ctx.signer,
-        topics=ctx.topics,
-        kind=common_pb2.COMMAND_KIND_REVOKE,
-        grant_id=revocation.grant_id,
-        epoch=revocation.epoch,
-        spec=spec_of(revocation),
-        request_id=revocation.request_id,
-        producer="revoker",
-        clock=ctx.clock,
-    )
+    with continued_trace(revocation.trace_context):
+        revocation.command_id = enqueue_agent_command(
+            session,
+            signer=ctx.signer,
+            topics=ctx.topics,
+            kind=common_pb2.COMMAND_KIND_REVOKE,
+            grant_id=revocation.grant_id,
+            epoch=revocation.epoch,
+            spec=spec_of(revocation),
+            request_id=revocation.request_id,
+            producer="revoker",
+            clock=ctx.clock,
+        )
     revocation.state = RevocationState.AWAITING_ACK
     revocation.deadline_at = now + ctx.policy.ack_deadline
     revocation.next_attempt_at = None

@@ -1,7 +1,7 @@
 """Revoker configuration (LAPSE_REVOKER_* environment variables).
 
-Defaults give up after about 10 minutes: 6 attempts with a 30 s ack deadline each and
-backoff 5 s, 10 s, 20 s, 40 s, 80 s (+ up to 20 % jitter) between them.
+Defaults give up after about 6 minutes (well within 10): 6 attempts with a 30 s ack deadline
+each and backoff 5 s, 10 s, 20 s, 40 s, 80 s (+ up to 20 % jitter) between them.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from faststream.kafka import KafkaBroker
+from opentelemetry import context, propagate
 
 
 class Publisher(Protocol):
@@ -21,4 +22,11 @@ class BrokerPublisher:
         self._broker = broker
 
     async def publish(self, *, topic: str, key: str, value: bytes, headers: dict[str, str]) -> None:
-        await self._broker.publish(value, topic, key=key.encode(), headers=headers)
+        # An outbox row carries the trace context of the transaction that wrote it; the
+        # relay publishes later, from its own task. Making that context current lets the
+        # telemetry middleware continue the original trace instead of starting a new one.
+        token = context.attach(propagate.extract(headers))
+        try:
+            await self._broker.publish(value, topic, key=key.encode(), headers=dict(headers))
+        finally:
+            context.detach(token)

@@ -8,6 +8,7 @@ from lapse_common.clock import Clock
 from lapse_common.command_signing import CommandSigner
 from lapse_common.messaging.agent_commands import enqueue_agent_command
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
+from lapse_common.telemetry import current_trace_context
 from lapse_common.topics import Topics
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,6 +47,7 @@ async def create_grants(
             duration_seconds=decided.duration_seconds,
             command_id="",
             created_at=clock.now(),
+            trace_context=current_trace_context(),
         )
         grant.command_id = enqueue_agent_command(
             session,

@@ -8,6 +8,7 @@ from lapse_common.clock import Clock, as_utc
 from lapse_common.db import dialect_of
 from lapse_common.messaging.outbox import enqueue
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
+from lapse_common.telemetry import continued_trace
 from lapse_common.topics import Topics
 from opentelemetry import metrics
 from sqlalchemy import func, select
@@ -56,16 +57,17 @@ async def request_due_revocations(
         if covering is not None and covering.expires_at is not None:
             revoke.covered_by_grant_id = covering.grant_id
             revoke.covered_until.FromDatetime(as_utc(covering.expires_at))
-        enqueue(
-            session,
-            topic=topics.revoke_requests,
-            key=grant.grant_id,
-            payload=revoke,
-            producer="grant-scheduler",
-            clock=clock,
-            request_id=grant.request_id,
-            grant_id=grant.grant_id,
-        )
+        with continued_trace(grant.trace_context):
+            enqueue(
+                session,
+                topic=topics.revoke_requests,
+                key=grant.grant_id,
+                payload=revoke,
+                producer="grant-scheduler",
+                clock=clock,
+                request_id=grant.request_id,
+                grant_id=grant.grant_id,
+            )
         _expiry_lateness.record((now - as_utc(grant.expires_at)).total_seconds())
     return len(due)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lapse_common.clock import as_utc
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
+from lapse_common.telemetry import current_trace_context
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_revoker.models import Revocation, RevocationState
@@ -42,6 +43,7 @@ async def accept_revoke_request(
             else ctx.clock.now(),
         )
         session.add(revocation)
+    revocation.trace_context = current_trace_context()
     if requested.covered_by_grant_id:
         # Overlapping grants must not cut each other off: this grant's claim ends, the
         # access stays for the covering grant, whose own end will remove it.

@@ -5,6 +5,7 @@ per agent per pass, so one dead agent's backlog never delays another agent's wor
 from __future__ import annotations
 
 from lapse_common.db import dialect_of
+from lapse_common.telemetry import continued_trace
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
@@ -47,25 +48,29 @@ async def retry_overdue_revocations(
         if dialect_of(session) == "postgresql":
             query = query.with_for_update(skip_locked=True)
         for revocation in (await session.execute(query)).scalars().all():
-            handled += 1
-            if revocation.state == RevocationState.AWAITING_ACK:
-                # The agent never answered this attempt in time.
-                revocation.last_error = (
-                    f"no ack from agent {revocation.agent_id} within "
-                    f"{ctx.policy.ack_deadline.total_seconds():g}s"
-                )
-                attempt = await session.get(RevokeAttemptRecord, revocation.command_id)
-                if attempt is not None and attempt.finished_at is None:
-                    attempt.finished_at = now
-                    attempt.error = revocation.last_error
-                if revocation.attempt >= ctx.policy.max_attempts:
-                    await dead_letter_revocation(session=session, revocation=revocation, ctx=ctx)
+            # Work done here joins the trace of the revoke request that started it.
+            with continued_trace(revocation.trace_context):
+                handled += 1
+                if revocation.state == RevocationState.AWAITING_ACK:
+                    # The agent never answered this attempt in time.
+                    revocation.last_error = (
+                        f"no ack from agent {revocation.agent_id} within "
+                        f"{ctx.policy.ack_deadline.total_seconds():g}s"
+                    )
+                    attempt = await session.get(RevokeAttemptRecord, revocation.command_id)
+                    if attempt is not None and attempt.finished_at is None:
+                        attempt.finished_at = now
+                        attempt.error = revocation.last_error
+                    if revocation.attempt >= ctx.policy.max_attempts:
+                        await dead_letter_revocation(
+                            session=session, revocation=revocation, ctx=ctx
+                        )
+                    else:
+                        # Back off like any failure; the slot is free for other revocations.
+                        revocation.state = RevocationState.BACKING_OFF
+                        revocation.deadline_at = None
+                        revocation.next_attempt_at = now + ctx.policy.backoff(revocation.attempt)
                 else:
-                    # Back off like any failure; the slot is free for other revocations.
-                    revocation.state = RevocationState.BACKING_OFF
-                    revocation.deadline_at = None
-                    revocation.next_attempt_at = now + ctx.policy.backoff(revocation.attempt)
-            else:
-                await dispatch(session, revocation=revocation, ctx=ctx)
+                    await dispatch(session, revocation=revocation, ctx=ctx)
         handled += await promote_queued(session, agent_id=agent_id, ctx=ctx)
     return handled
