@@ -1,6 +1,6 @@
 # Lapse developer entry points. `make` alone prints this help.
 .DEFAULT_GOAL := help
-.PHONY: help up down status logs test test-unit lint typecheck proto proto-check proto-lint
+.PHONY: help up down status logs test test-unit lint typecheck proto proto-check proto-lint migration
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -37,3 +37,6 @@ proto-check: ## fail if generated code drifted from proto/
 
 proto-lint: ## buf lint on proto/ (buf comes from the npm registry)
 	npx --yes @bufbuild/buf@1.75.0 lint
+
+migration: ## new Alembic revision for SERVICE from its models, e.g. make migration SERVICE=request MESSAGE="add x"
+	uv run python -m lapse_common.new_migration $(SERVICE) "$(MESSAGE)"

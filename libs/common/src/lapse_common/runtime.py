@@ -8,6 +8,7 @@ import os
 import signal
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -24,6 +25,7 @@ from lapse_common.messaging.consumer import EventHandler, subscribe_events
 from lapse_common.messaging.outbox import OutboxRelay
 from lapse_common.messaging.publishing import BrokerPublisher
 from lapse_common.messaging.quarantine import Quarantine
+from lapse_common.migrations import upgrade_to_head
 from lapse_common.settings import KafkaSettings, TelemetrySettings
 from lapse_common.telemetry import setup_telemetry
 from lapse_common.topics import Topics
@@ -62,6 +64,7 @@ class Service:
         name: str,
         database_url: str,
         metadatas: Sequence[MetaData],
+        migrations_dir: Path | None = None,
         kafka: KafkaSettings | None = None,
         telemetry: TelemetrySettings | None = None,
         clock: Clock | None = None,
@@ -72,7 +75,13 @@ class Service:
         clock = clock or SystemClock()
         schema = name.replace("-", "_")
         engine = create_engine_for_service(database_url, schema=schema)
-        await create_schema(engine, schema=schema, metadatas=[Base.metadata, *metadatas])
+        if migrations_dir is not None:
+            await upgrade_to_head(
+                engine, schema=schema, migrations_dir=migrations_dir, metadatas=metadatas
+            )
+        else:
+            # Only for tests of one service's wiring: real processes always migrate.
+            await create_schema(engine, schema=schema, metadatas=[Base.metadata, *metadatas])
         sessions = session_factory(engine)
         broker = create_broker(kafka, client_id=f"lapse-{name}")
         publisher = BrokerPublisher(broker)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 from lapse_common.auth import AuthInterceptor, TokenVerifier
 from lapse_common.pb.lapse.v1 import approval_service_pb2_grpc, events_pb2
@@ -14,6 +16,9 @@ from lapse_approval.handlers import ApprovalHandlers
 from lapse_approval.models import ApprovalBase
 from lapse_approval.settings import ApprovalSettings
 
+# services/<name>/migrations: Alembic revisions applied at start-up.
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
 
 async def run() -> None:
     settings = ApprovalSettings()
@@ -24,6 +29,7 @@ async def run() -> None:
         name="approval",
         database_url=DatabaseSettings().database_url,
         metadatas=[ApprovalBase.metadata],
+        migrations_dir=MIGRATIONS,
     )
     handlers = ApprovalHandlers(catalog=catalog, topics=service.topics, clock=service.clock)
     service.subscribe(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from lapse_common.auth import AuthInterceptor, TokenVerifier
 from lapse_common.messaging.consumer import subscribe_events
 from lapse_common.runtime import Service
@@ -16,13 +18,19 @@ from lapse_audit.settings import AuditSettings
 # whichever topic or partition delivers it, however often.
 CONSUMER = "audit"
 
+# services/<name>/migrations: Alembic revisions applied at start-up.
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
 
 async def run() -> None:
     settings = AuditSettings()
     # Fails fast on a missing key, before the service touches the database or Kafka.
     verifier = TokenVerifier.from_settings(AuthSettings())
     service = await Service.create(
-        name="audit", database_url=DatabaseSettings().database_url, metadatas=[AuditBase.metadata]
+        name="audit",
+        database_url=DatabaseSettings().database_url,
+        metadatas=[AuditBase.metadata],
+        migrations_dir=MIGRATIONS,
     )
     subscribe_audit_consumers(service)
     await service.run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from lapse_common.command_signing import CommandSigner
 from lapse_common.pb.lapse.v1 import events_pb2
@@ -14,6 +15,9 @@ from lapse_grant_scheduler.handlers import SchedulerHandlers
 from lapse_grant_scheduler.models import SchedulerBase
 from lapse_grant_scheduler.settings import SchedulerSettings
 
+# services/<name>/migrations: Alembic revisions applied at start-up.
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
 
 async def run() -> None:
     settings = SchedulerSettings()
@@ -21,6 +25,7 @@ async def run() -> None:
         name="grant-scheduler",
         database_url=DatabaseSettings().database_url,
         metadatas=[SchedulerBase.metadata],
+        migrations_dir=MIGRATIONS,
     )
     signer = CommandSigner(
         private_key_pem=settings.command_signing_key_file.read_bytes(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lapse_common.clock import Clock, as_utc
+from lapse_common.grant_spec import grant_spec_of
 from lapse_common.messaging.outbox import enqueue
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
 from lapse_common.topics import Topics
@@ -12,13 +13,7 @@ from lapse_grant_scheduler.models import Grant
 
 
 def spec_of(grant: Grant) -> common_pb2.GrantSpec:
-    return common_pb2.GrantSpec(
-        integration_id=grant.integration_id,
-        agent_id=grant.agent_id,
-        resource=grant.resource,
-        permission=grant.permission,
-        principal=grant.principal,
-    )
+    return grant_spec_of(grant)
 
 
 def enqueue_grant_fact(

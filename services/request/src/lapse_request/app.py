@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 from lapse_common.auth import AuthInterceptor, TokenVerifier
 from lapse_common.pb.lapse.v1 import approval_service_pb2_grpc, events_pb2, request_service_pb2_grpc
@@ -14,6 +16,9 @@ from lapse_request.handlers import RequestHandlers
 from lapse_request.models import RequestBase
 from lapse_request.settings import RequestSettings
 
+# services/<name>/migrations: Alembic revisions applied at start-up.
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
 
 async def run() -> None:
     settings = RequestSettings()
@@ -22,6 +27,7 @@ async def run() -> None:
         name="request",
         database_url=DatabaseSettings().database_url,
         metadatas=[RequestBase.metadata],
+        migrations_dir=MIGRATIONS,
     )
     handlers = RequestHandlers(clock=service.clock)
     service.subscribe(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from lapse_common.auth import AuthInterceptor, TokenVerifier
 from lapse_common.command_signing import CommandSigner
@@ -18,6 +19,9 @@ from lapse_revoker.revocation_steps import RetryPolicy, RevokerContext
 from lapse_revoker.revoker_metrics import RevokerMetrics
 from lapse_revoker.settings import RevokerSettings
 
+# services/<name>/migrations: Alembic revisions applied at start-up.
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
 
 async def run() -> None:
     settings = RevokerSettings()
@@ -26,6 +30,7 @@ async def run() -> None:
         name="revoker",
         database_url=DatabaseSettings().database_url,
         metadatas=[RevokerBase.metadata],
+        migrations_dir=MIGRATIONS,
     )
     policy = RetryPolicy(
         ack_deadline=timedelta(seconds=settings.ack_deadline_seconds),

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from lapse_common.clock import Clock, as_utc
 from lapse_common.command_signing import CommandSigner
 from lapse_common.db import dialect_of
+from lapse_common.grant_spec import grant_spec_of
 from lapse_common.messaging.agent_commands import enqueue_agent_command
 from lapse_common.messaging.outbox import enqueue
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
@@ -48,13 +49,7 @@ class RevokerContext:
 
 
 def spec_of(revocation: Revocation) -> common_pb2.GrantSpec:
-    return common_pb2.GrantSpec(
-        integration_id=revocation.integration_id,
-        agent_id=revocation.agent_id,
-        resource=revocation.resource,
-        permission=revocation.permission,
-        principal=revocation.principal,
-    )
+    return grant_spec_of(revocation)
 
 
 def send_attempt(session: AsyncSession, *, revocation: Revocation, ctx: RevokerContext) -> None:

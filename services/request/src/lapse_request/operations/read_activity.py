@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lapse_common.clock import as_utc
+from lapse_common.grant_spec import grant_spec_of
 from lapse_common.pb.lapse.v1 import common_pb2, request_service_pb2
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -71,13 +72,7 @@ def grant_view(
 ) -> request_service_pb2.GrantView:
     view = request_service_pb2.GrantView(
         grant_id=grant.grant_id,
-        spec=common_pb2.GrantSpec(
-            integration_id=grant.integration_id,
-            agent_id=grant.agent_id,
-            resource=grant.resource,
-            permission=grant.permission,
-            principal=grant.principal,
-        ),
+        spec=grant_spec_of(grant),
         status=grant.status,  # type: ignore[arg-type]
         stuck=grant.stuck,
         epoch=grant.epoch,

@@ -1,0 +1,44 @@
+"""Migration steps for the outbox and inbox tables every service owns a copy of.
+
+Every service's first revision calls these, so the shared tables are defined once.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+
+def create_messaging_tables() -> None:
+    op.create_table(
+        "inbox",
+        sa.Column("consumer", sa.String(length=128), nullable=False),
+        sa.Column("event_id", sa.String(length=64), nullable=False),
+        sa.Column("handled_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("consumer", "event_id"),
+    )
+    op.create_table(
+        "outbox",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("event_id", sa.String(length=64), nullable=False),
+        sa.Column("topic", sa.String(length=255), nullable=False),
+        sa.Column("key", sa.String(length=255), nullable=False),
+        sa.Column("value", sa.LargeBinary(), nullable=False),
+        sa.Column("headers_json", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("event_id"),
+    )
+    op.create_index("ix_outbox_published_at", "outbox", ["published_at"], unique=False)
+
+
+def drop_messaging_tables() -> None:
+    op.drop_index("ix_outbox_published_at", table_name="outbox")
+    op.drop_table("outbox")
+    op.drop_table("inbox")
