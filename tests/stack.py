@@ -22,6 +22,18 @@ from lapse_common.auth import ensure_keypair, mint_token
 from tests.infrastructure import Infrastructure
 
 SERVICES = ("audit", "approval", "request", "grant-scheduler", "revoker", "agent")
+# Resources on demo-pg that need approvers, one per approval policy (permission `read`).
+GATED_FLOWS = {
+    "g-any": "{mode: any_of, approvers: {users: [approver-a, approver-b]}}",
+    "g-all": "{mode: all_of, approvers: {users: [approver-a, approver-b]}}",
+    "g-2of3": "{mode: n_of_m, required: 2, approvers: {users: [approver-a, approver-b, approver-c]}}",
+    "g-esc": (
+        "{mode: any_of, approvers: {users: [approver-a]}, "
+        "escalation: [{after: 3s, approvers: {users: [manager-1]}}]}"
+    ),
+    "g-timeout": "{mode: any_of, approvers: {users: [approver-a]}, timeout: 4s}",
+    "g-self": "{mode: any_of, approvers: {groups: [engineering]}}",
+}
 
 
 def free_port() -> int:
@@ -131,8 +143,11 @@ class LapseStack:
     def far_role(self) -> str:
         return f"it_{self.run_id}_far_read"
 
+    def gated_role(self, resource: str) -> str:
+        return f"it_{self.run_id}_{resource.replace('-', '_')}"
+
     def target_roles(self) -> list[str]:
-        roles = [self.read_role, self.write_role]
+        roles = [self.read_role, self.write_role, *map(self.gated_role, GATED_FLOWS)]
         roles += [self.bulk_role(i) for i in range(self.bulk_resources)]
         return roles + ([self.far_role] if self.far_agent else [])
 
@@ -181,6 +196,18 @@ class LapseStack:
         self.ports = {name: free_port() for name in ("request", "approval", "audit", "revoker")}
         principals = "\n".join(f"      {self.login_for(user)}: [{user}]" for user in self.users)
         bulk = "".join(f", r{i:02d}: [read]" for i in range(self.bulk_resources))
+        bulk += "".join(f", {gated}: [read]" for gated in GATED_FLOWS)
+        self_service = ", ".join(["appdb", *(f"r{i:02d}" for i in range(self.bulk_resources))])
+        gated_flows = "".join(
+            f"""
+  - name: flow-{gated}
+    requestors: {{groups: [engineering]}}
+    targets:
+      - {{integration: demo-pg, resources: [{gated}], permissions: [read]}}
+    approval: {policy}
+    max_duration: 1h"""
+            for gated, policy in GATED_FLOWS.items()
+        )
         far_integration = (
             f"""
   - id: far-pg
@@ -209,10 +236,10 @@ flows:
   - name: engineering-self-service
     requestors: {{groups: [engineering]}}
     targets:
-      - {{integration: demo-pg, resources: ["*"], permissions: [read, write]}}{far_target}
+      - {{integration: demo-pg, resources: [{self_service}], permissions: [read, write]}}{far_target}
     approval: {{mode: auto}}
     default_duration: 10m
-    max_duration: 1h
+    max_duration: 1h{gated_flows}
 """
         )
         bulk_permissions = "".join(
@@ -221,6 +248,12 @@ flows:
         permissions:
           read: {self.bulk_role(i)}"""
             for i in range(self.bulk_resources)
+        ) + "".join(
+            f"""
+      {gated}:
+        permissions:
+          read: {self.gated_role(gated)}"""
+            for gated in GATED_FLOWS
         )
         self.agent_file = self.workdir / "agent.yaml"
         self.agent_file.write_text(
@@ -277,6 +310,7 @@ integrations:
                 "LAPSE_AGENT_HEARTBEAT_INTERVAL_SECONDS": "2",
                 "LAPSE_REQUEST_ADDRESS": f"127.0.0.1:{self.ports['request']}",
                 "LAPSE_AUDIT_ADDRESS": f"127.0.0.1:{self.ports['audit']}",
+                "LAPSE_APPROVAL_ADDRESS": f"127.0.0.1:{self.ports['approval']}",
                 "LAPSE_DEV_TOKEN_KEY_FILE": str(self.dev_key),
                 "LAPSE_CLI_HOME": str(self.workdir / "cli-home"),
                 "LAPSE_LOG_LEVEL": "INFO",

@@ -14,6 +14,7 @@ class CliSettings(BaseSettings):
     request_address: str = "127.0.0.1:50051"
     audit_address: str = "127.0.0.1:50054"
     revoker_address: str = "127.0.0.1:50055"
+    approval_address: str = "127.0.0.1:50052"
     # Where `lapse login` stores the token (mode 0600).
     cli_home: Path = Path(os.path.expanduser("~/.lapse"))
     # Private key used by `lapse login --dev` to mint tokens; only for local/demo runs.

@@ -15,6 +15,7 @@ from google.protobuf.json_format import MessageToDict
 from lapse_common.auth import mint_token
 from lapse_common.pb.lapse.v1 import common_pb2, request_service_pb2, request_service_pb2_grpc
 
+from lapse_cli.approvals import approve, list_approvals, reject
 from lapse_cli.config import CliSettings
 from lapse_cli.rendering import as_json, describe_request, grant_status, request_status
 from lapse_cli.session import fail, metadata
@@ -31,6 +32,9 @@ app.add_typer(revocations_app, name="revocations")
 app.add_typer(agents_app, name="agents")
 access_app = typer.Typer(help="Access that exists (or may exist) in targets.", no_args_is_help=True)
 app.add_typer(access_app, name="access")
+app.command("approvals")(list_approvals)
+app.command("approve")(approve)
+app.command("reject")(reject)
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -46,6 +46,9 @@ async def upgrade_to_head(
             # Replicas starting together must not migrate at the same time.
             await connection.execute(text("SELECT pg_advisory_xact_lock(7301)"))
             await connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            # ALTER TABLE and friends name tables without a schema and do not go through
+            # schema_translate_map; for this transaction they resolve in the service schema.
+            await connection.execute(text(f'SET LOCAL search_path TO "{schema}"'))
         await connection.run_sync(
             lambda sync: command.upgrade(_config(migrations_dir, sync, metadatas, schema), "head")
         )

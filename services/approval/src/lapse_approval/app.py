@@ -10,6 +10,7 @@ from lapse_common.pb.lapse.v1 import approval_service_pb2_grpc, events_pb2
 from lapse_common.runtime import Service
 from lapse_common.settings import AuthSettings, DatabaseSettings
 
+from lapse_approval.approval_timeouts import ApprovalTimeouts
 from lapse_approval.flows import load_catalog
 from lapse_approval.grpc_api import ApprovalApi
 from lapse_approval.handlers import ApprovalHandlers
@@ -35,13 +36,28 @@ async def run() -> None:
     service.subscribe(
         topic=service.topics.requests,
         consumer="approval",
-        accepts=(events_pb2.RequestSubmitted,),
-        handler=handlers.on_request_submitted,
+        accepts=(events_pb2.RequestSubmitted, events_pb2.RequestCanceled),
+        handler=handlers.on_request_event,
+    )
+    service.background.append(
+        ApprovalTimeouts(
+            sessions=service.sessions,
+            relay=service.relay,
+            topics=service.topics,
+            clock=service.clock,
+        ).run
     )
 
     def register(server: grpc.aio.Server) -> None:
         approval_service_pb2_grpc.add_ApprovalServiceServicer_to_server(
-            ApprovalApi(catalog), server
+            ApprovalApi(
+                catalog,
+                sessions=service.sessions,
+                relay=service.relay,
+                topics=service.topics,
+                clock=service.clock,
+            ),
+            server,
         )
 
     await service.run(

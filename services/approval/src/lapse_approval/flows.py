@@ -73,8 +73,65 @@ class TargetSelector(_Strict):
     permissions: list[str]
 
 
+class Approvers(_Strict):
+    users: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+
+    def include(self, *, subject: str, groups: tuple[str, ...]) -> bool:
+        return subject in self.users or bool(set(self.groups) & set(groups))
+
+
+class EscalationTier(_Strict):
+    # How long after submission these approvers are asked too.
+    after: str
+    approvers: Approvers
+
+    @field_validator("after")
+    @classmethod
+    def _is_duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
 class ApprovalPolicy(_Strict):
-    mode: Literal["auto"]
+    """auto; any_of (one approver); all_of (every listed user); n_of_m (`required` of them).
+    Escalation tiers add approvers after their interval (one of them suffices); any
+    rejection rejects; a request nobody decides within `timeout` is APPROVAL_EXPIRED."""
+
+    mode: Literal["auto", "any_of", "all_of", "n_of_m"]
+    approvers: Approvers = Field(default_factory=Approvers)
+    required: int = Field(default=1, ge=1)
+    escalation: list[EscalationTier] = Field(default_factory=list)
+    timeout: str = "24h"
+    approver_reason_required: bool = False
+    requester_cannot_approve_self: bool = True
+
+    @field_validator("timeout")
+    @classmethod
+    def _is_duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ApprovalPolicy:
+        if self.mode == "auto":
+            if self.approvers.users or self.approvers.groups or self.escalation:
+                raise ValueError("an auto policy takes no approvers or escalation")
+            return self
+        if not (self.approvers.users or self.approvers.groups):
+            raise ValueError(f"mode {self.mode} needs approvers (users or groups)")
+        if self.mode == "all_of" and self.approvers.groups:
+            raise ValueError("all_of needs named users: 'every member of a group' is not checkable")
+        if self.mode == "n_of_m":
+            if self.required < 2:
+                raise ValueError("n_of_m needs required >= 2 (use any_of for one)")
+            if not self.approvers.groups and self.required > len(self.approvers.users):
+                count = len(self.approvers.users)
+                raise ValueError(f"required {self.required} is more than the {count} approvers")
+        afters = [parse_duration(t.after) for t in self.escalation]
+        if afters != sorted(afters) or any(a >= parse_duration(self.timeout) for a in afters):
+            raise ValueError("escalation tiers must come in order and before the timeout")
+        return self
 
 
 class FlowSpec(_Strict):
@@ -123,6 +180,7 @@ class FlowFileError(Exception):
 class Flow:
     name: str
     approval: str
+    policy: ApprovalPolicy
     requestor_users: frozenset[str]
     requestor_groups: frozenset[str]
     targets: tuple[TargetSelector, ...]
@@ -224,6 +282,7 @@ def load_catalog(paths: list[Path]) -> Catalog:
             Flow(
                 name=spec.name,
                 approval=spec.approval.mode,
+                policy=spec.approval,
                 requestor_users=frozenset(spec.requestors.users),
                 requestor_groups=frozenset(spec.requestors.groups),
                 targets=tuple(spec.targets),

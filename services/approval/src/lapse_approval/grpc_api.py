@@ -6,10 +6,16 @@ from datetime import timedelta
 
 import grpc
 from lapse_common.auth import current_identity
+from lapse_common.clock import Clock
+from lapse_common.messaging.outbox import OutboxRelay
 from lapse_common.pb.lapse.v1 import approval_service_pb2, approval_service_pb2_grpc, common_pb2
+from lapse_common.topics import Topics
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from lapse_approval.flows import Catalog
 from lapse_approval.operations.check_request import Refusal, RequestRefused, check_request
+from lapse_approval.operations.decide_request import DecisionRefused, Refused, decide_request
+from lapse_approval.operations.list_pending_approvals import list_pending_approvals
 
 REFUSAL_STATUS = {
     Refusal.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
@@ -18,9 +24,67 @@ REFUSAL_STATUS = {
 }
 
 
+DECISION_STATUS = {
+    Refused.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Refused.FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
+    Refused.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
+    Refused.CONFLICT: grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
 class ApprovalApi(approval_service_pb2_grpc.ApprovalServiceServicer):
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        relay: OutboxRelay,
+        topics: Topics,
+        clock: Clock,
+    ) -> None:
         self._catalog = catalog
+        self._sessions = sessions
+        self._relay = relay
+        self._topics = topics
+        self._clock = clock
+
+    async def ListPendingApprovals(
+        self,
+        request: approval_service_pb2.ListPendingApprovalsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> approval_service_pb2.ListPendingApprovalsResponse:
+        async with self._sessions() as session:
+            pending = await list_pending_approvals(
+                session=session,
+                approver=current_identity(),
+                catalog=self._catalog,
+                clock=self._clock,
+            )
+        return approval_service_pb2.ListPendingApprovalsResponse(approvals=pending)
+
+    async def DecideRequest(
+        self,
+        request: approval_service_pb2.DecideRequestRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> approval_service_pb2.DecideRequestResponse:
+        if not request.request_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request_id is required")
+        try:
+            async with self._sessions() as session, session.begin():
+                status = await decide_request(
+                    session=session,
+                    approver=current_identity(),
+                    request_id=request.request_id,
+                    approve=request.approve,
+                    reason=request.reason,
+                    catalog=self._catalog,
+                    topics=self._topics,
+                    clock=self._clock,
+                )
+        except DecisionRefused as refusal:
+            await context.abort(DECISION_STATUS[refusal.kind], refusal.message)
+        self._relay.wake()
+        return approval_service_pb2.DecideRequestResponse(status=status)
 
     async def CheckRequest(
         self,

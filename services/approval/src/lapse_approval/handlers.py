@@ -11,6 +11,7 @@ from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_approval.flows import Catalog
+from lapse_approval.operations.cancel_pending_approval import cancel_pending_approval
 from lapse_approval.operations.decide_submitted_request import decide_submitted_request
 
 
@@ -20,7 +21,10 @@ class ApprovalHandlers:
     topics: Topics
     clock: Clock
 
-    async def on_request_submitted(self, *, session: AsyncSession, event: DecodedEvent) -> None:
+    async def on_request_event(self, *, session: AsyncSession, event: DecodedEvent) -> None:
+        if isinstance(event.payload, events_pb2.RequestCanceled):
+            await cancel_pending_approval(session=session, canceled=event.payload, clock=self.clock)
+            return
         assert isinstance(event.payload, events_pb2.RequestSubmitted)
         await decide_submitted_request(
             session=session,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, String, Text
+from sqlalchemy import BigInteger, DateTime, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -12,10 +12,19 @@ class ApprovalBase(DeclarativeBase):
     pass
 
 
+class CaseStatus:
+    PENDING = "PENDING_APPROVAL"
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
+    EXPIRED = "APPROVAL_EXPIRED"
+    CANCELED = "CANCELED"
+
+
 class ApprovalCase(ApprovalBase):
     """One submitted request as the approval service sees it."""
 
     __tablename__ = "approval_cases"
+    __table_args__ = (Index("ix_approval_cases_pending", "status", "expires_at"),)
 
     request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     requester: Mapped[str] = mapped_column(String(255))
@@ -24,3 +33,22 @@ class ApprovalCase(ApprovalBase):
     detail: Mapped[str] = mapped_column(Text, default="")
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # When an undecided request becomes APPROVAL_EXPIRED.
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The RequestSubmitted event, kept so the decision can be self-contained.
+    submitted: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+
+
+class ApprovalVote(ApprovalBase):
+    __tablename__ = "approval_votes"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    request_id: Mapped[str] = mapped_column(String(64), index=True)
+    approver: Mapped[str] = mapped_column(String(255))
+    approve: Mapped[bool] = mapped_column()
+    reason: Mapped[str] = mapped_column(Text, default="")
+    # "base" or the escalation interval that made the approver eligible.
+    tier: Mapped[str] = mapped_column(String(32), default="base")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

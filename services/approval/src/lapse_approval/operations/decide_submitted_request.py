@@ -1,18 +1,19 @@
-"""Evaluate a submitted request against its flow and publish the decision."""
+"""A request was submitted: approve it at once under an automatic flow, otherwise open a
+case that waits for its approvers (or its timeout)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 from lapse_common.clock import Clock
-from lapse_common.messaging.outbox import enqueue
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
 from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from lapse_approval.flows import Catalog
-from lapse_approval.models import ApprovalCase
-from lapse_approval.operations.check_request import RequestRefused, check_request
+from lapse_approval.decisions import decide
+from lapse_approval.flows import Catalog, parse_duration
+from lapse_approval.models import ApprovalCase, CaseStatus
+from lapse_approval.operations.check_request import Allowed, RequestRefused, check_request
 
 
 async def decide_submitted_request(
@@ -25,14 +26,20 @@ async def decide_submitted_request(
 ) -> None:
     if await session.get(ApprovalCase, submitted.request_id) is not None:
         return
+    case = ApprovalCase(
+        request_id=submitted.request_id,
+        requester=submitted.requester,
+        flow=submitted.flow,
+        status=CaseStatus.PENDING,
+        received_at=clock.now(),
+        submitted=submitted.SerializeToString(deterministic=True),
+    )
+    session.add(case)
     # Policy may have changed since the request service checked it: decide on today's flows.
-    # Every flow is automatic today; approver quorums arrive with the approval policies.
-    decision = common_pb2.REQUEST_STATUS_APPROVED
-    reason = common_pb2.REASON_AUTO_APPROVAL
-    detail = f"auto-approved by flow {submitted.flow!r}"
+    allowed: Allowed | None = None
     try:
         for item in submitted.items:
-            check_request(
+            allowed = check_request(
                 catalog=catalog,
                 subject=submitted.requester,
                 groups=tuple(submitted.requester_groups),
@@ -44,36 +51,30 @@ async def decide_submitted_request(
                 justification=submitted.justification,
             )
     except RequestRefused as refusal:
-        decision = common_pb2.REQUEST_STATUS_REJECTED
-        reason = common_pb2.REASON_POLICY_CHANGE
-        detail = f"rejected: {refusal.message}"
-    session.add(
-        ApprovalCase(
-            request_id=submitted.request_id,
-            requester=submitted.requester,
-            flow=submitted.flow,
-            status=common_pb2.RequestStatus.Name(decision),
-            detail=detail,
-            received_at=clock.now(),
-            decided_at=clock.now(),
-        )
-    )
-    enqueue(
-        session,
-        topic=topics.decisions,
-        key=submitted.request_id,
-        payload=events_pb2.RequestDecided(
-            request_id=submitted.request_id,
-            decision=decision,
+        decide(
+            session,
+            case=case,
+            decision=common_pb2.REQUEST_STATUS_REJECTED,
+            reason=common_pb2.REASON_POLICY_CHANGE,
             decided_by="lapse-approval",
-            reason=reason,
-            detail=detail,
-            flow=submitted.flow,
-            requester=submitted.requester,
-            items=list(submitted.items),
-            duration_seconds=submitted.duration_seconds,
-        ),
-        producer="approval",
-        clock=clock,
-        request_id=submitted.request_id,
-    )
+            detail=f"rejected: {refusal.message}",
+            topics=topics,
+            clock=clock,
+        )
+        return
+    assert allowed is not None
+    policy = allowed.flow.policy
+    case.flow = allowed.flow.name
+    if policy.mode == "auto":
+        decide(
+            session,
+            case=case,
+            decision=common_pb2.REQUEST_STATUS_APPROVED,
+            reason=common_pb2.REASON_AUTO_APPROVAL,
+            decided_by="lapse-approval",
+            detail=f"auto-approved by flow {allowed.flow.name!r}",
+            topics=topics,
+            clock=clock,
+        )
+        return
+    case.expires_at = clock.now() + parse_duration(policy.timeout)

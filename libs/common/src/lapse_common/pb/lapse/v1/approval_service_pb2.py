@@ -22,26 +22,37 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from lapse_common.pb.lapse.v1 import common_pb2 as lapse_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1flapse/v1/approval_service.proto\x12\x08lapse.v1\x1a\x15lapse/v1/common.proto\"i\n\x13\x43heckRequestRequest\x12!\n\x04item\x18\x01 \x01(\x0b\x32\x13.lapse.v1.GrantSpec\x12\x18\n\x10\x64uration_seconds\x18\x02 \x01(\x03\x12\x15\n\rjustification\x18\x03 \x01(\t\"s\n\x14\x43heckRequestResponse\x12\x0c\n\x04\x66low\x18\x01 \x01(\t\x12!\n\x04item\x18\x02 \x01(\x0b\x32\x13.lapse.v1.GrantSpec\x12\x18\n\x10\x64uration_seconds\x18\x03 \x01(\x03\x12\x10\n\x08\x61pproval\x18\x04 \x01(\t\"\x12\n\x10ListFlowsRequest\"\xfd\x01\n\x08\x46lowView\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x61pproval\x18\x02 \x01(\t\x12\x17\n\x0frequestor_users\x18\x03 \x03(\t\x12\x18\n\x10requestor_groups\x18\x04 \x03(\t\x12\x16\n\x0eintegration_id\x18\x05 \x01(\t\x12\x11\n\tresources\x18\x06 \x03(\t\x12\x13\n\x0bpermissions\x18\x07 \x03(\t\x12 \n\x18\x64\x65\x66\x61ult_duration_seconds\x18\x08 \x01(\x03\x12\x1c\n\x14max_duration_seconds\x18\t \x01(\x03\x12\x1e\n\x16justification_required\x18\n \x01(\x08\"6\n\x11ListFlowsResponse\x12!\n\x05\x66lows\x18\x01 \x03(\x0b\x32\x12.lapse.v1.FlowView2\xa6\x01\n\x0f\x41pprovalService\x12M\n\x0c\x43heckRequest\x12\x1d.lapse.v1.CheckRequestRequest\x1a\x1e.lapse.v1.CheckRequestResponse\x12\x44\n\tListFlows\x12\x1a.lapse.v1.ListFlowsRequest\x1a\x1b.lapse.v1.ListFlowsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1flapse/v1/approval_service.proto\x12\x08lapse.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15lapse/v1/common.proto\"\x1d\n\x1bListPendingApprovalsRequest\"\xbe\x02\n\x0fPendingApproval\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\t\x12\x0c\n\x04\x66low\x18\x03 \x01(\t\x12\"\n\x05items\x18\x04 \x03(\x0b\x32\x13.lapse.v1.GrantSpec\x12\x18\n\x10\x64uration_seconds\x18\x05 \x01(\x03\x12\x15\n\rjustification\x18\x06 \x01(\t\x12\x30\n\x0csubmitted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tapprovals\x18\t \x03(\t\x12\x18\n\x10\x61pprovals_needed\x18\n \x01(\x05\x12\x12\n\nmay_decide\x18\x0b \x01(\x08\"L\n\x1cListPendingApprovalsResponse\x12,\n\tapprovals\x18\x01 \x03(\x0b\x32\x19.lapse.v1.PendingApproval\"K\n\x14\x44\x65\x63ideRequestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61pprove\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\'\n\x15\x44\x65\x63ideRequestResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\"i\n\x13\x43heckRequestRequest\x12!\n\x04item\x18\x01 \x01(\x0b\x32\x13.lapse.v1.GrantSpec\x12\x18\n\x10\x64uration_seconds\x18\x02 \x01(\x03\x12\x15\n\rjustification\x18\x03 \x01(\t\"s\n\x14\x43heckRequestResponse\x12\x0c\n\x04\x66low\x18\x01 \x01(\t\x12!\n\x04item\x18\x02 \x01(\x0b\x32\x13.lapse.v1.GrantSpec\x12\x18\n\x10\x64uration_seconds\x18\x03 \x01(\x03\x12\x10\n\x08\x61pproval\x18\x04 \x01(\t\"\x12\n\x10ListFlowsRequest\"\xfd\x01\n\x08\x46lowView\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x61pproval\x18\x02 \x01(\t\x12\x17\n\x0frequestor_users\x18\x03 \x03(\t\x12\x18\n\x10requestor_groups\x18\x04 \x03(\t\x12\x16\n\x0eintegration_id\x18\x05 \x01(\t\x12\x11\n\tresources\x18\x06 \x03(\t\x12\x13\n\x0bpermissions\x18\x07 \x03(\t\x12 \n\x18\x64\x65\x66\x61ult_duration_seconds\x18\x08 \x01(\x03\x12\x1c\n\x14max_duration_seconds\x18\t \x01(\x03\x12\x1e\n\x16justification_required\x18\n \x01(\x08\"6\n\x11ListFlowsResponse\x12!\n\x05\x66lows\x18\x01 \x03(\x0b\x32\x12.lapse.v1.FlowView2\xdf\x02\n\x0f\x41pprovalService\x12M\n\x0c\x43heckRequest\x12\x1d.lapse.v1.CheckRequestRequest\x1a\x1e.lapse.v1.CheckRequestResponse\x12\x44\n\tListFlows\x12\x1a.lapse.v1.ListFlowsRequest\x1a\x1b.lapse.v1.ListFlowsResponse\x12\x65\n\x14ListPendingApprovals\x12%.lapse.v1.ListPendingApprovalsRequest\x1a&.lapse.v1.ListPendingApprovalsResponse\x12P\n\rDecideRequest\x12\x1e.lapse.v1.DecideRequestRequest\x1a\x1f.lapse.v1.DecideRequestResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lapse.v1.approval_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHECKREQUESTREQUEST']._serialized_start=68
-  _globals['_CHECKREQUESTREQUEST']._serialized_end=173
-  _globals['_CHECKREQUESTRESPONSE']._serialized_start=175
-  _globals['_CHECKREQUESTRESPONSE']._serialized_end=290
-  _globals['_LISTFLOWSREQUEST']._serialized_start=292
-  _globals['_LISTFLOWSREQUEST']._serialized_end=310
-  _globals['_FLOWVIEW']._serialized_start=313
-  _globals['_FLOWVIEW']._serialized_end=566
-  _globals['_LISTFLOWSRESPONSE']._serialized_start=568
-  _globals['_LISTFLOWSRESPONSE']._serialized_end=622
-  _globals['_APPROVALSERVICE']._serialized_start=625
-  _globals['_APPROVALSERVICE']._serialized_end=791
+  _globals['_LISTPENDINGAPPROVALSREQUEST']._serialized_start=101
+  _globals['_LISTPENDINGAPPROVALSREQUEST']._serialized_end=130
+  _globals['_PENDINGAPPROVAL']._serialized_start=133
+  _globals['_PENDINGAPPROVAL']._serialized_end=451
+  _globals['_LISTPENDINGAPPROVALSRESPONSE']._serialized_start=453
+  _globals['_LISTPENDINGAPPROVALSRESPONSE']._serialized_end=529
+  _globals['_DECIDEREQUESTREQUEST']._serialized_start=531
+  _globals['_DECIDEREQUESTREQUEST']._serialized_end=606
+  _globals['_DECIDEREQUESTRESPONSE']._serialized_start=608
+  _globals['_DECIDEREQUESTRESPONSE']._serialized_end=647
+  _globals['_CHECKREQUESTREQUEST']._serialized_start=649
+  _globals['_CHECKREQUESTREQUEST']._serialized_end=754
+  _globals['_CHECKREQUESTRESPONSE']._serialized_start=756
+  _globals['_CHECKREQUESTRESPONSE']._serialized_end=871
+  _globals['_LISTFLOWSREQUEST']._serialized_start=873
+  _globals['_LISTFLOWSREQUEST']._serialized_end=891
+  _globals['_FLOWVIEW']._serialized_start=894
+  _globals['_FLOWVIEW']._serialized_end=1147
+  _globals['_LISTFLOWSRESPONSE']._serialized_start=1149
+  _globals['_LISTFLOWSRESPONSE']._serialized_end=1203
+  _globals['_APPROVALSERVICE']._serialized_start=1206
+  _globals['_APPROVALSERVICE']._serialized_end=1557
 # @@protoc_insertion_point(module_scope)

@@ -45,6 +45,16 @@ class ApprovalServiceStub:
                 request_serializer=lapse_dot_v1_dot_approval__service__pb2.ListFlowsRequest.SerializeToString,
                 response_deserializer=lapse_dot_v1_dot_approval__service__pb2.ListFlowsResponse.FromString,
                 _registered_method=True)
+        self.ListPendingApprovals = channel.unary_unary(
+                '/lapse.v1.ApprovalService/ListPendingApprovals',
+                request_serializer=lapse_dot_v1_dot_approval__service__pb2.ListPendingApprovalsRequest.SerializeToString,
+                response_deserializer=lapse_dot_v1_dot_approval__service__pb2.ListPendingApprovalsResponse.FromString,
+                _registered_method=True)
+        self.DecideRequest = channel.unary_unary(
+                '/lapse.v1.ApprovalService/DecideRequest',
+                request_serializer=lapse_dot_v1_dot_approval__service__pb2.DecideRequestRequest.SerializeToString,
+                response_deserializer=lapse_dot_v1_dot_approval__service__pb2.DecideRequestResponse.FromString,
+                _registered_method=True)
 
 
 class ApprovalServiceServicer:
@@ -65,6 +75,22 @@ class ApprovalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPendingApprovals(self, request, context):
+        """Requests waiting for the caller's decision: only those the caller may decide.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideRequest(self, request, context):
+        """NOT_FOUND: no such request waiting for this approver. PERMISSION_DENIED: the
+        requester may not decide their own request. INVALID_ARGUMENT: a reason is required.
+        FAILED_PRECONDITION: already decided (by the request or by this approver).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ApprovalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +103,16 @@ def add_ApprovalServiceServicer_to_server(servicer, server):
                     servicer.ListFlows,
                     request_deserializer=lapse_dot_v1_dot_approval__service__pb2.ListFlowsRequest.FromString,
                     response_serializer=lapse_dot_v1_dot_approval__service__pb2.ListFlowsResponse.SerializeToString,
+            ),
+            'ListPendingApprovals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPendingApprovals,
+                    request_deserializer=lapse_dot_v1_dot_approval__service__pb2.ListPendingApprovalsRequest.FromString,
+                    response_serializer=lapse_dot_v1_dot_approval__service__pb2.ListPendingApprovalsResponse.SerializeToString,
+            ),
+            'DecideRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideRequest,
+                    request_deserializer=lapse_dot_v1_dot_approval__service__pb2.DecideRequestRequest.FromString,
+                    response_serializer=lapse_dot_v1_dot_approval__service__pb2.DecideRequestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +170,60 @@ class ApprovalService:
             '/lapse.v1.ApprovalService/ListFlows',
             lapse_dot_v1_dot_approval__service__pb2.ListFlowsRequest.SerializeToString,
             lapse_dot_v1_dot_approval__service__pb2.ListFlowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPendingApprovals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lapse.v1.ApprovalService/ListPendingApprovals',
+            lapse_dot_v1_dot_approval__service__pb2.ListPendingApprovalsRequest.SerializeToString,
+            lapse_dot_v1_dot_approval__service__pb2.ListPendingApprovalsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lapse.v1.ApprovalService/DecideRequest',
+            lapse_dot_v1_dot_approval__service__pb2.DecideRequestRequest.SerializeToString,
+            lapse_dot_v1_dot_approval__service__pb2.DecideRequestResponse.FromString,
             options,
             channel_credentials,
             insecure,

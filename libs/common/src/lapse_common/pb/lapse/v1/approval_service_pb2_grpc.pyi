@@ -38,6 +38,13 @@ class ApprovalServiceStub:
     recording anything. Errors use the same status codes as SubmitRequest.
     """
     ListFlows: _grpc.UnaryUnaryMultiCallable[_approval_service_pb2.ListFlowsRequest, _approval_service_pb2.ListFlowsResponse]
+    ListPendingApprovals: _grpc.UnaryUnaryMultiCallable[_approval_service_pb2.ListPendingApprovalsRequest, _approval_service_pb2.ListPendingApprovalsResponse]
+    """Requests waiting for the caller's decision: only those the caller may decide."""
+    DecideRequest: _grpc.UnaryUnaryMultiCallable[_approval_service_pb2.DecideRequestRequest, _approval_service_pb2.DecideRequestResponse]
+    """NOT_FOUND: no such request waiting for this approver. PERMISSION_DENIED: the
+    requester may not decide their own request. INVALID_ARGUMENT: a reason is required.
+    FAILED_PRECONDITION: already decided (by the request or by this approver).
+    """
 
 @_typing.type_check_only
 class ApprovalServiceAsyncStub(ApprovalServiceStub):
@@ -49,6 +56,13 @@ class ApprovalServiceAsyncStub(ApprovalServiceStub):
     recording anything. Errors use the same status codes as SubmitRequest.
     """
     ListFlows: _aio.UnaryUnaryMultiCallable[_approval_service_pb2.ListFlowsRequest, _approval_service_pb2.ListFlowsResponse]  # type: ignore[assignment]
+    ListPendingApprovals: _aio.UnaryUnaryMultiCallable[_approval_service_pb2.ListPendingApprovalsRequest, _approval_service_pb2.ListPendingApprovalsResponse]  # type: ignore[assignment]
+    """Requests waiting for the caller's decision: only those the caller may decide."""
+    DecideRequest: _aio.UnaryUnaryMultiCallable[_approval_service_pb2.DecideRequestRequest, _approval_service_pb2.DecideRequestResponse]  # type: ignore[assignment]
+    """NOT_FOUND: no such request waiting for this approver. PERMISSION_DENIED: the
+    requester may not decide their own request. INVALID_ARGUMENT: a reason is required.
+    FAILED_PRECONDITION: already decided (by the request or by this approver).
+    """
 
 class ApprovalServiceServicer(metaclass=_abc_1.ABCMeta):
     """Access Flows: the policy that decides who may request what and who approves."""
@@ -69,5 +83,24 @@ class ApprovalServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _approval_service_pb2.ListFlowsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_approval_service_pb2.ListFlowsResponse, _abc.Awaitable[_approval_service_pb2.ListFlowsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListPendingApprovals(
+        self,
+        request: _approval_service_pb2.ListPendingApprovalsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_approval_service_pb2.ListPendingApprovalsResponse, _abc.Awaitable[_approval_service_pb2.ListPendingApprovalsResponse]]:
+        """Requests waiting for the caller's decision: only those the caller may decide."""
+
+    @_abc_1.abstractmethod
+    def DecideRequest(
+        self,
+        request: _approval_service_pb2.DecideRequestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_approval_service_pb2.DecideRequestResponse, _abc.Awaitable[_approval_service_pb2.DecideRequestResponse]]:
+        """NOT_FOUND: no such request waiting for this approver. PERMISSION_DENIED: the
+        requester may not decide their own request. INVALID_ARGUMENT: a reason is required.
+        FAILED_PRECONDITION: already decided (by the request or by this approver).
+        """
 
 def add_ApprovalServiceServicer_to_server(servicer: ApprovalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
