@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -22,17 +23,35 @@ from lapse_common.auth import ensure_keypair, mint_token
 from tests.infrastructure import Infrastructure
 
 SERVICES = ("audit", "approval", "request", "grant-scheduler", "revoker", "agent")
-# Resources on demo-pg that need approvers, one per approval policy (permission `read`).
-GATED_FLOWS = {
-    "g-any": "{mode: any_of, approvers: {users: [approver-a, approver-b]}}",
-    "g-all": "{mode: all_of, approvers: {users: [approver-a, approver-b]}}",
-    "g-2of3": "{mode: n_of_m, required: 2, approvers: {users: [approver-a, approver-b, approver-c]}}",
+# Resources on demo-pg with a flow of their own (permission `read`): the flow's approval
+# policy and any further flow fields, one per policy feature the tests exercise.
+GATED_FLOWS: dict[str, tuple[str, str]] = {
+    "g-any": ("{mode: any_of, approvers: {users: [approver-a, approver-b]}}", ""),
+    "g-all": ("{mode: all_of, approvers: {users: [approver-a, approver-b]}}", ""),
+    "g-2of3": (
+        "{mode: n_of_m, required: 2, approvers: {users: [approver-a, approver-b, approver-c]}}",
+        "",
+    ),
     "g-esc": (
         "{mode: any_of, approvers: {users: [approver-a]}, "
-        "escalation: [{after: 3s, approvers: {users: [manager-1]}}]}"
+        "escalation: [{after: 3s, approvers: {users: [manager-1]}}]}",
+        "",
     ),
-    "g-timeout": "{mode: any_of, approvers: {users: [approver-a]}, timeout: 4s}",
-    "g-self": "{mode: any_of, approvers: {groups: [engineering]}}",
+    "g-timeout": ("{mode: any_of, approvers: {users: [approver-a]}, timeout: 4s}", ""),
+    "g-self": ("{mode: any_of, approvers: {groups: [engineering]}}", ""),
+    "g-budget": ("{mode: auto}", "auto_approve_budget: {max: 1, per: 1h}"),
+    # Open for one minute, twelve hours from when the stack starts: closed during the tests.
+    "g-window": (
+        "{mode: auto}",
+        "time_windows: [{days: [mon, tue, wed, thu, fri, sat, sun], start: '{window_start}', end: '{window_end}'}]",
+    ),
+    "g-extend": ("{mode: auto}", "max_extensions: 1\n    extension_duration: 30s"),
+    # Requestable by named users only, so a policy change can drop one of them.
+    "g-policy": ("{mode: auto}", "requestors_users: [u05, u06]"),
+    "g-policy-gated": (
+        "{mode: any_of, approvers: {users: [approver-a]}}",
+        "requestors_users: [u05, u06]",
+    ),
 }
 
 
@@ -198,16 +217,29 @@ class LapseStack:
         bulk = "".join(f", r{i:02d}: [read]" for i in range(self.bulk_resources))
         bulk += "".join(f", {gated}: [read]" for gated in GATED_FLOWS)
         self_service = ", ".join(["appdb", *(f"r{i:02d}" for i in range(self.bulk_resources))])
-        gated_flows = "".join(
-            f"""
+        opens = (datetime.now(UTC) + timedelta(hours=12)).replace(second=0, microsecond=0)
+        opens = min(opens, opens.replace(hour=23, minute=58))
+        window = {
+            "{window_start}": opens.strftime("%H:%M"),
+            "{window_end}": (opens + timedelta(minutes=1)).strftime("%H:%M"),
+        }
+        gated_flows = ""
+        for gated, (policy, more) in GATED_FLOWS.items():
+            extra = more
+            for placeholder, value in window.items():
+                extra = extra.replace(placeholder, value)
+            requestors = "{groups: [engineering]}"
+            if extra.startswith("requestors_users:"):
+                requestors = "{users: " + extra.split(":", 1)[1].strip() + "}"
+                extra = ""
+            gated_flows += f"""
   - name: flow-{gated}
-    requestors: {{groups: [engineering]}}
+    requestors: {requestors}
     targets:
       - {{integration: demo-pg, resources: [{gated}], permissions: [read]}}
     approval: {policy}
-    max_duration: 1h"""
-            for gated, policy in GATED_FLOWS.items()
-        )
+    default_duration: 1h
+    max_duration: 1h""" + (f"\n    {extra}" if extra else "")
         far_integration = (
             f"""
   - id: far-pg

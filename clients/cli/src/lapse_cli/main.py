@@ -13,10 +13,17 @@ import grpc
 import typer
 from google.protobuf.json_format import MessageToDict
 from lapse_common.auth import mint_token
-from lapse_common.pb.lapse.v1 import common_pb2, request_service_pb2, request_service_pb2_grpc
+from lapse_common.pb.lapse.v1 import (
+    approval_service_pb2,
+    approval_service_pb2_grpc,
+    common_pb2,
+    request_service_pb2,
+    request_service_pb2_grpc,
+)
 
 from lapse_cli.approvals import approve, list_approvals, reject
 from lapse_cli.config import CliSettings
+from lapse_cli.flows import flows_app
 from lapse_cli.rendering import as_json, describe_request, grant_status, request_status
 from lapse_cli.session import fail, metadata
 from lapse_cli.sre import agents_app, revocations_app
@@ -32,6 +39,7 @@ app.add_typer(revocations_app, name="revocations")
 app.add_typer(agents_app, name="agents")
 access_app = typer.Typer(help="Access that exists (or may exist) in targets.", no_args_is_help=True)
 app.add_typer(access_app, name="access")
+app.add_typer(flows_app, name="flows")
 app.command("approvals")(list_approvals)
 app.command("approve")(approve)
 app.command("reject")(reject)
@@ -41,7 +49,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 T = TypeVar("T")
 
 
-def _parse_duration(text: str) -> int:
+def parse_duration(text: str) -> int:
     match = _DURATION.match(text.strip())
     if not match:
         raise fail(f"--for {text!r} is not a duration like 90s, 15m, 4h or 2d", 2)
@@ -93,7 +101,7 @@ def login(
         subject=user,
         groups=[g for g in groups.split(",") if g],
         roles=[r for r in roles.split(",") if r],
-        ttl_seconds=_parse_duration(ttl),
+        ttl_seconds=parse_duration(ttl),
         issuer=settings.auth_issuer,
         audience=settings.auth_audience,
     )
@@ -123,7 +131,7 @@ def request(
     if target.count("/") != 1 or not all(target.split("/")):
         raise fail(f"target {target!r} must look like INTEGRATION/RESOURCE", 2)
     integration_id, resource = target.split("/")
-    seconds = _parse_duration(duration) if duration else 0
+    seconds = parse_duration(duration) if duration else 0
     response = _call(
         settings,
         lambda stub, md: stub.SubmitRequest(
@@ -267,8 +275,51 @@ def unverified_access(
         )
 
 
+@app.command("extend")
+def extend(
+    request_id: str,
+    duration: Annotated[
+        str, typer.Option("--for", help="how much longer, e.g. 30m (default: the flow's)")
+    ] = "",
+    grant: Annotated[
+        str, typer.Option(help="which grant of the request (default: its first)")
+    ] = "",
+) -> None:
+    """Ask for more time on an active grant; the flow's extension limits apply."""
+    settings = CliSettings()
+    grant_id = grant or next((g.grant_id for g in request_view(settings, request_id).grants), "")
+    if not grant_id:
+        raise fail(f"request {request_id} has no grant yet")
+    with grpc.insecure_channel(settings.approval_address) as channel:
+        try:
+            response = approval_service_pb2_grpc.ApprovalServiceStub(channel).ExtendGrant(
+                approval_service_pb2.ExtendGrantRequest(
+                    request_id=request_id,
+                    grant_id=grant_id,
+                    extend_by_seconds=parse_duration(duration) if duration else 0,
+                ),
+                metadata=metadata(settings),
+            )
+        except grpc.RpcError as error:
+            raise fail(f"{error.code().name}: {error.details()}") from error
+    typer.echo(
+        f"{grant_id}: extended by {response.extend_by_seconds}s "
+        f"(extension {response.extension_number}, {response.extensions_left} left)"
+    )
+
+
 def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def request_view(settings: CliSettings, request_id: str) -> request_service_pb2.AccessRequestView:
+    view: request_service_pb2.AccessRequestView = _call(
+        settings,
+        lambda stub, md: stub.GetRequest(
+            request_service_pb2.GetRequestRequest(request_id=request_id), metadata=md
+        ),
+    )
+    return view

@@ -11,9 +11,9 @@ from lapse_common.runtime import Service
 from lapse_common.settings import AuthSettings, DatabaseSettings
 
 from lapse_approval.approval_timeouts import ApprovalTimeouts
-from lapse_approval.flows import load_catalog
 from lapse_approval.grpc_api import ApprovalApi
 from lapse_approval.handlers import ApprovalHandlers
+from lapse_approval.live_catalog import LiveCatalog
 from lapse_approval.models import ApprovalBase
 from lapse_approval.settings import ApprovalSettings
 
@@ -23,14 +23,16 @@ MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 async def run() -> None:
     settings = ApprovalSettings()
-    # Refuse to start on a broken flow file rather than serve a half-read policy.
-    catalog = load_catalog(settings.flow_paths())
     verifier = TokenVerifier.from_settings(AuthSettings())
     service = await Service.create(
         name="approval",
         database_url=DatabaseSettings().database_url,
         metadatas=[ApprovalBase.metadata],
         migrations_dir=MIGRATIONS,
+    )
+    # Refuse to start on a broken flow file rather than serve a half-read policy.
+    catalog = await LiveCatalog.load(
+        sessions=service.sessions, bootstrap=settings.flow_paths(), clock=service.clock
     )
     handlers = ApprovalHandlers(catalog=catalog, topics=service.topics, clock=service.clock)
     service.subscribe(

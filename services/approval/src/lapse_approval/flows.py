@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -134,6 +134,56 @@ class ApprovalPolicy(_Strict):
         return self
 
 
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class TimeWindow(_Strict):
+    """When requests may be made (UTC): on these days, from start to end."""
+
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]]
+    start: str
+    end: str
+
+    @field_validator("start", "end")
+    @classmethod
+    def _is_clock(cls, value: str) -> str:
+        if not _CLOCK.match(value):
+            raise ValueError(f"{value!r} is not a time of day like 08:00 (UTC)")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TimeWindow:
+        if not self.days:
+            raise ValueError("a time window needs at least one day")
+        if self.end <= self.start:
+            raise ValueError("end must be after start (windows do not cross midnight)")
+        return self
+
+    def contains(self, moment: datetime) -> bool:
+        moment = moment.astimezone(UTC)
+        return (
+            _WEEKDAYS[moment.weekday()] in self.days
+            and self.start <= moment.strftime("%H:%M") < self.end
+        )
+
+    def describe(self) -> str:
+        return f"{','.join(self.days)} {self.start}-{self.end} UTC"
+
+
+class AutoApproveBudget(_Strict):
+    """At most `max` automatic approvals per requester per `per` under this flow."""
+
+    max: int = Field(ge=1)
+    per: str = "1d"
+
+    @field_validator("per")
+    @classmethod
+    def _is_duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
 class FlowSpec(_Strict):
     name: str
     requestors: Requestors
@@ -142,6 +192,11 @@ class FlowSpec(_Strict):
     default_duration: str = "1h"
     max_duration: str = "4h"
     justification_required: bool = False
+    max_extensions: int = Field(default=0, ge=0)
+    # How much one extension adds; defaults to default_duration.
+    extension_duration: str | None = None
+    time_windows: list[TimeWindow] = Field(default_factory=list)
+    auto_approve_budget: AutoApproveBudget | None = None
 
     @field_validator("name")
     @classmethod
@@ -150,16 +205,19 @@ class FlowSpec(_Strict):
             raise ValueError("must be lowercase letters, digits, '.', '_' or '-'")
         return value
 
-    @field_validator("default_duration", "max_duration")
+    @field_validator("default_duration", "max_duration", "extension_duration")
     @classmethod
-    def _is_duration(cls, value: str) -> str:
-        parse_duration(value)
+    def _is_duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
         return value
 
     @model_validator(mode="after")
     def _default_within_max(self) -> FlowSpec:
         if parse_duration(self.default_duration) > parse_duration(self.max_duration):
             raise ValueError("default_duration is longer than max_duration")
+        if self.auto_approve_budget is not None and self.approval.mode != "auto":
+            raise ValueError("auto_approve_budget only applies to approval mode auto")
         return self
 
 
@@ -187,6 +245,13 @@ class Flow:
     default_duration: timedelta
     max_duration: timedelta
     justification_required: bool
+    max_extensions: int = 0
+    extension_duration: timedelta = timedelta(hours=1)
+    time_windows: tuple[TimeWindow, ...] = ()
+    auto_approve_budget: AutoApproveBudget | None = None
+
+    def open_at(self, moment: datetime) -> bool:
+        return not self.time_windows or any(w.contains(moment) for w in self.time_windows)
 
     def allows_requestor(self, *, subject: str, groups: tuple[str, ...]) -> bool:
         return subject in self.requestor_users or bool(self.requestor_groups & set(groups))
@@ -232,13 +297,28 @@ def _describe(path: Path, document: dict[str, Any], error: ValidationError) -> l
 
 def load_catalog(paths: list[Path]) -> Catalog:
     """Load and cross-check flow files; raise FlowFileError listing every problem."""
+    texts: list[tuple[Path, str]] = []
+    problems: list[str] = []
+    for path in paths:
+        try:
+            texts.append((path, path.read_text()))
+        except OSError as error:
+            problems.append(f"{path}: cannot read: {error}")
+    if problems:
+        raise FlowFileError(problems)
+    return parse_catalog(texts)
+
+
+def parse_catalog(files: list[tuple[Path, str]]) -> Catalog:
+    """Validate flow file contents (name, YAML text) into one catalog, or raise
+    FlowFileError listing every problem with its file, flow and field."""
     problems: list[str] = []
     integrations: dict[str, IntegrationSpec] = {}
     flow_specs: list[tuple[Path, FlowSpec]] = []
-    for path in paths:
+    for path, text in files:
         try:
-            document = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as error:
+            document = yaml.safe_load(text) or {}
+        except yaml.YAMLError as error:
             problems.append(f"{path}: cannot read YAML: {error}")
             continue
         if not isinstance(document, dict):
@@ -289,6 +369,10 @@ def load_catalog(paths: list[Path]) -> Catalog:
                 default_duration=parse_duration(spec.default_duration),
                 max_duration=parse_duration(spec.max_duration),
                 justification_required=spec.justification_required,
+                max_extensions=spec.max_extensions,
+                extension_duration=parse_duration(spec.extension_duration or spec.default_duration),
+                time_windows=tuple(spec.time_windows),
+                auto_approve_budget=spec.auto_approve_budget,
             )
         )
     if problems:

@@ -5,22 +5,28 @@ from __future__ import annotations
 from datetime import timedelta
 
 import grpc
-from lapse_common.auth import current_identity
+from lapse_common.auth import ADMIN_ROLE, current_identity
 from lapse_common.clock import Clock
 from lapse_common.messaging.outbox import OutboxRelay
 from lapse_common.pb.lapse.v1 import approval_service_pb2, approval_service_pb2_grpc, common_pb2
 from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from lapse_approval.flows import Catalog
+from lapse_approval.flows import FlowFileError
+from lapse_approval.live_catalog import LiveCatalog
+from lapse_approval.operations.apply_flows import apply_flows, validate_flows
+from lapse_approval.operations.auto_approve_budget import enforce_auto_approve_budget
 from lapse_approval.operations.check_request import Refusal, RequestRefused, check_request
 from lapse_approval.operations.decide_request import DecisionRefused, Refused, decide_request
+from lapse_approval.operations.extend_grant import extend_grant
 from lapse_approval.operations.list_pending_approvals import list_pending_approvals
 
 REFUSAL_STATUS = {
     Refusal.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
     Refusal.NOT_ALLOWED: grpc.StatusCode.PERMISSION_DENIED,
     Refusal.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Refusal.CLOSED: grpc.StatusCode.FAILED_PRECONDITION,
+    Refusal.EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 
@@ -35,7 +41,7 @@ DECISION_STATUS = {
 class ApprovalApi(approval_service_pb2_grpc.ApprovalServiceServicer):
     def __init__(
         self,
-        catalog: Catalog,
+        catalog: LiveCatalog,
         *,
         sessions: async_sessionmaker[AsyncSession],
         relay: OutboxRelay,
@@ -57,7 +63,7 @@ class ApprovalApi(approval_service_pb2_grpc.ApprovalServiceServicer):
             pending = await list_pending_approvals(
                 session=session,
                 approver=current_identity(),
-                catalog=self._catalog,
+                catalog=self._catalog.current,
                 clock=self._clock,
             )
         return approval_service_pb2.ListPendingApprovalsResponse(approvals=pending)
@@ -77,7 +83,7 @@ class ApprovalApi(approval_service_pb2_grpc.ApprovalServiceServicer):
                     request_id=request.request_id,
                     approve=request.approve,
                     reason=request.reason,
-                    catalog=self._catalog,
+                    catalog=self._catalog.current,
                     topics=self._topics,
                     clock=self._clock,
                 )
@@ -96,7 +102,7 @@ class ApprovalApi(approval_service_pb2_grpc.ApprovalServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "duration_seconds must be >= 0")
         try:
             allowed = check_request(
-                catalog=self._catalog,
+                catalog=self._catalog.current,
                 subject=identity.subject,
                 groups=identity.groups,
                 integration_id=request.item.integration_id,
@@ -107,7 +113,16 @@ class ApprovalApi(approval_service_pb2_grpc.ApprovalServiceServicer):
                 if request.duration_seconds
                 else None,
                 justification=request.justification,
+                now=self._clock.now(),
             )
+            if allowed.flow.policy.mode == "auto":
+                async with self._sessions() as session:
+                    await enforce_auto_approve_budget(
+                        session,
+                        flow=allowed.flow,
+                        requester=identity.subject,
+                        now=self._clock.now(),
+                    )
         except RequestRefused as refusal:
             await context.abort(REFUSAL_STATUS[refusal.kind], refusal.message)
         item = common_pb2.GrantSpec()
@@ -126,7 +141,7 @@ class ApprovalApi(approval_service_pb2_grpc.ApprovalServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> approval_service_pb2.ListFlowsResponse:
         views = []
-        for flow in self._catalog.flows:
+        for flow in self._catalog.current.flows:
             for target in flow.targets:
                 views.append(
                     approval_service_pb2.FlowView(
@@ -143,3 +158,80 @@ class ApprovalApi(approval_service_pb2_grpc.ApprovalServiceServicer):
                     )
                 )
         return approval_service_pb2.ListFlowsResponse(flows=views)
+
+    async def ValidateFlows(
+        self,
+        request: approval_service_pb2.ApplyFlowsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> approval_service_pb2.ApplyFlowsResponse:
+        try:
+            catalog = validate_flows([(f.name, f.content) for f in request.files])
+        except FlowFileError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "\n".join(error.problems))
+        return approval_service_pb2.ApplyFlowsResponse(
+            flows=len(catalog.flows), integrations=len(catalog.integrations)
+        )
+
+    async def ApplyFlows(
+        self,
+        request: approval_service_pb2.ApplyFlowsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> approval_service_pb2.ApplyFlowsResponse:
+        identity = current_identity()
+        if not identity.has_role(ADMIN_ROLE):
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, "applying Access Flows needs the admin role"
+            )
+        if not request.files:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no flow files given")
+        try:
+            async with self._sessions() as session, session.begin():
+                catalog, review = await apply_flows(
+                    session=session,
+                    files=[(f.name, f.content) for f in request.files],
+                    applied_by=identity.subject,
+                    topics=self._topics,
+                    clock=self._clock,
+                )
+        except FlowFileError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "\n".join(error.problems))
+        # Swapped only after the commit: a failed apply leaves the old flows in force.
+        self._catalog.current = catalog
+        self._relay.wake()
+        return approval_service_pb2.ApplyFlowsResponse(
+            flows=len(catalog.flows),
+            integrations=len(catalog.integrations),
+            pending_rejected=review.pending_rejected,
+            approvals_withdrawn=review.approvals_withdrawn,
+            approvals_shortened=review.approvals_shortened,
+        )
+
+    async def ExtendGrant(
+        self,
+        request: approval_service_pb2.ExtendGrantRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> approval_service_pb2.ExtendGrantResponse:
+        if request.extend_by_seconds < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "extend_by_seconds must be >= 0")
+        try:
+            async with self._sessions() as session, session.begin():
+                added, number, left = await extend_grant(
+                    session=session,
+                    identity=current_identity(),
+                    request_id=request.request_id,
+                    grant_id=request.grant_id,
+                    extend_by=timedelta(seconds=request.extend_by_seconds)
+                    if request.extend_by_seconds
+                    else None,
+                    catalog=self._catalog.current,
+                    topics=self._topics,
+                    clock=self._clock,
+                )
+        except RequestRefused as refusal:
+            await context.abort(REFUSAL_STATUS[refusal.kind], refusal.message)
+        self._relay.wake()
+        return approval_service_pb2.ExtendGrantResponse(
+            extend_by_seconds=int(added.total_seconds()),
+            extension_number=number,
+            extensions_left=left,
+        )

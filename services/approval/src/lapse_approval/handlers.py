@@ -10,14 +10,14 @@ from lapse_common.pb.lapse.v1 import events_pb2
 from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from lapse_approval.flows import Catalog
+from lapse_approval.live_catalog import LiveCatalog
 from lapse_approval.operations.cancel_pending_approval import cancel_pending_approval
 from lapse_approval.operations.decide_submitted_request import decide_submitted_request
 
 
 @dataclass(frozen=True)
 class ApprovalHandlers:
-    catalog: Catalog
+    catalog: LiveCatalog
     topics: Topics
     clock: Clock
 
@@ -29,7 +29,7 @@ class ApprovalHandlers:
         await decide_submitted_request(
             session=session,
             submitted=event.payload,
-            catalog=self.catalog,
+            catalog=self.catalog.current,
             topics=self.topics,
             clock=self.clock,
         )

@@ -37,6 +37,38 @@ class ApprovalCase(ApprovalBase):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # The RequestSubmitted event, kept so the decision can be self-contained.
     submitted: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+    auto_approved: Mapped[bool] = mapped_column(default=False)
+    # Set when a policy change withdrew or shortened this approval.
+    withdrawn: Mapped[bool] = mapped_column(default=False)
+    max_duration_seconds: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class GrantExtension(ApprovalBase):
+    """An extension the flow granted to one grant (counted against max_extensions)."""
+
+    __tablename__ = "grant_extensions"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    request_id: Mapped[str] = mapped_column(String(64), index=True)
+    grant_id: Mapped[str] = mapped_column(String(64), index=True)
+    extend_by_seconds: Mapped[int] = mapped_column(BigInteger)
+    approved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class FlowDocument(ApprovalBase):
+    """Every applied set of flow files; the newest one is in force."""
+
+    __tablename__ = "flow_documents"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    applied_by: Mapped[str] = mapped_column(String(255))
+    # JSON list of {"name": ..., "content": ...}
+    files_json: Mapped[str] = mapped_column(Text)
 
 
 class ApprovalVote(ApprovalBase):

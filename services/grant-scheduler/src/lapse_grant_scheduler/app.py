@@ -47,7 +47,12 @@ async def run() -> None:
     service.subscribe(
         topic=service.topics.decisions,
         consumer="grant-scheduler-decisions",
-        accepts=(events_pb2.RequestDecided,),
+        accepts=(
+            events_pb2.RequestDecided,
+            events_pb2.ApprovalWithdrawn,
+            events_pb2.ApprovalShortened,
+            events_pb2.ExtensionApproved,
+        ),
         handler=handlers.on_decision,
     )
     service.subscribe(

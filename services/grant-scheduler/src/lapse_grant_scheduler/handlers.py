@@ -12,6 +12,11 @@ from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_grant_scheduler.expiry_timer import ExpiryTimer
+from lapse_grant_scheduler.operations.apply_approval_change import (
+    extend_active_grant,
+    shorten_approval,
+    withdraw_approval,
+)
 from lapse_grant_scheduler.operations.create_grants import create_grants
 from lapse_grant_scheduler.operations.record_grant_result import record_grant_result
 
@@ -24,10 +29,27 @@ class SchedulerHandlers:
     timer: ExpiryTimer
 
     async def on_decision(self, *, session: AsyncSession, event: DecodedEvent) -> None:
-        assert isinstance(event.payload, events_pb2.RequestDecided)
+        payload = event.payload
+        changed = False
+        if isinstance(payload, events_pb2.ApprovalWithdrawn):
+            changed = await withdraw_approval(
+                session=session, withdrawn=payload, topics=self.topics, clock=self.clock
+            )
+        elif isinstance(payload, events_pb2.ApprovalShortened):
+            changed = await shorten_approval(
+                session=session, shortened=payload, topics=self.topics, clock=self.clock
+            )
+        elif isinstance(payload, events_pb2.ExtensionApproved):
+            changed = await extend_active_grant(
+                session=session, extension=payload, topics=self.topics, clock=self.clock
+            )
+        if changed:
+            self.timer.timers_changed()
+        if not isinstance(payload, events_pb2.RequestDecided):
+            return
         await create_grants(
             session=session,
-            decided=event.payload,
+            decided=payload,
             signer=self.signer,
             topics=self.topics,
             clock=self.clock,

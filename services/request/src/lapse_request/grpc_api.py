@@ -36,6 +36,9 @@ _PASSED_THROUGH = {
     grpc.StatusCode.PERMISSION_DENIED,
     grpc.StatusCode.NOT_FOUND,
     grpc.StatusCode.UNAUTHENTICATED,
+    # Time window closed, auto-approval budget used up.
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 MAX_LIST = 500
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import Enum
 
 from lapse_approval.flows import Catalog, Flow, format_duration
@@ -13,6 +13,10 @@ class Refusal(Enum):
     INVALID = "invalid"
     NOT_ALLOWED = "not_allowed"
     NOT_FOUND = "not_found"
+    # The flow allows it, but not now (time window closed).
+    CLOSED = "closed"
+    # The requester used up the flow's auto-approval budget.
+    EXHAUSTED = "exhausted"
 
 
 class RequestRefused(Exception):
@@ -40,6 +44,8 @@ def check_request(
     principal: str,
     duration: timedelta | None,
     justification: str,
+    now: datetime,
+    check_window: bool = True,
 ) -> Allowed:
     integration = catalog.integrations.get(integration_id)
     if integration is None:
@@ -83,6 +89,11 @@ def check_request(
             Refusal.INVALID,
             f"duration {format_duration(duration)} exceeds the maximum of "
             f"{format_duration(flow.max_duration)} allowed by flow {flow.name!r}",
+        )
+    if check_window and not flow.open_at(now):
+        windows = "; ".join(w.describe() for w in flow.time_windows)
+        raise RequestRefused(
+            Refusal.CLOSED, f"flow {flow.name!r} takes requests only during: {windows}"
         )
     if flow.justification_required and not justification.strip():
         raise RequestRefused(Refusal.INVALID, f"flow {flow.name!r} requires a justification")

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from lapse_approval.decisions import decide
 from lapse_approval.flows import Catalog, parse_duration
 from lapse_approval.models import ApprovalCase, CaseStatus
+from lapse_approval.operations.auto_approve_budget import enforce_auto_approve_budget
 from lapse_approval.operations.check_request import Allowed, RequestRefused, check_request
 
 
@@ -49,7 +50,12 @@ async def decide_submitted_request(
                 principal=item.principal,
                 duration=timedelta(seconds=submitted.duration_seconds),
                 justification=submitted.justification,
+                now=clock.now(),
             )
+            if allowed.flow.policy.mode == "auto":
+                await enforce_auto_approve_budget(
+                    session, flow=allowed.flow, requester=submitted.requester, now=clock.now()
+                )
     except RequestRefused as refusal:
         decide(
             session,
@@ -66,6 +72,7 @@ async def decide_submitted_request(
     policy = allowed.flow.policy
     case.flow = allowed.flow.name
     if policy.mode == "auto":
+        case.auto_approved = True
         decide(
             session,
             case=case,

@@ -21,6 +21,130 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class FlowFileContent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    content: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        content: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FlowFileContent: _TypeAlias = FlowFileContent  # noqa: Y015
+
+@_typing.final
+class ApplyFlowsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___FlowFileContent]: ...
+    def __init__(
+        self,
+        *,
+        files: _abc.Iterable[Global___FlowFileContent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["files", b"files"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyFlowsRequest: _TypeAlias = ApplyFlowsRequest  # noqa: Y015
+
+@_typing.final
+class ApplyFlowsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FLOWS_FIELD_NUMBER: _builtins.int
+    INTEGRATIONS_FIELD_NUMBER: _builtins.int
+    PENDING_REJECTED_FIELD_NUMBER: _builtins.int
+    APPROVALS_WITHDRAWN_FIELD_NUMBER: _builtins.int
+    APPROVALS_SHORTENED_FIELD_NUMBER: _builtins.int
+    flows: _builtins.int
+    integrations: _builtins.int
+    pending_rejected: _builtins.int
+    """What applying changed in what already exists."""
+    approvals_withdrawn: _builtins.int
+    approvals_shortened: _builtins.int
+    def __init__(
+        self,
+        *,
+        flows: _builtins.int = ...,
+        integrations: _builtins.int = ...,
+        pending_rejected: _builtins.int = ...,
+        approvals_withdrawn: _builtins.int = ...,
+        approvals_shortened: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approvals_shortened", b"approvals_shortened", "approvals_withdrawn", b"approvals_withdrawn", "flows", b"flows", "integrations", b"integrations", "pending_rejected", b"pending_rejected"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyFlowsResponse: _TypeAlias = ApplyFlowsResponse  # noqa: Y015
+
+@_typing.final
+class ExtendGrantRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    GRANT_ID_FIELD_NUMBER: _builtins.int
+    EXTEND_BY_SECONDS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    grant_id: _builtins.str
+    extend_by_seconds: _builtins.int
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        grant_id: _builtins.str = ...,
+        extend_by_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extend_by_seconds", b"extend_by_seconds", "grant_id", b"grant_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExtendGrantRequest: _TypeAlias = ExtendGrantRequest  # noqa: Y015
+
+@_typing.final
+class ExtendGrantResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXTEND_BY_SECONDS_FIELD_NUMBER: _builtins.int
+    EXTENSION_NUMBER_FIELD_NUMBER: _builtins.int
+    EXTENSIONS_LEFT_FIELD_NUMBER: _builtins.int
+    extend_by_seconds: _builtins.int
+    extension_number: _builtins.int
+    extensions_left: _builtins.int
+    def __init__(
+        self,
+        *,
+        extend_by_seconds: _builtins.int = ...,
+        extension_number: _builtins.int = ...,
+        extensions_left: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extend_by_seconds", b"extend_by_seconds", "extension_number", b"extension_number", "extensions_left", b"extensions_left"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExtendGrantResponse: _TypeAlias = ExtendGrantResponse  # noqa: Y015
+
+@_typing.final
 class ListPendingApprovalsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -55,6 +55,21 @@ class ApprovalServiceStub:
                 request_serializer=lapse_dot_v1_dot_approval__service__pb2.DecideRequestRequest.SerializeToString,
                 response_deserializer=lapse_dot_v1_dot_approval__service__pb2.DecideRequestResponse.FromString,
                 _registered_method=True)
+        self.ValidateFlows = channel.unary_unary(
+                '/lapse.v1.ApprovalService/ValidateFlows',
+                request_serializer=lapse_dot_v1_dot_approval__service__pb2.ApplyFlowsRequest.SerializeToString,
+                response_deserializer=lapse_dot_v1_dot_approval__service__pb2.ApplyFlowsResponse.FromString,
+                _registered_method=True)
+        self.ApplyFlows = channel.unary_unary(
+                '/lapse.v1.ApprovalService/ApplyFlows',
+                request_serializer=lapse_dot_v1_dot_approval__service__pb2.ApplyFlowsRequest.SerializeToString,
+                response_deserializer=lapse_dot_v1_dot_approval__service__pb2.ApplyFlowsResponse.FromString,
+                _registered_method=True)
+        self.ExtendGrant = channel.unary_unary(
+                '/lapse.v1.ApprovalService/ExtendGrant',
+                request_serializer=lapse_dot_v1_dot_approval__service__pb2.ExtendGrantRequest.SerializeToString,
+                response_deserializer=lapse_dot_v1_dot_approval__service__pb2.ExtendGrantResponse.FromString,
+                _registered_method=True)
 
 
 class ApprovalServiceServicer:
@@ -91,6 +106,28 @@ class ApprovalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ValidateFlows(self, request, context):
+        """Access Flows as code. Validation errors name file, flow and field; a set with any error
+        changes nothing. Applying needs role admin; pending requests and active grants the new
+        flows no longer allow are rejected, revoked or shortened.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyFlows(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExtendGrant(self, request, context):
+        """The requester asks for more time on an active grant; the flow's extension limits apply.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ApprovalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +150,21 @@ def add_ApprovalServiceServicer_to_server(servicer, server):
                     servicer.DecideRequest,
                     request_deserializer=lapse_dot_v1_dot_approval__service__pb2.DecideRequestRequest.FromString,
                     response_serializer=lapse_dot_v1_dot_approval__service__pb2.DecideRequestResponse.SerializeToString,
+            ),
+            'ValidateFlows': grpc.unary_unary_rpc_method_handler(
+                    servicer.ValidateFlows,
+                    request_deserializer=lapse_dot_v1_dot_approval__service__pb2.ApplyFlowsRequest.FromString,
+                    response_serializer=lapse_dot_v1_dot_approval__service__pb2.ApplyFlowsResponse.SerializeToString,
+            ),
+            'ApplyFlows': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyFlows,
+                    request_deserializer=lapse_dot_v1_dot_approval__service__pb2.ApplyFlowsRequest.FromString,
+                    response_serializer=lapse_dot_v1_dot_approval__service__pb2.ApplyFlowsResponse.SerializeToString,
+            ),
+            'ExtendGrant': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExtendGrant,
+                    request_deserializer=lapse_dot_v1_dot_approval__service__pb2.ExtendGrantRequest.FromString,
+                    response_serializer=lapse_dot_v1_dot_approval__service__pb2.ExtendGrantResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -224,6 +276,87 @@ class ApprovalService:
             '/lapse.v1.ApprovalService/DecideRequest',
             lapse_dot_v1_dot_approval__service__pb2.DecideRequestRequest.SerializeToString,
             lapse_dot_v1_dot_approval__service__pb2.DecideRequestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ValidateFlows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lapse.v1.ApprovalService/ValidateFlows',
+            lapse_dot_v1_dot_approval__service__pb2.ApplyFlowsRequest.SerializeToString,
+            lapse_dot_v1_dot_approval__service__pb2.ApplyFlowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyFlows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lapse.v1.ApprovalService/ApplyFlows',
+            lapse_dot_v1_dot_approval__service__pb2.ApplyFlowsRequest.SerializeToString,
+            lapse_dot_v1_dot_approval__service__pb2.ApplyFlowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExtendGrant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lapse.v1.ApprovalService/ExtendGrant',
+            lapse_dot_v1_dot_approval__service__pb2.ExtendGrantRequest.SerializeToString,
+            lapse_dot_v1_dot_approval__service__pb2.ExtendGrantResponse.FromString,
             options,
             channel_credentials,
             insecure,

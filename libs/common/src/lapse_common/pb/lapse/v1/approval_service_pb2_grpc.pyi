@@ -45,6 +45,14 @@ class ApprovalServiceStub:
     requester may not decide their own request. INVALID_ARGUMENT: a reason is required.
     FAILED_PRECONDITION: already decided (by the request or by this approver).
     """
+    ValidateFlows: _grpc.UnaryUnaryMultiCallable[_approval_service_pb2.ApplyFlowsRequest, _approval_service_pb2.ApplyFlowsResponse]
+    """Access Flows as code. Validation errors name file, flow and field; a set with any error
+    changes nothing. Applying needs role admin; pending requests and active grants the new
+    flows no longer allow are rejected, revoked or shortened.
+    """
+    ApplyFlows: _grpc.UnaryUnaryMultiCallable[_approval_service_pb2.ApplyFlowsRequest, _approval_service_pb2.ApplyFlowsResponse]
+    ExtendGrant: _grpc.UnaryUnaryMultiCallable[_approval_service_pb2.ExtendGrantRequest, _approval_service_pb2.ExtendGrantResponse]
+    """The requester asks for more time on an active grant; the flow's extension limits apply."""
 
 @_typing.type_check_only
 class ApprovalServiceAsyncStub(ApprovalServiceStub):
@@ -63,6 +71,14 @@ class ApprovalServiceAsyncStub(ApprovalServiceStub):
     requester may not decide their own request. INVALID_ARGUMENT: a reason is required.
     FAILED_PRECONDITION: already decided (by the request or by this approver).
     """
+    ValidateFlows: _aio.UnaryUnaryMultiCallable[_approval_service_pb2.ApplyFlowsRequest, _approval_service_pb2.ApplyFlowsResponse]  # type: ignore[assignment]
+    """Access Flows as code. Validation errors name file, flow and field; a set with any error
+    changes nothing. Applying needs role admin; pending requests and active grants the new
+    flows no longer allow are rejected, revoked or shortened.
+    """
+    ApplyFlows: _aio.UnaryUnaryMultiCallable[_approval_service_pb2.ApplyFlowsRequest, _approval_service_pb2.ApplyFlowsResponse]  # type: ignore[assignment]
+    ExtendGrant: _aio.UnaryUnaryMultiCallable[_approval_service_pb2.ExtendGrantRequest, _approval_service_pb2.ExtendGrantResponse]  # type: ignore[assignment]
+    """The requester asks for more time on an active grant; the flow's extension limits apply."""
 
 class ApprovalServiceServicer(metaclass=_abc_1.ABCMeta):
     """Access Flows: the policy that decides who may request what and who approves."""
@@ -102,5 +118,31 @@ class ApprovalServiceServicer(metaclass=_abc_1.ABCMeta):
         requester may not decide their own request. INVALID_ARGUMENT: a reason is required.
         FAILED_PRECONDITION: already decided (by the request or by this approver).
         """
+
+    @_abc_1.abstractmethod
+    def ValidateFlows(
+        self,
+        request: _approval_service_pb2.ApplyFlowsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_approval_service_pb2.ApplyFlowsResponse, _abc.Awaitable[_approval_service_pb2.ApplyFlowsResponse]]:
+        """Access Flows as code. Validation errors name file, flow and field; a set with any error
+        changes nothing. Applying needs role admin; pending requests and active grants the new
+        flows no longer allow are rejected, revoked or shortened.
+        """
+
+    @_abc_1.abstractmethod
+    def ApplyFlows(
+        self,
+        request: _approval_service_pb2.ApplyFlowsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_approval_service_pb2.ApplyFlowsResponse, _abc.Awaitable[_approval_service_pb2.ApplyFlowsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ExtendGrant(
+        self,
+        request: _approval_service_pb2.ExtendGrantRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_approval_service_pb2.ExtendGrantResponse, _abc.Awaitable[_approval_service_pb2.ExtendGrantResponse]]:
+        """The requester asks for more time on an active grant; the flow's extension limits apply."""
 
 def add_ApprovalServiceServicer_to_server(servicer: ApprovalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -167,6 +167,97 @@ class RequestDecided(_message.Message):
 Global___RequestDecided: _TypeAlias = RequestDecided  # noqa: Y015
 
 @_typing.final
+class ApprovalWithdrawn(_message.Message):
+    """lapse.decisions.v1 (key: request id): an approved request is no longer allowed by the
+    flows after a policy change; its active grants must be revoked.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    WITHDRAWN_BY_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    withdrawn_by: _builtins.str
+    detail: _builtins.str
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        withdrawn_by: _builtins.str = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "request_id", b"request_id", "withdrawn_by", b"withdrawn_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApprovalWithdrawn: _TypeAlias = ApprovalWithdrawn  # noqa: Y015
+
+@_typing.final
+class ApprovalShortened(_message.Message):
+    """lapse.decisions.v1 (key: request id): after a policy change the request's grants may last
+    at most this long from when they were granted.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    MAX_DURATION_SECONDS_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    max_duration_seconds: _builtins.int
+    detail: _builtins.str
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        max_duration_seconds: _builtins.int = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "max_duration_seconds", b"max_duration_seconds", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApprovalShortened: _TypeAlias = ApprovalShortened  # noqa: Y015
+
+@_typing.final
+class ExtensionApproved(_message.Message):
+    """lapse.decisions.v1 (key: request id): the flow allowed extending one active grant."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    GRANT_ID_FIELD_NUMBER: _builtins.int
+    EXTEND_BY_SECONDS_FIELD_NUMBER: _builtins.int
+    APPROVED_BY_FIELD_NUMBER: _builtins.int
+    EXTENSION_NUMBER_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    grant_id: _builtins.str
+    extend_by_seconds: _builtins.int
+    approved_by: _builtins.str
+    extension_number: _builtins.int
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        grant_id: _builtins.str = ...,
+        extend_by_seconds: _builtins.int = ...,
+        approved_by: _builtins.str = ...,
+        extension_number: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved_by", b"approved_by", "extend_by_seconds", b"extend_by_seconds", "extension_number", b"extension_number", "grant_id", b"grant_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExtensionApproved: _TypeAlias = ExtensionApproved  # noqa: Y015
+
+@_typing.final
 class GrantStatusChanged(_message.Message):
     """lapse.grants.v1 (key: grant id): one fact per lifecycle transition."""
 

@@ -1,0 +1,167 @@
+"""Flow rules beyond approvers, on the real system: auto-approval budget, time windows,
+extensions, and policy changes applied to what already exists."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from lapse_common.clock import as_utc
+from lapse_common.pb.lapse.v1 import approval_service_pb2, approval_service_pb2_grpc, common_pb2
+
+from tests.integration.clients import StackClients, bearer, has_role, run_cli, wait_for
+from tests.integration.revocation_support import submit, wait_grant
+from tests.stack import LapseStack
+
+pytestmark = [pytest.mark.integration]
+
+
+async def test_auto_approve_budget_is_enforced(stack: LapseStack) -> None:
+    clients = StackClients(stack)
+    try:
+        first = await submit(clients, stack, user="u01", resource="g-budget", seconds=20)
+        await wait_grant(clients, stack, first, status=common_pb2.GRANT_STATUS_ACTIVE, timeout=30)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await submit(clients, stack, user="u01", resource="g-budget", seconds=20)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "used the 1 automatic approval(s) flow 'flow-g-budget' allows per 1h" in (
+            refused.value.details() or ""
+        )
+        # The budget is per requester: another engineer still gets it.
+        other = await submit(clients, stack, user="u02", resource="g-budget", seconds=20)
+        await wait_grant(clients, stack, other, status=common_pb2.GRANT_STATUS_ACTIVE, timeout=30)
+    finally:
+        await clients.close()
+
+
+async def test_time_window_closed_refuses_the_request(stack: LapseStack) -> None:
+    clients = StackClients(stack)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await submit(clients, stack, user="u03", resource="g-window", seconds=20)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "flow 'flow-g-window' takes requests only during" in (refused.value.details() or "")
+    finally:
+        await clients.close()
+
+
+async def test_extension_moves_the_expiry_once_then_is_refused(stack: LapseStack) -> None:
+    clients = StackClients(stack)
+    login = stack.login_for("u04")
+    try:
+        request_id = await submit(clients, stack, user="u04", resource="g-extend", seconds=8)
+        grant = await wait_grant(
+            clients, stack, request_id, status=common_pb2.GRANT_STATUS_ACTIVE, timeout=30
+        )
+        before = as_utc(grant.expires_at.ToDatetime())
+
+        extended = run_cli(stack, "extend", request_id, "--for", "20s", token=stack.token("u04"))
+        assert extended.returncode == 0, extended.stderr
+        assert "extended by 20s (extension 1, 0 left)" in extended.stdout
+
+        async def later_expiry() -> common_pb2.GrantStatus.ValueType:
+            view = await clients.get_request(request_id, stack.token("u04"))
+            moved = as_utc(view.grants[0].expires_at.ToDatetime())
+            return common_pb2.GRANT_STATUS_ACTIVE if (moved - before).total_seconds() == 20 else 0
+
+        await wait_for(later_expiry, bool, timeout=20, what="the expiry to move by 20 s")
+        view = await clients.get_request(request_id, stack.token("u04"))
+        assert view.grants[0].epoch > grant.epoch
+
+        again = run_cli(stack, "extend", request_id, "--for", "10s", token=stack.token("u04"))
+        assert again.returncode == 1 and "PERMISSION_DENIED" in again.stderr
+        assert "allows 1 extension(s)" in again.stderr
+        too_long = run_cli(stack, "extend", request_id, "--for", "5m", token=stack.token("u04"))
+        assert too_long.returncode == 1
+
+        # Still there after the original expiry; gone after the extended one.
+        await wait_grant(
+            clients, stack, request_id, status=common_pb2.GRANT_STATUS_REVOKED, timeout=40
+        )
+        assert not await has_role(
+            stack.infra.target_admin_dsn, login=login, role=stack.gated_role("g-extend")
+        )
+        revoked_at = as_utc(view.grants[0].expires_at.ToDatetime())
+        assert (revoked_at - before).total_seconds() == 20
+    finally:
+        await clients.close()
+
+
+async def test_invalid_flow_files_are_refused_whole(
+    stack: LapseStack, tmp_path: pytest.TempPathFactory
+) -> None:
+    admin = stack.token("admin-1", roles=("admin",))
+    broken = stack.workdir / "broken-flows.yaml"
+    broken.write_text(
+        stack.flows_file.read_text().replace(
+            "mode: n_of_m, required: 2", "mode: n_of_m, required: 9", 1
+        )
+    )
+    listed_before = run_cli(stack, "flows", "list", token=admin)
+    checked = run_cli(stack, "flows", "validate", str(broken), token=admin)
+    assert checked.returncode == 1
+    assert (
+        f"{broken}: flow 'flow-g-2of3': field approval: Value error, required 9 is more than the 3 approvers"
+        in checked.stderr
+    )
+    applied = run_cli(stack, "flows", "apply", str(broken), token=admin)
+    assert applied.returncode == 1 and "nothing was changed" in applied.stderr
+    assert run_cli(stack, "flows", "list", token=admin).stdout == listed_before.stdout
+    refused = run_cli(stack, "flows", "apply", str(stack.flows_file), token=stack.token("u01"))
+    assert refused.returncode == 1 and "PERMISSION_DENIED" in refused.stderr
+
+
+async def test_dropping_a_requestor_revokes_their_grant_and_rejects_their_pending_request(
+    stack: LapseStack,
+) -> None:
+    clients = StackClients(stack)
+    admin = stack.token("admin-1", roles=("admin",))
+    login = stack.login_for("u05")
+    original = stack.flows_file.read_text()
+    edited = stack.workdir / "flows-without-u05.yaml"
+    edited.write_text(
+        original.replace("requestors: {users: [u05, u06]}", "requestors: {users: [u06]}")
+    )
+    try:
+        active = await submit(clients, stack, user="u05", resource="g-policy", seconds=600)
+        await wait_grant(clients, stack, active, status=common_pb2.GRANT_STATUS_ACTIVE, timeout=30)
+        assert await has_role(
+            stack.infra.target_admin_dsn, login=login, role=stack.gated_role("g-policy")
+        )
+        pending = await submit(clients, stack, user="u05", resource="g-policy-gated", seconds=600)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports['approval']}")
+        approvals = approval_service_pb2_grpc.ApprovalServiceStub(channel)
+        await wait_for(
+            lambda: approvals.ListPendingApprovals(
+                approval_service_pb2.ListPendingApprovalsRequest(),
+                metadata=bearer(stack.token("approver-a")),
+            ),
+            lambda r: any(p.request_id == pending for p in r.approvals),
+            timeout=20,
+        )
+        await channel.close()
+
+        applied = run_cli(stack, "flows", "apply", str(edited), token=admin)
+        assert applied.returncode == 0, applied.stderr
+        assert "pending requests rejected: 1" in applied.stdout
+        assert "approvals withdrawn (grants revoked): 1" in applied.stdout
+
+        revoked = await wait_grant(
+            clients, stack, active, status=common_pb2.GRANT_STATUS_REVOKED, timeout=40
+        )
+        assert revoked.history[-1].reason == common_pb2.REASON_POLICY_CHANGE
+        assert not await has_role(
+            stack.infra.target_admin_dsn, login=login, role=stack.gated_role("g-policy")
+        )
+        await wait_for(
+            lambda: clients.get_request(pending, stack.token("u05")),
+            lambda v: v.status == common_pb2.REQUEST_STATUS_REJECTED,
+            timeout=20,
+            what="the pending request REJECTED",
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await submit(clients, stack, user="u05", resource="g-policy", seconds=60)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        restored = run_cli(stack, "flows", "apply", str(stack.flows_file), token=admin)
+        assert restored.returncode == 0, restored.stderr
+        await clients.close()
