@@ -54,6 +54,7 @@ SETTINGS_CLASSES = (
     "lapse_audit.settings.AuditSettings",
     "lapse_agent.settings.AgentSettings",
     "lapse_cli.config.CliSettings",
+    "lapse_chatops.settings.ChatopsSettings",
 )
 LOCAL_HOSTS = {"0.0.0.0", "127.0.0.1", "localhost", "::", "[::]", "::1"}
 HEALTHCHECK_PORT = re.compile(r"create_connection\(\(\s*['\"]127\.0\.0\.1['\"]\s*,\s*(\d+)")
@@ -352,11 +353,12 @@ def depends_on(service: Mapping[str, Any]) -> dict[str, str]:
 
 
 def grpc_ports(service: Mapping[str, Any]) -> set[int]:
-    """Ports the container's gRPC servers bind, from its *_GRPC_ADDRESS settings."""
+    """Ports the container's servers bind, from its *_GRPC_ADDRESS (or, for the HTTP chat
+    front end, *_LISTEN_ADDRESS) settings."""
     return {
         int(value.rpartition(":")[2])
         for key, value in environment(service).items()
-        if key.endswith("_GRPC_ADDRESS")
+        if key.endswith(("_GRPC_ADDRESS", "_LISTEN_ADDRESS"))
     }
 
 

@@ -105,13 +105,22 @@ async def wait_all(
     *,
     status: int,
     timeout: float,
+    or_later: bool = False,
 ) -> list[request_service_pb2.GrantView]:
-    """Wait until every request's grant reached `status`; one Activity query per poll, so
+    """Wait until every request's grant is in `status` (or, with `or_later`, has been in it:
+    short-lived grants may already have moved on); one Activity query per poll, so
     waiting on hundreds of grants does not load the system it measures."""
     wanted = set(request_ids)
+    name = common_pb2.GrantStatus.Name(status).removeprefix("GRANT_STATUS_")  # type: ignore[arg-type]
+
+    def reached(grant: request_service_pb2.GrantView) -> bool:
+        if grant.status == status:
+            return True
+        return or_later and any(step.status == name for step in grant.history)
+
     grants = await wait_for(
         lambda: latest_grants(clients, stack, request_ids),
-        lambda found: len(found) == len(wanted) and all(g.status == status for g in found.values()),
+        lambda found: len(found) == len(wanted) and all(reached(g) for g in found.values()),
         timeout=timeout,
         interval=0.5,
         what=f"{len(wanted)} grants to reach {common_pb2.GrantStatus.Name(status)}",  # type: ignore[arg-type]

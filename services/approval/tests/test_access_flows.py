@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -117,6 +117,7 @@ def check(catalog_text: str, tmp_path: Path, **overrides: object) -> object:
         "principal": "shared_ro",
         "duration": None,
         "justification": "",
+        "now": datetime(2026, 11, 29, 12, 0, tzinfo=UTC),
     }
     arguments.update(overrides)
     return check_request(catalog=catalog, **arguments)  # type: ignore[arg-type]

@@ -1,0 +1,60 @@
+"""Configuration of the chat front end, read from LAPSE_CHATOPS_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ChatopsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LAPSE_CHATOPS_", extra="ignore")
+
+    listen_address: str = "127.0.0.1:8085"
+    request_address: str = "127.0.0.1:50051"
+    approval_address: str = "127.0.0.1:50052"
+    # Slack answers a slash command or button click with an error after 3 s, so each call to
+    # a Lapse service gets less than that.
+    call_timeout_seconds: float = Field(default=2.5, gt=0)
+
+    # Slack: without a signing secret the /slack routes are not served at all.
+    slack_signing_secret: SecretStr = SecretStr("")
+    slack_bot_token: SecretStr = SecretStr("")
+    slack_api_base_url: str = "https://slack.com/api/"
+    # Channel id (C...) where approvers get Approve / Reject buttons.
+    slack_approvers_channel: str = ""
+
+    # Teams: the security token shown when the outgoing webhook was created (base64).
+    # Without it the /teams route is not served.
+    teams_hmac_secret: SecretStr = SecretStr("")
+    # Incoming webhook (or Workflows "when a webhook request is received") for notifications.
+    teams_webhook_url: SecretStr = SecretStr("")
+    # Where a person approves a request outside Slack; notifications link to
+    # {console_url}/requests/{request_id}.
+    console_url: str = "http://127.0.0.1:8080"
+
+    # YAML: which chat user is which Lapse subject (and groups, roles).
+    directory_file: Path = Path(".lapse/chatops-directory.yaml")
+    # Ed25519 private key (PEM) whose public key the services trust for bearer tokens.
+    token_key_file: Path = Path(".lapse/keys/dev-token.key")
+    token_issuer: str = "lapse-dev"
+    token_audience: str = "lapse"
+    # Tokens are minted per call for the person in chat and thrown away after it.
+    token_ttl_seconds: int = Field(default=300, ge=30, le=3600)
+
+    @property
+    def slack_enabled(self) -> bool:
+        return bool(self.slack_signing_secret.get_secret_value())
+
+    @property
+    def teams_enabled(self) -> bool:
+        return bool(self.teams_hmac_secret.get_secret_value())
+
+    def listen_host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen_address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(
+                f"LAPSE_CHATOPS_LISTEN_ADDRESS {self.listen_address!r} must look like HOST:PORT"
+            )
+        return host.strip("[]"), int(port)

@@ -1,0 +1,67 @@
+"""The chat-identity directory: who is who, clear errors, reloads without a restart."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from lapse_chatops.directory import Directory, DirectoryError, DirectoryFile, Person
+
+TEXT = """
+slack:
+  U01: {subject: alice, groups: [engineering]}
+  U02: {subject: sre-1, roles: [sre]}
+teams:
+  "aad-1": {subject: bob, groups: [engineering]}
+  "Carol Example": {subject: carol}
+"""
+
+
+def test_maps_chat_users_to_subjects() -> None:
+    directory = Directory.parse(TEXT, source="d.yaml")
+    assert directory.slack_person("U01") == Person("alice", ("engineering",))
+    assert directory.slack_person("U02") == Person("sre-1", (), ("sre",))
+    assert directory.slack_person("U99") is None
+    assert directory.slack_person("") is None
+    assert directory.teams_person(aad_object_id="aad-1", name="Bob") == Person(
+        "bob", ("engineering",)
+    )
+    assert directory.teams_person(aad_object_id="aad-9", name="Carol Example") == Person("carol")
+    assert directory.teams_person(aad_object_id="", name="") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("slack: [", "not valid YAML"),
+        ("slack: {U01: {groups: [x]}}", "slack.U01.subject: Field required"),
+        ("slack: {U01: {subject: ''}}", "slack.U01.subject"),
+        ("discord: {}", "discord: Extra inputs are not permitted"),
+        ("slack: {U01: {subject: a, team: x}}", "slack.U01.team: Extra inputs"),
+    ],
+)
+def test_refuses_a_broken_directory(text: str, message: str) -> None:
+    with pytest.raises(DirectoryError) as refused:
+        Directory.parse(text, source="d.yaml")
+    assert "d.yaml" in str(refused.value) and message in str(refused.value)
+
+
+def test_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(DirectoryError, match="cannot read directory file"):
+        DirectoryFile(tmp_path / "nope.yaml")
+
+
+def test_reloads_on_change_and_keeps_the_last_good_version(tmp_path: Path) -> None:
+    path = tmp_path / "directory.yaml"
+    path.write_text("slack: {U01: {subject: alice}}")
+    directory = DirectoryFile(path)
+    assert directory.current.slack_person("U01") == Person("alice")
+
+    path.write_text("slack: {U01: {subject: alice}, U02: {subject: bob}}")
+    os.utime(path, ns=(1, 10**18))
+    assert directory.current.slack_person("U02") == Person("bob")
+
+    path.write_text("slack: [broken")
+    os.utime(path, ns=(1, 2 * 10**18))
+    assert directory.current.slack_person("U02") == Person("bob")

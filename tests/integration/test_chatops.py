@@ -1,0 +1,372 @@
+"""Slack and Teams on the real system: `python -m lapse_chatops` in front of every Lapse
+service on real Kafka and PostgreSQL. Only Slack's Web API and the Teams webhook are
+stood in for, by a local recorder (they are external SaaS)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import grpc
+import pytest
+from lapse_common.pb.lapse.v1 import (
+    approval_service_pb2,
+    approval_service_pb2_grpc,
+    common_pb2,
+    request_service_pb2,
+)
+
+from tests.integration.chatops_recorder import ChatRecorder, RecordedCall
+from tests.integration.clients import StackClients, bearer, has_role, wait_for
+from tests.stack import LapseStack, ServiceProcess, free_port
+
+pytestmark = [pytest.mark.integration]
+
+SIGNING_SECRET = "chatops-test-signing-secret"
+BOT_TOKEN = "xoxb-chatops-test"
+TEAMS_KEY = b"chatops test teams outgoing webhook key"
+APPROVERS_CHANNEL = "C0APPROVERS"
+CONSOLE = "https://lapse.example.test"
+# Chat identities. No other test gives u03 or u02 anything on g-any; approver-a is one of
+# flow-g-any's approvers.
+REQUESTER = "U0CHATOPS03"
+APPROVER = "U0APPROVERA"
+STRANGER = "U0NOTLISTED"
+TEAMS_REQUESTER = "aad-chatops-u02"
+
+
+@dataclass
+class Chatops:
+    url: str
+    recorder: ChatRecorder
+    http: aiohttp.ClientSession
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+        async with self.http.post(self.url + path, data=body, headers=headers) as response:
+            text = await response.text()
+            return response.status, json.loads(text) if text else None
+
+
+@pytest.fixture(scope="module")
+async def chatops(stack: LapseStack) -> AsyncIterator[Chatops]:
+    recorder = ChatRecorder(bot_token=BOT_TOKEN)
+    await recorder.start()
+    directory = stack.workdir / "chatops-directory.yaml"
+    directory.write_text(
+        f"""
+slack:
+  {REQUESTER}: {{subject: u03, groups: [engineering]}}
+  {APPROVER}: {{subject: approver-a}}
+teams:
+  {TEAMS_REQUESTER}: {{subject: u02, groups: [engineering]}}
+"""
+    )
+    port = free_port()
+    env = {
+        **stack.environment(),
+        "LAPSE_CHATOPS_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+        "LAPSE_CHATOPS_REQUEST_ADDRESS": f"127.0.0.1:{stack.ports['request']}",
+        "LAPSE_CHATOPS_APPROVAL_ADDRESS": f"127.0.0.1:{stack.ports['approval']}",
+        "LAPSE_CHATOPS_TOKEN_KEY_FILE": str(stack.dev_key),
+        "LAPSE_CHATOPS_DIRECTORY_FILE": str(directory),
+        "LAPSE_CHATOPS_SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "LAPSE_CHATOPS_SLACK_BOT_TOKEN": BOT_TOKEN,
+        "LAPSE_CHATOPS_SLACK_API_BASE_URL": f"{recorder.base_url}/api/",
+        "LAPSE_CHATOPS_SLACK_APPROVERS_CHANNEL": APPROVERS_CHANNEL,
+        "LAPSE_CHATOPS_TEAMS_HMAC_SECRET": base64.b64encode(TEAMS_KEY).decode(),
+        "LAPSE_CHATOPS_TEAMS_WEBHOOK_URL": f"{recorder.base_url}/teams/webhook",
+        "LAPSE_CHATOPS_CONSOLE_URL": CONSOLE,
+    }
+    process = ServiceProcess("chatops", "lapse_chatops", env, stack.log_dir)
+    process.start()
+    http = aiohttp.ClientSession()
+    try:
+        await asyncio.to_thread(process.wait_ready, 60)
+        yield Chatops(url=f"http://127.0.0.1:{port}", recorder=recorder, http=http)
+    finally:
+        process.stop()
+        await http.close()
+        await recorder.stop()
+
+
+def slack_headers(body: bytes, *, age: int = 0, secret: str = SIGNING_SECRET) -> dict[str, str]:
+    """Signed as Slack signs: v0 HMAC-SHA256 over `v0:{timestamp}:{body}`."""
+    stamp = str(int(time.time()) - age)
+    digest = hmac.new(secret.encode(), f"v0:{stamp}:".encode() + body, hashlib.sha256)
+    return {
+        "X-Slack-Request-Timestamp": stamp,
+        "X-Slack-Signature": f"v0={digest.hexdigest()}",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+
+
+def teams_headers(body: bytes, key: bytes = TEAMS_KEY) -> dict[str, str]:
+    """Signed as Teams signs an outgoing webhook: HMAC-SHA256 of the body, base64."""
+    signature = base64.b64encode(hmac.new(key, body, hashlib.sha256).digest()).decode()
+    return {"Authorization": f"HMAC {signature}", "Content-Type": "application/json"}
+
+
+def slash_command(user: str, text: str) -> bytes:
+    return urlencode(
+        {
+            "team_id": "T0LAPSE",
+            "channel_id": "C0GENERAL",
+            "user_id": user,
+            "command": "/lapse",
+            "text": text,
+            "response_url": "https://hooks.slack.invalid/commands/1",
+        }
+    ).encode()
+
+
+def teams_mention(aad_object_id: str, text: str, *, age: int = 0) -> bytes:
+    sent = datetime.now(UTC) - timedelta(seconds=age)
+    return json.dumps(
+        {
+            "type": "message",
+            "id": uuid.uuid4().hex,
+            "timestamp": sent.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            "text": f"<at>Lapse</at>&nbsp;{text}\n",
+            "from": {"id": "29:1abc", "name": "U Two", "aadObjectId": aad_object_id},
+            "channelData": {"teamsChannelId": "19:abc@thread.skype"},
+        }
+    ).encode()
+
+
+@dataclass(frozen=True)
+class Click:
+    body: bytes
+    response_path: str
+
+
+def button_click(
+    chatops: Chatops, *, user: str, action: str, request_id: str, message: RecordedCall
+) -> Click:
+    """What Slack posts when `user` clicks a button on the message the bot posted."""
+    response_path = f"/response/{uuid.uuid4().hex}"
+    ts = message.answer["ts"]
+    payload = {
+        "type": "block_actions",
+        "user": {"id": user},
+        "container": {"type": "message", "message_ts": ts, "channel_id": APPROVERS_CHANNEL},
+        "channel": {"id": APPROVERS_CHANNEL},
+        "message": {"ts": ts, "blocks": message.body["blocks"]},
+        "response_url": chatops.recorder.base_url + response_path,
+        "actions": [{"action_id": action, "value": request_id, "type": "button"}],
+    }
+    return Click(urlencode({"payload": json.dumps(payload)}).encode(), response_path)
+
+
+async def activity_ids(clients: StackClients, stack: LapseStack, user: str) -> set[str]:
+    listed = await clients.requests.ListActivity(
+        request_service_pb2.ListActivityRequest(limit=500), metadata=bearer(stack.token(user))
+    )
+    return {view.request_id for view in listed.requests}
+
+
+def request_id_in(text: str) -> str:
+    match = re.search(r"\breq-[0-9a-f-]{36}\b", text)
+    assert match, text
+    return match.group()
+
+
+async def pending_for(stack: LapseStack, approver: str) -> list[str]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports['approval']}") as channel:
+        response = await approval_service_pb2_grpc.ApprovalServiceStub(
+            channel
+        ).ListPendingApprovals(
+            approval_service_pb2.ListPendingApprovalsRequest(),
+            metadata=bearer(stack.token(approver, groups=())),
+        )
+    return [p.request_id for p in response.approvals]
+
+
+async def test_slack_request_approved_with_a_button_reaches_the_target(
+    stack: LapseStack, chatops: Chatops
+) -> None:
+    clients = StackClients(stack)
+    login = stack.login_for("u03")
+    try:
+        body = slash_command(
+            REQUESTER, f"request demo-pg/g-any read as {login} for 1m because chatops: INC-42"
+        )
+        status, reply = await chatops.post("/slack/commands", body, slack_headers(body))
+        assert status == 200, reply
+        assert reply["response_type"] == "ephemeral"
+        request_id = request_id_in(reply["text"])
+        assert "PENDING_APPROVAL" in reply["text"] and "flow-g-any" in reply["text"], reply
+        view = await clients.get_request(request_id, stack.token("u03"))
+        assert (view.requester, view.justification) == ("u03", "chatops: INC-42")
+        assert view.duration_seconds == 60
+
+        # The approvers' channel gets the request with Approve / Reject buttons.
+        message = await chatops.recorder.wait_for(
+            "/api/chat.postMessage", lambda c: request_id in json.dumps(c.body)
+        )
+        assert message.body["channel"] == APPROVERS_CHANNEL and message.answer["ok"]
+        buttons = next(b for b in message.body["blocks"] if b["type"] == "actions")["elements"]
+        assert [(b["action_id"], b["value"]) for b in buttons] == [
+            ("lapse_approve", request_id),
+            ("lapse_reject", request_id),
+        ]
+        await wait_for(
+            lambda: pending_for(stack, "approver-a"),
+            lambda ids: request_id in ids,
+            timeout=20,
+            what="approver-a to be asked",
+        )
+
+        # The requester is no approver of this flow: told so privately, nothing changes.
+        click = button_click(
+            chatops, user=REQUESTER, action="lapse_approve", request_id=request_id, message=message
+        )
+        status, _ = await chatops.post("/slack/interactions", click.body, slack_headers(click.body))
+        assert status == 200
+        refusal = await chatops.recorder.wait_for(click.response_path, lambda c: True)
+        assert refusal.body["response_type"] == "ephemeral"
+        assert not refusal.body["replace_original"]
+        assert refusal.body["text"].startswith(f"Could not approve {request_id}: NOT_FOUND"), (
+            refusal.body
+        )
+        assert not chatops.recorder.matching("/api/chat.update", lambda c: True)
+
+        # approver-a clicks Approve.
+        click = button_click(
+            chatops, user=APPROVER, action="lapse_approve", request_id=request_id, message=message
+        )
+        status, _ = await chatops.post("/slack/interactions", click.body, slack_headers(click.body))
+        assert status == 200
+        update = await chatops.recorder.wait_for(
+            "/api/chat.update", lambda c: c.body.get("ts") == message.answer["ts"]
+        )
+        assert update.body["channel"] == APPROVERS_CHANNEL
+        shown = json.dumps(update.body["blocks"])
+        assert f"<@{APPROVER}> (approver-a) approved: request is now *APPROVED*" in shown
+        assert "lapse_approve" not in shown, "the buttons should be gone once decided"
+
+        await wait_for(
+            lambda: has_role(
+                stack.infra.target_admin_dsn, login=login, role=stack.gated_role("g-any")
+            ),
+            bool,
+            timeout=30,
+            what="the access approved in Slack to reach the target",
+        )
+        view = await wait_for(
+            lambda: clients.get_request(request_id, stack.token("u03")),
+            lambda v: bool(v.grants) and v.grants[0].status == common_pb2.GRANT_STATUS_ACTIVE,
+            timeout=30,
+            what="the grant ACTIVE in the Activity view",
+        )
+        assert view.status == common_pb2.REQUEST_STATUS_APPROVED
+        assert "approver-a" in view.decided_by or "approver-a" in view.decision_detail
+    finally:
+        await clients.close()
+
+
+async def test_unsigned_forged_or_stale_slack_calls_file_nothing(
+    stack: LapseStack, chatops: Chatops
+) -> None:
+    clients = StackClients(stack)
+    login = stack.login_for("u03")
+    try:
+        before = await activity_ids(clients, stack, "u03")
+        messages_before = len(chatops.recorder.matching("/api/chat.postMessage", lambda c: True))
+        body = slash_command(
+            REQUESTER, f"request demo-pg/g-any read as {login} for 5m because forged"
+        )
+        attempts = {
+            "unsigned": {"Content-Type": "application/x-www-form-urlencoded"},
+            "bad signature": slack_headers(body, secret="not-the-signing-secret"),
+            "stale timestamp": slack_headers(body, age=6 * 60),
+            "signed for another body": slack_headers(slash_command(REQUESTER, "help")),
+        }
+        for case, headers in attempts.items():
+            status, answer = await chatops.post("/slack/commands", body, headers)
+            assert status == 401, (case, answer)
+            status, _ = await chatops.post("/slack/interactions", body, headers)
+            assert status == 401, case
+
+        # A correctly signed command from someone not in the directory files nothing either.
+        stranger = slash_command(STRANGER, f"request demo-pg/g-any read as {login}")
+        status, reply = await chatops.post("/slack/commands", stranger, slack_headers(stranger))
+        assert status == 200 and "you are not in the Lapse directory" in reply["text"], reply
+
+        await asyncio.sleep(1)
+        assert await activity_ids(clients, stack, "u03") == before
+        assert (
+            len(chatops.recorder.matching("/api/chat.postMessage", lambda c: True))
+            == messages_before
+        )
+    finally:
+        await clients.close()
+
+
+async def test_teams_mention_files_a_request_and_notifies_approvers(
+    stack: LapseStack, chatops: Chatops
+) -> None:
+    clients = StackClients(stack)
+    login = stack.login_for("u02")
+    request_id = ""
+    try:
+        before = await activity_ids(clients, stack, "u02")
+        forged = teams_mention(TEAMS_REQUESTER, f"request demo-pg/g-any read as {login}")
+        for headers in (
+            {"Content-Type": "application/json"},
+            teams_headers(forged, key=b"some other key"),
+            {"Authorization": "HMAC " + base64.b64encode(b"x" * 32).decode()},
+        ):
+            status, _ = await chatops.post("/teams/messages", forged, headers)
+            assert status == 401
+        # A genuinely signed message replayed an hour later.
+        replayed = teams_mention(
+            TEAMS_REQUESTER, f"request demo-pg/g-any read as {login}", age=3600
+        )
+        status, answer = await chatops.post("/teams/messages", replayed, teams_headers(replayed))
+        assert status == 401 and "possible replay" in answer["error"], answer
+        assert await activity_ids(clients, stack, "u02") == before
+
+        body = teams_mention(
+            TEAMS_REQUESTER, f"request demo-pg/g-any read as {login} for 10m because from Teams"
+        )
+        status, reply = await chatops.post("/teams/messages", body, teams_headers(body))
+        assert status == 200, reply
+        assert reply["type"] == "message" and "PENDING_APPROVAL" in reply["text"], reply
+        request_id = request_id_in(reply["text"])
+        assert await activity_ids(clients, stack, "u02") == before | {request_id}
+        view = await clients.get_request(request_id, stack.token("u02"))
+        assert (view.requester, view.justification, view.duration_seconds) == (
+            "u02",
+            "from Teams",
+            600,
+        )
+
+        card = await chatops.recorder.wait_for(
+            "/teams/webhook", lambda c: request_id in json.dumps(c.body)
+        )
+        assert f"{CONSOLE}/requests/{request_id}" in json.dumps(card.body)
+        content = card.body["attachments"][0]
+        assert content["contentType"] == "application/vnd.microsoft.card.adaptive"
+        assert content["content"]["actions"][0]["url"] == f"{CONSOLE}/requests/{request_id}"
+    finally:
+        if request_id:
+            # Leave nothing pending for other tests' approvers.
+            await clients.requests.CancelRequest(
+                request_service_pb2.CancelRequestRequest(
+                    request_id=request_id, reason="chatops test done"
+                ),
+                metadata=bearer(stack.token("u02")),
+            )
+        await clients.close()
