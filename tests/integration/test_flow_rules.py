@@ -165,3 +165,31 @@ async def test_dropping_a_requestor_revokes_their_grant_and_rejects_their_pendin
         restored = run_cli(stack, "flows", "apply", str(stack.flows_file), token=admin)
         assert restored.returncode == 0, restored.stderr
         await clients.close()
+
+
+async def test_requester_revokes_own_grant_early_and_nobody_elses(stack: LapseStack) -> None:
+    clients = StackClients(stack)
+    login = stack.login_for("u06")
+    try:
+        request_id = await submit(clients, stack, user="u06", resource="r15", seconds=600)
+        grant = await wait_grant(
+            clients, stack, request_id, status=common_pb2.GRANT_STATUS_ACTIVE, timeout=30
+        )
+        other = run_cli(stack, "revoke", grant.grant_id, token=stack.token("u07"))
+        assert other.returncode == 1 and "NOT_FOUND" in other.stderr
+
+        own = run_cli(
+            stack, "revoke", request_id, "--reason", "done early", token=stack.token("u06")
+        )
+        assert own.returncode == 0, own.stderr
+        revoked = await wait_grant(
+            clients, stack, request_id, status=common_pb2.GRANT_STATUS_REVOKED, timeout=30
+        )
+        assert revoked.history[-1].reason == common_pb2.REASON_USER
+        assert not await has_role(
+            stack.infra.target_admin_dsn, login=login, role=stack.bulk_role(15)
+        )
+        again = run_cli(stack, "revoke", grant.grant_id, token=stack.token("u06"))
+        assert again.returncode == 1 and "only ACTIVE access can be revoked" in again.stderr
+    finally:
+        await clients.close()

@@ -308,6 +308,39 @@ def extend(
     )
 
 
+@app.command("revoke")
+def revoke(
+    target: Annotated[str, typer.Argument(help="a grant id, or a request id (its grants)")],
+    reason: Annotated[str, typer.Option(help="why (audited)")] = "",
+) -> None:
+    """End your access now instead of waiting for it to lapse (admins: anyone's)."""
+    settings = CliSettings()
+    grant_ids = [target]
+    if target.startswith("req-"):
+        grant_ids = [g.grant_id for g in request_view(settings, target).grants]
+        if not grant_ids:
+            raise fail(f"request {target} has no grant to revoke")
+    for grant_id in grant_ids:
+        revoke_one = request_service_pb2.RevokeGrantRequest(grant_id=grant_id, reason=reason)
+        view: request_service_pb2.GrantView = _call(
+            settings,
+            lambda stub, md: stub.RevokeGrant(revoke_one, metadata=md),  # noqa: B023
+        )
+        typer.echo(f"{view.grant_id}: revocation requested; follow it with `lapse activity`")
+
+
+@requests_app.command("list")
+def list_requests(
+    all_users: Annotated[
+        bool, typer.Option("--all", help="everyone's (admin, sre, auditor)")
+    ] = False,
+    limit: Annotated[int, typer.Option(help="how many requests")] = 20,
+    output_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Your requests with their grants (same as `lapse activity`)."""
+    activity(all_users=all_users, limit=limit, output_json=output_json)
+
+
 def main() -> None:
     try:
         app()

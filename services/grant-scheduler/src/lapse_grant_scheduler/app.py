@@ -61,5 +61,11 @@ async def run() -> None:
         accepts=(events_pb2.AgentResult,),
         handler=handlers.on_agent_result,
     )
+    service.subscribe(
+        topic=service.topics.revoke_requests,
+        consumer="grant-scheduler-revokes",
+        accepts=(events_pb2.RevokeRequested,),
+        handler=handlers.on_revoke_requested,
+    )
     service.background.append(timer.run)
     await service.run()

@@ -19,6 +19,7 @@ from lapse_grant_scheduler.operations.apply_approval_change import (
 )
 from lapse_grant_scheduler.operations.create_grants import create_grants
 from lapse_grant_scheduler.operations.record_grant_result import record_grant_result
+from lapse_grant_scheduler.operations.stop_timer_on_revoke import stop_timer_on_revoke
 
 
 @dataclass(frozen=True)
@@ -63,3 +64,7 @@ class SchedulerHandlers:
             # Woken before the commit: the timer's next pass may not see the new row yet,
             # but its sleep is then bounded by timer_max_sleep_seconds.
             self.timer.timers_changed()
+
+    async def on_revoke_requested(self, *, session: AsyncSession, event: DecodedEvent) -> None:
+        assert isinstance(event.payload, events_pb2.RevokeRequested)
+        await stop_timer_on_revoke(session=session, requested=event.payload, clock=self.clock)

@@ -20,10 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from lapse_request.models import AccessRequest
 from lapse_request.operations.cancel_request import CancelRefused, cancel_request
 from lapse_request.operations.read_activity import (
+    grant_view,
     list_requests,
     list_unverified_access,
     render_requests,
 )
+from lapse_request.operations.revoke_grant import RevokeRefused, revoke_grant
 from lapse_request.operations.submit_request import (
     InvalidSubmission,
     record_submission,
@@ -196,3 +198,29 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
                 session=session, requester=None if sees_all else identity.subject
             )
         return request_service_pb2.ListUnverifiedAccessResponse(grants=grants)
+
+    async def RevokeGrant(
+        self,
+        request: request_service_pb2.RevokeGrantRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> request_service_pb2.GrantView:
+        try:
+            async with self._sessions() as session, session.begin():
+                grant = await revoke_grant(
+                    session=session,
+                    identity=current_identity(),
+                    grant_id=request.grant_id,
+                    reason=request.reason,
+                    topics=self._topics,
+                    clock=self._clock,
+                )
+                view = grant_view(grant, [])
+        except RevokeRefused as refusal:
+            code = (
+                grpc.StatusCode.NOT_FOUND
+                if refusal.not_found
+                else grpc.StatusCode.FAILED_PRECONDITION
+            )
+            await context.abort(code, str(refusal))
+        self._relay.wake()
+        return view

@@ -26,37 +26,39 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lapse_common.pb.lapse.v1 import common_pb2 as lapse_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elapse/v1/request_service.proto\x12\x08lapse.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15lapse/v1/common.proto\"\x1d\n\x1bListUnverifiedAccessRequest\"]\n\x10UnverifiedAccess\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\t\x12\"\n\x05grant\x18\x03 \x01(\x0b\x32\x13.lapse.v1.GrantView\"J\n\x1cListUnverifiedAccessResponse\x12*\n\x06grants\x18\x01 \x03(\x0b\x32\x1a.lapse.v1.UnverifiedAccess\"\x98\x01\n\x14SubmitRequestRequest\x12\x16\n\x0eintegration_id\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\x12\x12\n\npermission\x18\x03 \x01(\t\x12\x11\n\tprincipal\x18\x04 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x05 \x01(\x03\x12\x15\n\rjustification\x18\x06 \x01(\t\"E\n\x15SubmitRequestResponse\x12,\n\x07request\x18\x01 \x01(\x0b\x32\x1b.lapse.v1.AccessRequestView\":\n\x14\x43\x61ncelRequestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\'\n\x11GetRequestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"7\n\x13ListActivityRequest\x12\x11\n\tall_users\x18\x01 \x01(\x08\x12\r\n\x05limit\x18\x02 \x01(\x05\"E\n\x14ListActivityResponse\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.lapse.v1.AccessRequestView\"\x8b\x01\n\x10StatusTransition\x12\x0e\n\x06status\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x06reason\x18\x03 \x01(\x0e\x32\x10.lapse.v1.Reason\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"\x92\x02\n\tGrantView\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12!\n\x04spec\x18\x02 \x01(\x0b\x32\x13.lapse.v1.GrantSpec\x12%\n\x06status\x18\x03 \x01(\x0e\x32\x15.lapse.v1.GrantStatus\x12\r\n\x05stuck\x18\x04 \x01(\x08\x12\r\n\x05\x65poch\x18\x05 \x01(\x03\x12.\n\ngranted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07history\x18\x08 \x03(\x0b\x32\x1a.lapse.v1.StatusTransition\"\xf8\x02\n\x11\x41\x63\x63\x65ssRequestView\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\t\x12\x0c\n\x04\x66low\x18\x03 \x01(\t\x12\'\n\x06status\x18\x04 \x01(\x0e\x32\x17.lapse.v1.RequestStatus\x12\x15\n\rjustification\x18\x05 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x03\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndecided_by\x18\t \x01(\t\x12\x17\n\x0f\x64\x65\x63ision_detail\x18\n \x01(\t\x12\"\n\x05items\x18\x0b \x03(\x0b\x32\x13.lapse.v1.GrantSpec\x12#\n\x06grants\x18\x0c \x03(\x0b\x32\x13.lapse.v1.GrantView2\xae\x03\n\x0eRequestService\x12P\n\rSubmitRequest\x12\x1e.lapse.v1.SubmitRequestRequest\x1a\x1f.lapse.v1.SubmitRequestResponse\x12L\n\rCancelRequest\x12\x1e.lapse.v1.CancelRequestRequest\x1a\x1b.lapse.v1.AccessRequestView\x12\x46\n\nGetRequest\x12\x1b.lapse.v1.GetRequestRequest\x1a\x1b.lapse.v1.AccessRequestView\x12M\n\x0cListActivity\x12\x1d.lapse.v1.ListActivityRequest\x1a\x1e.lapse.v1.ListActivityResponse\x12\x65\n\x14ListUnverifiedAccess\x12%.lapse.v1.ListUnverifiedAccessRequest\x1a&.lapse.v1.ListUnverifiedAccessResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elapse/v1/request_service.proto\x12\x08lapse.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15lapse/v1/common.proto\"6\n\x12RevokeGrantRequest\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1d\n\x1bListUnverifiedAccessRequest\"]\n\x10UnverifiedAccess\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\t\x12\"\n\x05grant\x18\x03 \x01(\x0b\x32\x13.lapse.v1.GrantView\"J\n\x1cListUnverifiedAccessResponse\x12*\n\x06grants\x18\x01 \x03(\x0b\x32\x1a.lapse.v1.UnverifiedAccess\"\x98\x01\n\x14SubmitRequestRequest\x12\x16\n\x0eintegration_id\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\x12\x12\n\npermission\x18\x03 \x01(\t\x12\x11\n\tprincipal\x18\x04 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x05 \x01(\x03\x12\x15\n\rjustification\x18\x06 \x01(\t\"E\n\x15SubmitRequestResponse\x12,\n\x07request\x18\x01 \x01(\x0b\x32\x1b.lapse.v1.AccessRequestView\":\n\x14\x43\x61ncelRequestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\'\n\x11GetRequestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"7\n\x13ListActivityRequest\x12\x11\n\tall_users\x18\x01 \x01(\x08\x12\r\n\x05limit\x18\x02 \x01(\x05\"E\n\x14ListActivityResponse\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.lapse.v1.AccessRequestView\"\x8b\x01\n\x10StatusTransition\x12\x0e\n\x06status\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x06reason\x18\x03 \x01(\x0e\x32\x10.lapse.v1.Reason\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"\x92\x02\n\tGrantView\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12!\n\x04spec\x18\x02 \x01(\x0b\x32\x13.lapse.v1.GrantSpec\x12%\n\x06status\x18\x03 \x01(\x0e\x32\x15.lapse.v1.GrantStatus\x12\r\n\x05stuck\x18\x04 \x01(\x08\x12\r\n\x05\x65poch\x18\x05 \x01(\x03\x12.\n\ngranted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07history\x18\x08 \x03(\x0b\x32\x1a.lapse.v1.StatusTransition\"\xf8\x02\n\x11\x41\x63\x63\x65ssRequestView\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\t\x12\x0c\n\x04\x66low\x18\x03 \x01(\t\x12\'\n\x06status\x18\x04 \x01(\x0e\x32\x17.lapse.v1.RequestStatus\x12\x15\n\rjustification\x18\x05 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x03\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndecided_by\x18\t \x01(\t\x12\x17\n\x0f\x64\x65\x63ision_detail\x18\n \x01(\t\x12\"\n\x05items\x18\x0b \x03(\x0b\x32\x13.lapse.v1.GrantSpec\x12#\n\x06grants\x18\x0c \x03(\x0b\x32\x13.lapse.v1.GrantView2\xf0\x03\n\x0eRequestService\x12P\n\rSubmitRequest\x12\x1e.lapse.v1.SubmitRequestRequest\x1a\x1f.lapse.v1.SubmitRequestResponse\x12L\n\rCancelRequest\x12\x1e.lapse.v1.CancelRequestRequest\x1a\x1b.lapse.v1.AccessRequestView\x12\x46\n\nGetRequest\x12\x1b.lapse.v1.GetRequestRequest\x1a\x1b.lapse.v1.AccessRequestView\x12M\n\x0cListActivity\x12\x1d.lapse.v1.ListActivityRequest\x1a\x1e.lapse.v1.ListActivityResponse\x12\x65\n\x14ListUnverifiedAccess\x12%.lapse.v1.ListUnverifiedAccessRequest\x1a&.lapse.v1.ListUnverifiedAccessResponse\x12@\n\x0bRevokeGrant\x12\x1c.lapse.v1.RevokeGrantRequest\x1a\x13.lapse.v1.GrantViewb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lapse.v1.request_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTUNVERIFIEDACCESSREQUEST']._serialized_start=100
-  _globals['_LISTUNVERIFIEDACCESSREQUEST']._serialized_end=129
-  _globals['_UNVERIFIEDACCESS']._serialized_start=131
-  _globals['_UNVERIFIEDACCESS']._serialized_end=224
-  _globals['_LISTUNVERIFIEDACCESSRESPONSE']._serialized_start=226
-  _globals['_LISTUNVERIFIEDACCESSRESPONSE']._serialized_end=300
-  _globals['_SUBMITREQUESTREQUEST']._serialized_start=303
-  _globals['_SUBMITREQUESTREQUEST']._serialized_end=455
-  _globals['_SUBMITREQUESTRESPONSE']._serialized_start=457
-  _globals['_SUBMITREQUESTRESPONSE']._serialized_end=526
-  _globals['_CANCELREQUESTREQUEST']._serialized_start=528
-  _globals['_CANCELREQUESTREQUEST']._serialized_end=586
-  _globals['_GETREQUESTREQUEST']._serialized_start=588
-  _globals['_GETREQUESTREQUEST']._serialized_end=627
-  _globals['_LISTACTIVITYREQUEST']._serialized_start=629
-  _globals['_LISTACTIVITYREQUEST']._serialized_end=684
-  _globals['_LISTACTIVITYRESPONSE']._serialized_start=686
-  _globals['_LISTACTIVITYRESPONSE']._serialized_end=755
-  _globals['_STATUSTRANSITION']._serialized_start=758
-  _globals['_STATUSTRANSITION']._serialized_end=897
-  _globals['_GRANTVIEW']._serialized_start=900
-  _globals['_GRANTVIEW']._serialized_end=1174
-  _globals['_ACCESSREQUESTVIEW']._serialized_start=1177
-  _globals['_ACCESSREQUESTVIEW']._serialized_end=1553
-  _globals['_REQUESTSERVICE']._serialized_start=1556
-  _globals['_REQUESTSERVICE']._serialized_end=1986
+  _globals['_REVOKEGRANTREQUEST']._serialized_start=100
+  _globals['_REVOKEGRANTREQUEST']._serialized_end=154
+  _globals['_LISTUNVERIFIEDACCESSREQUEST']._serialized_start=156
+  _globals['_LISTUNVERIFIEDACCESSREQUEST']._serialized_end=185
+  _globals['_UNVERIFIEDACCESS']._serialized_start=187
+  _globals['_UNVERIFIEDACCESS']._serialized_end=280
+  _globals['_LISTUNVERIFIEDACCESSRESPONSE']._serialized_start=282
+  _globals['_LISTUNVERIFIEDACCESSRESPONSE']._serialized_end=356
+  _globals['_SUBMITREQUESTREQUEST']._serialized_start=359
+  _globals['_SUBMITREQUESTREQUEST']._serialized_end=511
+  _globals['_SUBMITREQUESTRESPONSE']._serialized_start=513
+  _globals['_SUBMITREQUESTRESPONSE']._serialized_end=582
+  _globals['_CANCELREQUESTREQUEST']._serialized_start=584
+  _globals['_CANCELREQUESTREQUEST']._serialized_end=642
+  _globals['_GETREQUESTREQUEST']._serialized_start=644
+  _globals['_GETREQUESTREQUEST']._serialized_end=683
+  _globals['_LISTACTIVITYREQUEST']._serialized_start=685
+  _globals['_LISTACTIVITYREQUEST']._serialized_end=740
+  _globals['_LISTACTIVITYRESPONSE']._serialized_start=742
+  _globals['_LISTACTIVITYRESPONSE']._serialized_end=811
+  _globals['_STATUSTRANSITION']._serialized_start=814
+  _globals['_STATUSTRANSITION']._serialized_end=953
+  _globals['_GRANTVIEW']._serialized_start=956
+  _globals['_GRANTVIEW']._serialized_end=1230
+  _globals['_ACCESSREQUESTVIEW']._serialized_start=1233
+  _globals['_ACCESSREQUESTVIEW']._serialized_end=1609
+  _globals['_REQUESTSERVICE']._serialized_start=1612
+  _globals['_REQUESTSERVICE']._serialized_end=2108
 # @@protoc_insertion_point(module_scope)

@@ -60,6 +60,11 @@ class RequestServiceStub:
                 request_serializer=lapse_dot_v1_dot_request__service__pb2.ListUnverifiedAccessRequest.SerializeToString,
                 response_deserializer=lapse_dot_v1_dot_request__service__pb2.ListUnverifiedAccessResponse.FromString,
                 _registered_method=True)
+        self.RevokeGrant = channel.unary_unary(
+                '/lapse.v1.RequestService/RevokeGrant',
+                request_serializer=lapse_dot_v1_dot_request__service__pb2.RevokeGrantRequest.SerializeToString,
+                response_deserializer=lapse_dot_v1_dot_request__service__pb2.GrantView.FromString,
+                _registered_method=True)
 
 
 class RequestServiceServicer:
@@ -101,6 +106,14 @@ class RequestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RevokeGrant(self, request, context):
+        """End access early: the requester their own grant, an admin any grant. NOT_FOUND for a
+        grant the caller may not see; FAILED_PRECONDITION when it is not ACTIVE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RequestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +141,11 @@ def add_RequestServiceServicer_to_server(servicer, server):
                     servicer.ListUnverifiedAccess,
                     request_deserializer=lapse_dot_v1_dot_request__service__pb2.ListUnverifiedAccessRequest.FromString,
                     response_serializer=lapse_dot_v1_dot_request__service__pb2.ListUnverifiedAccessResponse.SerializeToString,
+            ),
+            'RevokeGrant': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeGrant,
+                    request_deserializer=lapse_dot_v1_dot_request__service__pb2.RevokeGrantRequest.FromString,
+                    response_serializer=lapse_dot_v1_dot_request__service__pb2.GrantView.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +284,33 @@ class RequestService:
             '/lapse.v1.RequestService/ListUnverifiedAccess',
             lapse_dot_v1_dot_request__service__pb2.ListUnverifiedAccessRequest.SerializeToString,
             lapse_dot_v1_dot_request__service__pb2.ListUnverifiedAccessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeGrant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lapse.v1.RequestService/RevokeGrant',
+            lapse_dot_v1_dot_request__service__pb2.RevokeGrantRequest.SerializeToString,
+            lapse_dot_v1_dot_request__service__pb2.GrantView.FromString,
             options,
             channel_credentials,
             insecure,

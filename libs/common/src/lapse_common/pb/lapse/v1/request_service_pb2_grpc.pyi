@@ -45,6 +45,10 @@ class RequestServiceStub:
     """Grants whose revocation was canceled by an operator: the access may still exist in the
     target. Admins, SREs and auditors see everyone's; others their own.
     """
+    RevokeGrant: _grpc.UnaryUnaryMultiCallable[_request_service_pb2.RevokeGrantRequest, _request_service_pb2.GrantView]
+    """End access early: the requester their own grant, an admin any grant. NOT_FOUND for a
+    grant the caller may not see; FAILED_PRECONDITION when it is not ACTIVE.
+    """
 
 @_typing.type_check_only
 class RequestServiceAsyncStub(RequestServiceStub):
@@ -62,6 +66,10 @@ class RequestServiceAsyncStub(RequestServiceStub):
     ListUnverifiedAccess: _aio.UnaryUnaryMultiCallable[_request_service_pb2.ListUnverifiedAccessRequest, _request_service_pb2.ListUnverifiedAccessResponse]  # type: ignore[assignment]
     """Grants whose revocation was canceled by an operator: the access may still exist in the
     target. Admins, SREs and auditors see everyone's; others their own.
+    """
+    RevokeGrant: _aio.UnaryUnaryMultiCallable[_request_service_pb2.RevokeGrantRequest, _request_service_pb2.GrantView]  # type: ignore[assignment]
+    """End access early: the requester their own grant, an admin any grant. NOT_FOUND for a
+    grant the caller may not see; FAILED_PRECONDITION when it is not ACTIVE.
     """
 
 class RequestServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -107,6 +115,16 @@ class RequestServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_request_service_pb2.ListUnverifiedAccessResponse, _abc.Awaitable[_request_service_pb2.ListUnverifiedAccessResponse]]:
         """Grants whose revocation was canceled by an operator: the access may still exist in the
         target. Admins, SREs and auditors see everyone's; others their own.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeGrant(
+        self,
+        request: _request_service_pb2.RevokeGrantRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_request_service_pb2.GrantView, _abc.Awaitable[_request_service_pb2.GrantView]]:
+        """End access early: the requester their own grant, an admin any grant. NOT_FOUND for a
+        grant the caller may not see; FAILED_PRECONDITION when it is not ACTIVE.
         """
 
 def add_RequestServiceServicer_to_server(servicer: RequestServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
