@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from lapse_common.clock import Clock, as_utc
 from lapse_common.grant_spec import grant_spec_of
 from lapse_common.messaging.outbox import enqueue
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
+from lapse_common.telemetry import continued_trace
 from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from lapse_grant_scheduler.models import Grant
+from lapse_grant_scheduler.models import Grant, GrantState
 
 
 def spec_of(grant: Grant) -> common_pb2.GrantSpec:
@@ -52,3 +55,45 @@ def enqueue_grant_fact(
         request_id=grant.request_id,
         grant_id=grant.grant_id,
     )
+
+
+def request_revocation(
+    session: AsyncSession,
+    *,
+    grant: Grant,
+    reason: common_pb2.Reason.ValueType,
+    actor: str,
+    due_at: datetime,
+    topics: Topics,
+    clock: Clock,
+    covering: Grant | None = None,
+) -> None:
+    """Hand the grant to the revoker: mark it, bump its epoch, publish the revoke request
+    (within the grant's own trace)."""
+    grant.status = GrantState.REVOKE_REQUESTED
+    grant.epoch += 1
+    grant.revoke_requested_at = clock.now()
+    revoke = events_pb2.RevokeRequested(
+        grant_id=grant.grant_id,
+        request_id=grant.request_id,
+        epoch=grant.epoch,
+        spec=spec_of(grant),
+        reason=reason,
+        actor=actor,
+        requester=grant.requester,
+    )
+    revoke.due_at.FromDatetime(as_utc(due_at))
+    if covering is not None and covering.expires_at is not None:
+        revoke.covered_by_grant_id = covering.grant_id
+        revoke.covered_until.FromDatetime(as_utc(covering.expires_at))
+    with continued_trace(grant.trace_context):
+        enqueue(
+            session,
+            topic=topics.revoke_requests,
+            key=grant.grant_id,
+            payload=revoke,
+            producer="grant-scheduler",
+            clock=clock,
+            request_id=grant.request_id,
+            grant_id=grant.grant_id,
+        )

@@ -6,13 +6,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from lapse_common.clock import Clock, as_utc
-from lapse_common.messaging.outbox import enqueue
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
 from lapse_common.topics import Topics
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from lapse_grant_scheduler.grant_facts import enqueue_grant_fact, spec_of
+from lapse_grant_scheduler.grant_facts import enqueue_grant_fact, request_revocation
 from lapse_grant_scheduler.models import Grant, GrantState
 
 
@@ -31,28 +30,14 @@ async def withdraw_approval(
             grant.duration_seconds = 0
             changed = True
         elif grant.status == GrantState.ACTIVE:
-            grant.status = GrantState.REVOKE_REQUESTED
-            grant.epoch += 1
-            grant.revoke_requested_at = clock.now()
-            revoke = events_pb2.RevokeRequested(
-                grant_id=grant.grant_id,
-                request_id=grant.request_id,
-                epoch=grant.epoch,
-                spec=spec_of(grant),
+            request_revocation(
+                session,
+                grant=grant,
                 reason=common_pb2.REASON_POLICY_CHANGE,
                 actor=withdrawn.withdrawn_by,
-                requester=grant.requester,
-            )
-            revoke.due_at.FromDatetime(clock.now())
-            enqueue(
-                session,
-                topic=topics.revoke_requests,
-                key=grant.grant_id,
-                payload=revoke,
-                producer="grant-scheduler",
+                due_at=clock.now(),
+                topics=topics,
                 clock=clock,
-                request_id=grant.request_id,
-                grant_id=grant.grant_id,
             )
     return changed
 

@@ -6,15 +6,13 @@ from datetime import datetime
 
 from lapse_common.clock import Clock, as_utc
 from lapse_common.db import dialect_of
-from lapse_common.messaging.outbox import enqueue
-from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
-from lapse_common.telemetry import continued_trace
+from lapse_common.pb.lapse.v1 import common_pb2
 from lapse_common.topics import Topics
 from opentelemetry import metrics
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from lapse_grant_scheduler.grant_facts import spec_of
+from lapse_grant_scheduler.grant_facts import request_revocation
 from lapse_grant_scheduler.models import Grant, GrantState
 
 _meter = metrics.get_meter("lapse.grant_scheduler")
@@ -41,33 +39,16 @@ async def request_due_revocations(
     for grant in due:
         assert grant.expires_at is not None
         covering = await _covering_grant(session, grant=grant, excluded=due_ids)
-        grant.status = GrantState.REVOKE_REQUESTED
-        grant.epoch += 1
-        grant.revoke_requested_at = now
-        revoke = events_pb2.RevokeRequested(
-            grant_id=grant.grant_id,
-            request_id=grant.request_id,
-            epoch=grant.epoch,
-            spec=spec_of(grant),
+        request_revocation(
+            session,
+            grant=grant,
             reason=common_pb2.REASON_EXPIRED,
             actor="lapse-grant-scheduler",
-            requester=grant.requester,
+            due_at=grant.expires_at,
+            topics=topics,
+            clock=clock,
+            covering=covering,
         )
-        revoke.due_at.FromDatetime(as_utc(grant.expires_at))
-        if covering is not None and covering.expires_at is not None:
-            revoke.covered_by_grant_id = covering.grant_id
-            revoke.covered_until.FromDatetime(as_utc(covering.expires_at))
-        with continued_trace(grant.trace_context):
-            enqueue(
-                session,
-                topic=topics.revoke_requests,
-                key=grant.grant_id,
-                payload=revoke,
-                producer="grant-scheduler",
-                clock=clock,
-                request_id=grant.request_id,
-                grant_id=grant.grant_id,
-            )
         _expiry_lateness.record((now - as_utc(grant.expires_at)).total_seconds())
     return len(due)
 
