@@ -4,14 +4,15 @@ Runs the whole system (every service and two agents as processes, on the real Ka
 and PostgreSQL that deploy/local/ starts) and measures, per scenario:
 
 - request -> ACTIVE: from SubmitRequest to the agent's confirmed grant, one request at a time;
-- revocation lateness: the agent's verified revoke (REVOKED) minus the grant's expiry, for a
+- revocation lateness: when the agent had removed the access and read the target back (its
+  verified revoke result's completed_at) minus the grant's expiry, for a
   batch of grants on the healthy agent that all fall due together, once with every agent up
   and once with the second agent killed while its own grants fall due at the same moment.
 
     uv run python benchmarks/revocation_lateness.py [--grants 100] [--rounds 1]
 
 Prints figures; asserts nothing. Lateness includes the scheduler's claim, the revoker, two
-Kafka hops, the agent's REVOKE + read-back in PostgreSQL, and the request service recording it.
+Kafka hops and the agent's REVOKE + read-back in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from lapse_common.pb.lapse.v1 import common_pb2  # noqa: E402
 from tests.infrastructure import provide_infrastructure  # noqa: E402
 from tests.integration.clients import StackClients  # noqa: E402
 from tests.integration.revocation_support import (  # noqa: E402
-    lateness_seconds,
     percentile,
+    revocation_lateness,
     submit,
     wait_all,
     wait_grant,
@@ -96,7 +97,7 @@ async def batch_lateness(
         stack.restart("far-agent")
     # Let the far agent's revocations finish (or retry) before the next round reuses roles.
     await wait_all(clients, stack, far, status=common_pb2.GRANT_STATUS_REVOKED, timeout=120)
-    return [lateness_seconds(g) for g in revoked]
+    return await revocation_lateness(stack, revoked)
 
 
 async def measure(stack: LapseStack, *, grants: int, rounds: int) -> None:

@@ -26,8 +26,8 @@ from tests.integration.revocation_support import (
     SRE_ROLES,
     agent_results,
     grant_statuses,
-    lateness_seconds,
     percentile,
+    revocation_lateness,
     submit,
     wait_all,
     wait_grant,
@@ -292,7 +292,7 @@ async def revoke_batch(
     if far_down:
         stack.processes["far-agent"].kill(signal.SIGKILL)
     revoked = await wait_all(clients, stack, healthy, status=REVOKED, timeout=90)
-    return [lateness_seconds(g) for g in revoked], far
+    return await revocation_lateness(stack, revoked), far
 
 
 async def test_dead_agent_does_not_delay_other_agents(
