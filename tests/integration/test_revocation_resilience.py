@@ -211,6 +211,12 @@ async def test_commands_out_of_order_duplicated_or_stale_end_right(stack: LapseS
     bootstrap = stack.infra.kafka_bootstrap
     key = grant_id.encode()
 
+    async def send(value: bytes) -> None:
+        await publish_raw(bootstrap, topic, key=key, value=value)
+
+    def command(epoch: int, kind: int) -> bytes:
+        return signed(stack, grant_id=grant_id, epoch=epoch, kind=kind, principal=login)
+
     async def answered(count: int) -> list[events_pb2.AgentResult]:
         return await wait_for(
             lambda: agent_results(stack, grant_id),
@@ -220,22 +226,8 @@ async def test_commands_out_of_order_duplicated_or_stale_end_right(stack: LapseS
         )
 
     # The revoke (epoch 2) overtakes its grant (epoch 1): the late grant must not run.
-    await publish_raw(
-        bootstrap,
-        topic,
-        key=key,
-        value=signed(
-            stack, grant_id=grant_id, epoch=2, kind=common_pb2.COMMAND_KIND_REVOKE, principal=login
-        ),
-    )
-    await publish_raw(
-        bootstrap,
-        topic,
-        key=key,
-        value=signed(
-            stack, grant_id=grant_id, epoch=1, kind=common_pb2.COMMAND_KIND_GRANT, principal=login
-        ),
-    )
+    await send(command(2, common_pb2.COMMAND_KIND_REVOKE))
+    await send(command(1, common_pb2.COMMAND_KIND_GRANT))
     results = await answered(2)
     by_kind = {r.kind: r for r in results}
     assert by_kind[common_pb2.COMMAND_KIND_REVOKE].outcome == events_pb2.RESULT_OUTCOME_SUCCEEDED
@@ -245,19 +237,10 @@ async def test_commands_out_of_order_duplicated_or_stale_end_right(stack: LapseS
     assert not await has_role(stack.infra.target_admin_dsn, login=login, role=stack.write_role)
 
     # A newer grant delivered twice runs once; a stale revoke after it changes nothing.
-    grant = signed(
-        stack, grant_id=grant_id, epoch=3, kind=common_pb2.COMMAND_KIND_GRANT, principal=login
-    )
-    await publish_raw(bootstrap, topic, key=key, value=grant)
-    await publish_raw(bootstrap, topic, key=key, value=grant)
-    await publish_raw(
-        bootstrap,
-        topic,
-        key=key,
-        value=signed(
-            stack, grant_id=grant_id, epoch=2, kind=common_pb2.COMMAND_KIND_REVOKE, principal=login
-        ),
-    )
+    grant = command(3, common_pb2.COMMAND_KIND_GRANT)
+    await send(grant)
+    await send(grant)
+    await send(command(2, common_pb2.COMMAND_KIND_REVOKE))
     results = await answered(5)
     grants_run = [r for r in results if r.kind == common_pb2.COMMAND_KIND_GRANT and r.epoch == 3]
     assert sorted(r.changed for r in grants_run) == [False, True]
@@ -265,14 +248,7 @@ async def test_commands_out_of_order_duplicated_or_stale_end_right(stack: LapseS
     assert await has_role(stack.infra.target_admin_dsn, login=login, role=stack.write_role)
 
     # The final revoke (epoch 4) removes it and verifies.
-    await publish_raw(
-        bootstrap,
-        topic,
-        key=key,
-        value=signed(
-            stack, grant_id=grant_id, epoch=4, kind=common_pb2.COMMAND_KIND_REVOKE, principal=login
-        ),
-    )
+    await send(command(4, common_pb2.COMMAND_KIND_REVOKE))
     results = await answered(6)
     final = next(r for r in results if r.epoch == 4)
     assert final.outcome == events_pb2.RESULT_OUTCOME_SUCCEEDED and final.verified and final.changed

@@ -17,7 +17,7 @@ from typing import TypeVar
 import asyncpg
 import grpc
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from google.protobuf.message import Message
 from lapse_audit.handlers import fixed_topic, recording_handler
@@ -42,6 +42,7 @@ from sqlalchemy.engine import make_url
 
 from services.audit.tests.audit_events import decoded, grant_fact, request_submitted, signed_command
 from tests.infrastructure import provide_infrastructure
+from tests.integration.kafka_records import read_all
 from tests.stack import ServiceProcess, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -172,7 +173,7 @@ async def test_every_event_is_stored_once_garbage_is_quarantined_and_the_chain_v
         events_pb2.QuarantinedMessage.FromString(
             envelope_pb2.Envelope.FromString(record.value).payload
         )
-        for record in await _read_topic(audit.bootstrap, topics.quarantine)
+        for record in await read_all(audit.bootstrap, topics.quarantine)
     ]
     assert [(q.source_topic, q.key, q.value, q.consumer) for q in on_quarantine] == [
         (topics.grants, b"g-bad", GARBAGE, "audit")
@@ -321,37 +322,3 @@ async def _delete_topics(bootstrap: str, names: list[str]) -> None:
         await admin.delete_topics(names)
     finally:
         await admin.close()
-
-
-async def _read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord]:
-    """Every record on the topic now, from the start of each partition (no consumer group,
-    so nothing is committed)."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    try:
-        records: list[ConsumerRecord] = []
-        end: dict[TopicPartition, int] = {}
-        async with asyncio.timeout(30):
-            # The consumer gets its partitions once it has the topic's metadata.
-            while True:
-                batch = await consumer.getmany(timeout_ms=500)
-                for partition_records in batch.values():
-                    records.extend(partition_records)
-                partitions = consumer.assignment()
-                if not partitions:
-                    continue
-                end = end or await consumer.end_offsets(list(partitions))
-                positions = [await consumer.position(p) for p in partitions]
-                if all(
-                    position >= end[p] for p, position in zip(partitions, positions, strict=True)
-                ):
-                    break
-        return records
-    finally:
-        await consumer.stop()

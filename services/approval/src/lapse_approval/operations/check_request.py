@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
+from lapse_common.pb.lapse.v1 import events_pb2
+
 from lapse_approval.flows import Catalog, Flow, format_duration
 
 
@@ -100,3 +102,31 @@ def check_request(
     return Allowed(
         flow=flow, agent_id=integration.agent, duration=duration or flow.default_duration
     )
+
+
+def check_submitted(
+    *,
+    catalog: Catalog,
+    submitted: events_pb2.RequestSubmitted,
+    duration: timedelta | None,
+    now: datetime,
+    check_window: bool = True,
+) -> list[Allowed]:
+    """Check every item of a submitted request against today's flows, as its requester;
+    raises RequestRefused for the first item no flow allows."""
+    return [
+        check_request(
+            catalog=catalog,
+            subject=submitted.requester,
+            groups=tuple(submitted.requester_groups),
+            integration_id=item.integration_id,
+            resource=item.resource,
+            permission=item.permission,
+            principal=item.principal,
+            duration=duration,
+            justification=submitted.justification,
+            now=now,
+            check_window=check_window,
+        )
+        for item in submitted.items
+    ]

@@ -14,7 +14,7 @@ from lapse_approval.decisions import decide
 from lapse_approval.flows import Catalog, parse_duration
 from lapse_approval.models import ApprovalCase, CaseStatus
 from lapse_approval.operations.auto_approve_budget import enforce_auto_approve_budget
-from lapse_approval.operations.check_request import Allowed, RequestRefused, check_request
+from lapse_approval.operations.check_request import Allowed, RequestRefused, check_submitted
 
 
 async def decide_submitted_request(
@@ -39,19 +39,12 @@ async def decide_submitted_request(
     # Policy may have changed since the request service checked it: decide on today's flows.
     allowed: Allowed | None = None
     try:
-        for item in submitted.items:
-            allowed = check_request(
-                catalog=catalog,
-                subject=submitted.requester,
-                groups=tuple(submitted.requester_groups),
-                integration_id=item.integration_id,
-                resource=item.resource,
-                permission=item.permission,
-                principal=item.principal,
-                duration=timedelta(seconds=submitted.duration_seconds),
-                justification=submitted.justification,
-                now=clock.now(),
-            )
+        for allowed in check_submitted(
+            catalog=catalog,
+            submitted=submitted,
+            duration=timedelta(seconds=submitted.duration_seconds),
+            now=clock.now(),
+        ):
             if allowed.flow.policy.mode == "auto":
                 await enforce_auto_approve_budget(
                     session, flow=allowed.flow, requester=submitted.requester, now=clock.now()

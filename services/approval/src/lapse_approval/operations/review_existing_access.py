@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from lapse_approval.decisions import decide
 from lapse_approval.flows import Catalog, format_duration
 from lapse_approval.models import ApprovalCase, CaseStatus, GrantExtension
-from lapse_approval.operations.check_request import RequestRefused, check_request
+from lapse_approval.operations.check_request import RequestRefused, check_submitted
 
 
 @dataclass
@@ -29,24 +29,15 @@ class ReviewResult:
 def _recheck(catalog: Catalog, submitted: events_pb2.RequestSubmitted, clock: Clock) -> timedelta:
     """The longest the flows now allow for every item; raises RequestRefused if any item
     is no longer allowed at all."""
-    allowed = timedelta.max
-    for item in submitted.items:
-        result = check_request(
-            catalog=catalog,
-            subject=submitted.requester,
-            groups=tuple(submitted.requester_groups),
-            integration_id=item.integration_id,
-            resource=item.resource,
-            permission=item.permission,
-            principal=item.principal,
-            duration=None,
-            justification=submitted.justification,
-            now=clock.now(),
-            # Time windows govern new requests, not access already granted.
-            check_window=False,
-        )
-        allowed = min(allowed, result.flow.max_duration)
-    return allowed
+    checked = check_submitted(
+        catalog=catalog,
+        submitted=submitted,
+        duration=None,
+        now=clock.now(),
+        # Time windows govern new requests, not access already granted.
+        check_window=False,
+    )
+    return min((result.flow.max_duration for result in checked), default=timedelta.max)
 
 
 async def review_existing_access(
