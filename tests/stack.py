@@ -52,7 +52,18 @@ GATED_FLOWS: dict[str, tuple[str, str]] = {
         "{mode: any_of, approvers: {users: [approver-a]}}",
         "requestors_users: [u05, u06]",
     ),
+    # Requestors and approvers known only from the directory file (DIRECTORY_GROUPS).
+    "g-dir": (
+        "{mode: any_of, approvers: {groups: [db-approvers]}}",
+        "requestors_groups: [contractors]",
+    ),
+    "g-ext-approval": (
+        "{mode: any_of, approvers: {users: [approver-a]}}",
+        "max_extensions: 2\n    extension_duration: 30s\n    extensions_need_approval: true",
+    ),
 }
+# LAPSE_AUTH_DIRECTORY_FILE: groups these people are in although their tokens do not say so.
+DIRECTORY_GROUPS = {"contractors": ["u07"], "db-approvers": ["approver-d"]}
 
 
 def free_port() -> int:
@@ -229,9 +240,10 @@ class LapseStack:
             for placeholder, value in window.items():
                 extra = extra.replace(placeholder, value)
             requestors = "{groups: [engineering]}"
-            if extra.startswith("requestors_users:"):
-                requestors = "{users: " + extra.split(":", 1)[1].strip() + "}"
-                extra = ""
+            for kind in ("users", "groups"):
+                if extra.startswith(f"requestors_{kind}:"):
+                    requestors = f"{{{kind}: " + extra.split(":", 1)[1].strip() + "}"
+                    extra = ""
             gated_flows += f"""
   - name: flow-{gated}
     requestors: {requestors}
@@ -314,6 +326,11 @@ integrations:
           read: {self.far_role}
 """
         )
+        self.directory_file = self.workdir / "directory.yaml"
+        self.directory_file.write_text(
+            "groups:\n"
+            + "".join(f"  {group}: [{', '.join(people)}]\n" for group, people in DIRECTORY_GROUPS.items())
+        )
         self.log_dir = self.workdir / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -325,6 +342,7 @@ integrations:
                 "LAPSE_KAFKA_TOPIC_PREFIX": self.topic_prefix,
                 "LAPSE_DATABASE_URL": self.database_url,
                 "LAPSE_AUTH_PUBLIC_KEY_FILE": str(self.dev_public),
+                "LAPSE_AUTH_DIRECTORY_FILE": str(self.directory_file),
                 "LAPSE_APPROVAL_FLOW_FILES": str(self.flows_file),
                 "LAPSE_APPROVAL_GRPC_ADDRESS": f"127.0.0.1:{self.ports['approval']}",
                 "LAPSE_REQUEST_GRPC_ADDRESS": f"127.0.0.1:{self.ports['request']}",

@@ -26,6 +26,7 @@ async def submit(
     resource: str = "appdb",
     permission: str = "read",
     integration: str = "demo-pg",
+    groups: tuple[str, ...] = ("engineering",),
 ) -> str:
     response = await clients.requests.SubmitRequest(
         request_service_pb2.SubmitRequestRequest(
@@ -36,7 +37,7 @@ async def submit(
             duration_seconds=seconds,
             justification="revocation test",
         ),
-        metadata=bearer(stack.token(user)),
+        metadata=bearer(stack.token(user, groups=groups)),
     )
     return response.request.request_id
 

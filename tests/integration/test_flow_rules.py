@@ -193,3 +193,108 @@ async def test_requester_revokes_own_grant_early_and_nobody_elses(stack: LapseSt
         assert again.returncode == 1 and "only ACTIVE access can be revoked" in again.stderr
     finally:
         await clients.close()
+
+
+async def _pending_for(stack: LapseStack, approver: str, *, groups: tuple[str, ...] = ()) -> list[
+    approval_service_pb2.PendingApproval
+]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports['approval']}") as channel:
+        response = await approval_service_pb2_grpc.ApprovalServiceStub(
+            channel
+        ).ListPendingApprovals(
+            approval_service_pb2.ListPendingApprovalsRequest(),
+            metadata=bearer(stack.token(approver, groups=groups)),
+        )
+    return list(response.approvals)
+
+
+async def test_extension_that_needs_approval_waits_for_the_approvers(stack: LapseStack) -> None:
+    clients = StackClients(stack)
+    user, approver = "u08", stack.token("approver-a", groups=())
+    try:
+        request_id = await submit(clients, stack, user=user, resource="g-ext-approval", seconds=40)
+        await wait_for(
+            lambda: _pending_for(stack, "approver-a"),
+            lambda pending: any(p.request_id == request_id for p in pending),
+            timeout=20,
+            what="the request to reach approver-a",
+        )
+        approved = run_cli(stack, "approve", request_id, token=approver)
+        assert approved.returncode == 0, approved.stderr
+        grant = await wait_grant(
+            clients, stack, request_id, status=common_pb2.GRANT_STATUS_ACTIVE, timeout=30
+        )
+        before = as_utc(grant.expires_at.ToDatetime())
+
+        asked = run_cli(stack, "extend", request_id, "--for", "30s", token=stack.token(user))
+        assert asked.returncode == 0, asked.stderr
+        assert "waiting for approval as ext-" in asked.stdout
+        extension_id = asked.stdout.split("waiting for approval as ", 1)[1].split()[0]
+        # A second ask while the first waits is refused; the expiry has not moved.
+        again = run_cli(stack, "extend", request_id, "--for", "30s", token=stack.token(user))
+        assert again.returncode == 1 and "still waiting for approval" in again.stderr
+        view = await clients.get_request(request_id, stack.token(user))
+        assert as_utc(view.grants[0].expires_at.ToDatetime()) == before
+
+        pending = {p.request_id: p for p in await _pending_for(stack, "approver-a")}
+        assert pending[extension_id].grant_id == grant.grant_id
+        assert pending[extension_id].extends_request_id == request_id
+        assert pending[extension_id].extend_by_seconds == 30
+        # The requester cannot approve their own extension.
+        own = run_cli(stack, "approve", extension_id, token=stack.token(user))
+        assert own.returncode == 1
+        yes = run_cli(stack, "approve", extension_id, token=approver)
+        assert yes.returncode == 0, yes.stderr
+
+        async def expiry() -> float:
+            current = await clients.get_request(request_id, stack.token(user))
+            return (as_utc(current.grants[0].expires_at.ToDatetime()) - before).total_seconds()
+
+        await wait_for(expiry, lambda moved: moved == 30, timeout=20, what="the expiry to move")
+
+        # The second extension is rejected by the approver: the expiry stays where it is.
+        asked = run_cli(stack, "extend", request_id, "--for", "30s", token=stack.token(user))
+        assert asked.returncode == 0, asked.stderr
+        second = asked.stdout.split("waiting for approval as ", 1)[1].split()[0]
+        no = run_cli(stack, "reject", second, "--reason", "wrap up now", token=approver)
+        assert no.returncode == 0, no.stderr
+        await wait_for(
+            lambda: _pending_for(stack, "approver-a"),
+            lambda listed: all(p.request_id != second for p in listed),
+            timeout=10,
+            what="the rejected extension to leave the queue",
+        )
+        assert await expiry() == 30
+    finally:
+        run_cli(stack, "revoke", request_id, token=stack.token(user))
+        await clients.close()
+
+
+async def test_groups_from_the_directory_file_count_for_requestors_and_approvers(
+    stack: LapseStack,
+) -> None:
+    """u07 and approver-d carry no groups in their tokens; the directory file puts them in
+    `contractors` and `db-approvers`, the groups flow-g-dir names."""
+    clients = StackClients(stack)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await submit(clients, stack, user="u09", resource="g-dir", seconds=30, groups=())
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        request_id = await submit(clients, stack, user="u07", resource="g-dir", seconds=30, groups=())
+        await wait_for(
+            lambda: _pending_for(stack, "approver-d"),
+            lambda pending: any(p.request_id == request_id for p in pending),
+            timeout=20,
+            what="approver-d (a directory member of db-approvers) to see it",
+        )
+        assert all(p.request_id != request_id for p in await _pending_for(stack, "approver-e"))
+        approved = run_cli(stack, "approve", request_id, token=stack.token("approver-d", groups=()))
+        assert approved.returncode == 0, approved.stderr
+        await wait_grant(clients, stack, request_id, status=common_pb2.GRANT_STATUS_ACTIVE, timeout=30)
+        assert await has_role(
+            stack.infra.target_admin_dsn,
+            login=stack.login_for("u07"),
+            role=stack.gated_role("g-dir"),
+        )
+    finally:
+        await clients.close()

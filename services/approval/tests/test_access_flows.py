@@ -89,6 +89,15 @@ def test_the_demo_flow_file_is_valid() -> None:
             ),
             "flow 'sre-write': field aproval: Extra inputs are not permitted",
         ),
+        (
+            VALID.replace(
+                "    approval: {mode: auto}\n    default_duration: 30m",
+                "    approval: {mode: auto}\n    extensions_need_approval: true\n"
+                "    max_extensions: 1\n    default_duration: 30m",
+            ),
+            "flow 'sre-write': field (whole entry): Value error, extensions_need_approval needs "
+            "an approval mode with approvers",
+        ),
     ],
 )
 def test_errors_name_file_flow_and_field(tmp_path: Path, text: str, problem: str) -> None:

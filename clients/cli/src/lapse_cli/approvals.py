@@ -54,9 +54,15 @@ def list_approvals(
         )
         expires = pending.expires_at.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         note = "" if pending.may_decide else "  (you cannot decide this one)"
+        lasting = f"for {pending.duration_seconds}s"
+        if pending.grant_id:
+            lasting = (
+                f"EXTENSION of {pending.extends_request_id} grant {pending.grant_id} "
+                f"by {pending.extend_by_seconds}s"
+            )
         typer.echo(
             f"{pending.request_id}  {pending.requester}  flow={pending.flow}  {items}  "
-            f"for {pending.duration_seconds}s  approvals {len(pending.approvals)}/"
+            f"{lasting}  approvals {len(pending.approvals)}/"
             f"{pending.approvals_needed}  expires {expires}{note}"
         )
         if pending.justification:

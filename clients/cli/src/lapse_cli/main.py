@@ -302,6 +302,13 @@ def extend(
             )
         except grpc.RpcError as error:
             raise fail(f"{error.code().name}: {error.details()}") from error
+    if response.status == "PENDING_APPROVAL":
+        typer.echo(
+            f"{grant_id}: extension by {response.extend_by_seconds}s waiting for approval as "
+            f"{response.extension_id} (the flow's approvers decide it with `lapse approve "
+            f"{response.extension_id}`); the grant keeps its expiry until then"
+        )
+        return
     typer.echo(
         f"{grant_id}: extended by {response.extend_by_seconds}s "
         f"(extension {response.extension_number}, {response.extensions_left} left)"

@@ -16,7 +16,9 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from lapse_common.group_directory import GroupDirectory, watch_group_directory
 from lapse_common.settings import AuthSettings
+from lapse_common.watched_file import WatchedFile
 
 ADMIN_ROLE = "admin"
 SRE_ROLE = "sre"
@@ -40,12 +42,20 @@ class InvalidToken(Exception):
 
 
 class TokenVerifier:
-    def __init__(self, *, keys: list[Any], issuer: str, audience: str) -> None:
+    def __init__(
+        self,
+        *,
+        keys: list[Any],
+        issuer: str,
+        audience: str,
+        directory: WatchedFile[GroupDirectory] | None = None,
+    ) -> None:
         if not keys:
             raise ValueError("no token verification key configured (LAPSE_AUTH_PUBLIC_KEY_FILE)")
         self._keys = keys
         self._issuer = issuer
         self._audience = audience
+        self._directory = directory
 
     @classmethod
     def from_settings(cls, settings: AuthSettings) -> TokenVerifier:
@@ -55,7 +65,20 @@ class TokenVerifier:
         if settings.jwks_file is not None:
             jwks = jwt.PyJWKSet.from_json(settings.jwks_file.read_text())
             keys.extend(k.key for k in jwks.keys)
-        return cls(keys=keys, issuer=settings.issuer, audience=settings.audience)
+        directory = (
+            watch_group_directory(settings.directory_file)
+            if settings.directory_file is not None
+            else None
+        )
+        return cls(
+            keys=keys, issuer=settings.issuer, audience=settings.audience, directory=directory
+        )
+
+    def groups_of(self, subject: str, *, claimed: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """The token's groups plus those the directory file lists the subject in."""
+        if self._directory is None:
+            return claimed
+        return self._directory.current.groups_of(subject, claimed=claimed)
 
     def verify(self, token: str) -> Identity:
         last_error: Exception | None = None
@@ -74,9 +97,12 @@ class TokenVerifier:
                 continue
             except jwt.PyJWTError as error:
                 raise InvalidToken(str(error)) from error
+            subject = str(claims["sub"])
             return Identity(
-                subject=str(claims["sub"]),
-                groups=tuple(str(g) for g in claims.get("groups", [])),
+                subject=subject,
+                groups=self.groups_of(
+                    subject, claimed=tuple(str(g) for g in claims.get("groups", []))
+                ),
                 roles=tuple(str(r) for r in claims.get("roles", [])),
                 token=token,
             )

@@ -50,6 +50,9 @@ class AuthSettings(BaseSettings):
     jwks_file: Path | None = None
     issuer: str = "lapse-dev"
     audience: str = "lapse"
+    # YAML `groups: {name: [subjects]}`: groups added to those the token claims (re-read on
+    # change). Unset: the token's `groups` claim alone.
+    directory_file: Path | None = None
 
 
 class DatabaseSettings(BaseSettings):

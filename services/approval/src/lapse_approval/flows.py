@@ -62,9 +62,15 @@ class IntegrationSpec(_Strict):
         return value
 
 
+MACHINE_PREFIX = "machine:"
+
+
 class Requestors(_Strict):
     users: list[str] = Field(default_factory=list)
     groups: list[str] = Field(default_factory=list)
+    # Machine identities (CI pipelines) that ask through an AccessRequested access event;
+    # they appear as subject `machine:<name>` (principals list them that way too).
+    machines: list[str] = Field(default_factory=list)
 
 
 class TargetSelector(_Strict):
@@ -195,6 +201,9 @@ class FlowSpec(_Strict):
     max_extensions: int = Field(default=0, ge=0)
     # How much one extension adds; defaults to default_duration.
     extension_duration: str | None = None
+    # False: an extension within the limits is granted at once. True: the flow's approvers
+    # decide each extension like a request (same policy, timeout and reason rules).
+    extensions_need_approval: bool = False
     time_windows: list[TimeWindow] = Field(default_factory=list)
     auto_approve_budget: AutoApproveBudget | None = None
 
@@ -218,6 +227,10 @@ class FlowSpec(_Strict):
             raise ValueError("default_duration is longer than max_duration")
         if self.auto_approve_budget is not None and self.approval.mode != "auto":
             raise ValueError("auto_approve_budget only applies to approval mode auto")
+        if self.extensions_need_approval and self.approval.mode == "auto":
+            raise ValueError("extensions_need_approval needs an approval mode with approvers")
+        if self.extensions_need_approval and self.max_extensions == 0:
+            raise ValueError("extensions_need_approval is set but max_extensions is 0")
         return self
 
 
@@ -241,12 +254,14 @@ class Flow:
     policy: ApprovalPolicy
     requestor_users: frozenset[str]
     requestor_groups: frozenset[str]
+    requestor_machines: frozenset[str]
     targets: tuple[TargetSelector, ...]
     default_duration: timedelta
     max_duration: timedelta
     justification_required: bool
     max_extensions: int = 0
     extension_duration: timedelta = timedelta(hours=1)
+    extensions_need_approval: bool = False
     time_windows: tuple[TimeWindow, ...] = ()
     auto_approve_budget: AutoApproveBudget | None = None
 
@@ -254,6 +269,9 @@ class Flow:
         return not self.time_windows or any(w.contains(moment) for w in self.time_windows)
 
     def allows_requestor(self, *, subject: str, groups: tuple[str, ...]) -> bool:
+        if subject.startswith(MACHINE_PREFIX):
+            # A machine never qualifies through users or groups, only by name.
+            return subject.removeprefix(MACHINE_PREFIX) in self.requestor_machines
         return subject in self.requestor_users or bool(self.requestor_groups & set(groups))
 
     def covers(self, *, integration: str, resource: str, permission: str) -> bool:
@@ -365,12 +383,14 @@ def parse_catalog(files: list[tuple[Path, str]]) -> Catalog:
                 policy=spec.approval,
                 requestor_users=frozenset(spec.requestors.users),
                 requestor_groups=frozenset(spec.requestors.groups),
+                requestor_machines=frozenset(spec.requestors.machines),
                 targets=tuple(spec.targets),
                 default_duration=parse_duration(spec.default_duration),
                 max_duration=parse_duration(spec.max_duration),
                 justification_required=spec.justification_required,
                 max_extensions=spec.max_extensions,
                 extension_duration=parse_duration(spec.extension_duration or spec.default_duration),
+                extensions_need_approval=spec.extensions_need_approval,
                 time_windows=tuple(spec.time_windows),
                 auto_approve_budget=spec.auto_approve_budget,
             )

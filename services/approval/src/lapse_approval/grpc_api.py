@@ -215,7 +215,7 @@ class ApprovalApi(approval_service_pb2_grpc.ApprovalServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "extend_by_seconds must be >= 0")
         try:
             async with self._sessions() as session, session.begin():
-                added, number, left = await extend_grant(
+                outcome = await extend_grant(
                     session=session,
                     identity=current_identity(),
                     request_id=request.request_id,
@@ -231,7 +231,9 @@ class ApprovalApi(approval_service_pb2_grpc.ApprovalServiceServicer):
             await context.abort(REFUSAL_STATUS[refusal.kind], refusal.message)
         self._relay.wake()
         return approval_service_pb2.ExtendGrantResponse(
-            extend_by_seconds=int(added.total_seconds()),
-            extension_number=number,
-            extensions_left=left,
+            extend_by_seconds=int(outcome.added.total_seconds()),
+            extension_number=outcome.number,
+            extensions_left=outcome.left,
+            status="PENDING_APPROVAL" if outcome.pending_id else "APPROVED",
+            extension_id=outcome.pending_id,
         )

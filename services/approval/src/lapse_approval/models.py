@@ -20,8 +20,16 @@ class CaseStatus:
     CANCELED = "CANCELED"
 
 
+class CaseKind:
+    REQUEST = "request"
+    # An extension of an active grant that the flow's approvers must decide.
+    EXTENSION = "extension"
+
+
 class ApprovalCase(ApprovalBase):
-    """One submitted request as the approval service sees it."""
+    """One submitted request as the approval service sees it, or one extension of an active
+    grant waiting for approvers (kind extension: `request_id` is then the extension's own id,
+    `submitted` the original request's)."""
 
     __tablename__ = "approval_cases"
     __table_args__ = (Index("ix_approval_cases_pending", "status", "expires_at"),)
@@ -41,6 +49,10 @@ class ApprovalCase(ApprovalBase):
     # Set when a policy change withdrew or shortened this approval.
     withdrawn: Mapped[bool] = mapped_column(default=False)
     max_duration_seconds: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    kind: Mapped[str] = mapped_column(String(16), default=CaseKind.REQUEST)
+    extends_request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    grant_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    extend_by_seconds: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class GrantExtension(ApprovalBase):

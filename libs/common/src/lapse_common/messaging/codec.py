@@ -9,7 +9,7 @@ from datetime import datetime
 from google.protobuf.message import DecodeError, Message
 from opentelemetry import propagate
 
-from lapse_common.pb.lapse.v1 import commands_pb2, envelope_pb2, events_pb2
+from lapse_common.pb.lapse.v1 import access_events_pb2, commands_pb2, envelope_pb2, events_pb2
 
 # The inbox stores event ids in a String(64) column: a longer id would fail the insert on
 # PostgreSQL on every redelivery and block the partition, so it is refused at decode time.
@@ -18,7 +18,7 @@ MAX_EVENT_ID_LENGTH = 64
 # Every payload type a Lapse topic may carry, by its fully qualified protobuf name.
 PAYLOAD_TYPES: dict[str, type[Message]] = {
     descriptor.full_name: getattr(module, name)
-    for module in (events_pb2, commands_pb2)
+    for module in (events_pb2, commands_pb2, access_events_pb2)
     for name, descriptor in module.DESCRIPTOR.message_types_by_name.items()
 }
 

@@ -106,7 +106,7 @@ async def decide_request(
     if result is None:
         return case.status
     verb = "approved" if result else "rejected"
-    decide(
+    await decide(
         session,
         case=case,
         decision=common_pb2.REQUEST_STATUS_APPROVED
@@ -118,5 +118,6 @@ async def decide_request(
         + (f": {reason}" if reason else ""),
         topics=topics,
         clock=clock,
+        approvers=sorted(v.approver for v in votes if v.approve),
     )
     return case.status

@@ -14,7 +14,12 @@ from lapse_approval.decisions import decide
 from lapse_approval.flows import Catalog, parse_duration
 from lapse_approval.models import ApprovalCase, CaseStatus
 from lapse_approval.operations.auto_approve_budget import enforce_auto_approve_budget
-from lapse_approval.operations.check_request import Allowed, RequestRefused, check_submitted
+from lapse_approval.operations.check_request import (
+    Allowed,
+    Refusal,
+    RequestRefused,
+    check_submitted,
+)
 
 
 async def decide_submitted_request(
@@ -37,20 +42,23 @@ async def decide_submitted_request(
     )
     session.add(case)
     # Policy may have changed since the request service checked it: decide on today's flows.
-    allowed: Allowed | None = None
+    checked: list[Allowed] = []
     try:
-        for allowed in check_submitted(
+        if not submitted.items:
+            raise RequestRefused(Refusal.INVALID, "the request names no access")
+        checked = check_submitted(
             catalog=catalog,
             submitted=submitted,
             duration=timedelta(seconds=submitted.duration_seconds),
             now=clock.now(),
-        ):
+        )
+        for allowed in checked:
             if allowed.flow.policy.mode == "auto":
                 await enforce_auto_approve_budget(
                     session, flow=allowed.flow, requester=submitted.requester, now=clock.now()
                 )
     except RequestRefused as refusal:
-        decide(
+        await decide(
             session,
             case=case,
             decision=common_pb2.REQUEST_STATUS_REJECTED,
@@ -61,12 +69,14 @@ async def decide_submitted_request(
             clock=clock,
         )
         return
-    assert allowed is not None
+    if _complete(submitted, checked):
+        case.submitted = submitted.SerializeToString(deterministic=True)
+    allowed = checked[-1]
     policy = allowed.flow.policy
     case.flow = allowed.flow.name
     if policy.mode == "auto":
         case.auto_approved = True
-        decide(
+        await decide(
             session,
             case=case,
             decision=common_pb2.REQUEST_STATUS_APPROVED,
@@ -78,3 +88,21 @@ async def decide_submitted_request(
         )
         return
     case.expires_at = clock.now() + parse_duration(policy.timeout)
+
+
+def _complete(submitted: events_pb2.RequestSubmitted, checked: list[Allowed]) -> bool:
+    """A machine's request (an access event) names no agent or duration: the catalog's agent
+    and the flow's default fill them, so the decision stays self-contained. Returns whether
+    anything was filled in."""
+    filled = False
+    for item, allowed in zip(submitted.items, checked, strict=True):
+        if not item.agent_id:
+            item.agent_id = allowed.agent_id
+            filled = True
+    if submitted.duration_seconds == 0:
+        submitted.duration_seconds = int(min(a.duration for a in checked).total_seconds())
+        filled = True
+    if not submitted.flow:
+        submitted.flow = checked[-1].flow.name
+        filled = True
+    return filled

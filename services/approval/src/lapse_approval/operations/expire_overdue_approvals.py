@@ -25,7 +25,7 @@ async def expire_overdue_approvals(
         query = query.with_for_update(skip_locked=True)
     overdue = (await session.execute(query)).scalars().all()
     for case in overdue:
-        decide(
+        await decide(
             session,
             case=case,
             decision=common_pb2.REQUEST_STATUS_APPROVAL_EXPIRED,

@@ -1,20 +1,31 @@
-"""The requester asks for more time on an active grant; the flow's limits decide."""
+"""The requester asks for more time on an active grant: the flow's limits decide, and the
+flow's approvers too when it says extensions need approval."""
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 
 from lapse_common.auth import Identity
 from lapse_common.clock import Clock
-from lapse_common.messaging.outbox import enqueue
-from lapse_common.pb.lapse.v1 import events_pb2
 from lapse_common.topics import Topics
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from lapse_approval.flows import Catalog, format_duration
-from lapse_approval.models import ApprovalCase, CaseStatus, GrantExtension
+from lapse_approval.decisions import approve_extension, extensions_used
+from lapse_approval.flows import Catalog, format_duration, parse_duration
+from lapse_approval.models import ApprovalCase, CaseKind, CaseStatus
 from lapse_approval.operations.check_request import Refusal, RequestRefused
+
+
+@dataclass(frozen=True)
+class ExtensionOutcome:
+    added: timedelta
+    number: int
+    left: int
+    # Set when the flow's approvers must decide it: the id they approve or reject.
+    pending_id: str = ""
 
 
 async def extend_grant(
@@ -27,10 +38,9 @@ async def extend_grant(
     catalog: Catalog,
     topics: Topics,
     clock: Clock,
-) -> tuple[timedelta, int, int]:
-    """Returns (added, this extension's number, extensions left)."""
+) -> ExtensionOutcome:
     case = await session.get(ApprovalCase, request_id, with_for_update=True)
-    if case is None or case.requester != identity.subject:
+    if case is None or case.requester != identity.subject or case.kind != CaseKind.REQUEST:
         raise RequestRefused(Refusal.NOT_FOUND, f"no request {request_id!r} of yours")
     if case.status != CaseStatus.APPROVED or case.withdrawn:
         raise RequestRefused(
@@ -41,14 +51,19 @@ async def extend_grant(
         raise RequestRefused(Refusal.NOT_ALLOWED, f"flow {case.flow!r} no longer exists")
     if flow.max_extensions == 0:
         raise RequestRefused(Refusal.NOT_ALLOWED, f"flow {flow.name!r} allows no extensions")
-    used = int(
-        await session.scalar(
-            select(func.count())
-            .select_from(GrantExtension)
-            .where(GrantExtension.grant_id == grant_id)
+    waiting = (
+        await session.execute(
+            select(ApprovalCase.request_id).where(
+                ApprovalCase.grant_id == grant_id, ApprovalCase.status == CaseStatus.PENDING
+            )
         )
-        or 0
-    )
+    ).scalar()
+    if waiting is not None:
+        raise RequestRefused(
+            Refusal.INVALID,
+            f"extension {waiting} of grant {grant_id} is still waiting for approval",
+        )
+    used = await extensions_used(session, grant_id=grant_id)
     if used >= flow.max_extensions:
         raise RequestRefused(
             Refusal.NOT_ALLOWED,
@@ -62,28 +77,38 @@ async def extend_grant(
             f"an extension adds at most {format_duration(flow.extension_duration)} "
             f"under flow {flow.name!r}",
         )
-    session.add(
-        GrantExtension(
-            request_id=request_id,
-            grant_id=grant_id,
-            extend_by_seconds=int(added.total_seconds()),
-            approved_at=clock.now(),
+    seconds = int(added.total_seconds())
+    if flow.extensions_need_approval:
+        extension_id = f"ext-{uuid.uuid4().hex[:20]}"
+        session.add(
+            ApprovalCase(
+                request_id=extension_id,
+                requester=case.requester,
+                flow=flow.name,
+                status=CaseStatus.PENDING,
+                received_at=clock.now(),
+                expires_at=clock.now() + parse_duration(flow.policy.timeout),
+                submitted=case.submitted,
+                kind=CaseKind.EXTENSION,
+                extends_request_id=request_id,
+                grant_id=grant_id,
+                extend_by_seconds=seconds,
+            )
         )
-    )
-    enqueue(
+        return ExtensionOutcome(
+            added=added,
+            number=used + 1,
+            left=flow.max_extensions - used - 1,
+            pending_id=extension_id,
+        )
+    number = await approve_extension(
         session,
-        topic=topics.decisions,
-        key=request_id,
-        payload=events_pb2.ExtensionApproved(
-            request_id=request_id,
-            grant_id=grant_id,
-            extend_by_seconds=int(added.total_seconds()),
-            approved_by=f"flow {flow.name}",
-            extension_number=used + 1,
-        ),
-        producer="approval",
-        clock=clock,
         request_id=request_id,
         grant_id=grant_id,
+        extend_by_seconds=seconds,
+        approved_by=f"flow {flow.name}",
+        extension_id="",
+        topics=topics,
+        clock=clock,
     )
-    return added, used + 1, flow.max_extensions - used - 1
+    return ExtensionOutcome(added=added, number=number, left=flow.max_extensions - number)

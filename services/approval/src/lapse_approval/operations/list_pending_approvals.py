@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_approval.flows import Catalog
-from lapse_approval.models import ApprovalCase, ApprovalVote, CaseStatus
+from lapse_approval.models import ApprovalCase, ApprovalVote, CaseKind, CaseStatus
 from lapse_approval.operations.decide_request import DecisionRefused, policy_of
 from lapse_approval.operations.evaluate_quorum import eligible_tier, votes_needed
 
@@ -68,6 +68,10 @@ async def list_pending_approvals(
             )
             and all(v.approver != approver.subject for v in votes),
         )
+        if case.kind == CaseKind.EXTENSION:
+            view.extends_request_id = case.extends_request_id or ""
+            view.grant_id = case.grant_id or ""
+            view.extend_by_seconds = case.extend_by_seconds or 0
         view.submitted_at.FromDatetime(as_utc(case.received_at))
         if case.expires_at is not None:
             view.expires_at.FromDatetime(as_utc(case.expires_at))

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_approval.decisions import decide
 from lapse_approval.flows import Catalog, format_duration
-from lapse_approval.models import ApprovalCase, CaseStatus, GrantExtension
+from lapse_approval.models import ApprovalCase, CaseKind, CaseStatus, GrantExtension
 from lapse_approval.operations.check_request import RequestRefused, check_submitted
 
 
@@ -58,6 +58,8 @@ async def review_existing_access(
         .all()
     )
     for case in cases:
+        if case.kind == CaseKind.EXTENSION and case.status == CaseStatus.APPROVED:
+            continue  # its time is part of the original request's approval, reviewed there
         submitted = events_pb2.RequestSubmitted()
         submitted.ParseFromString(case.submitted)
         if case.status == CaseStatus.APPROVED:
@@ -74,7 +76,7 @@ async def review_existing_access(
         except RequestRefused as refusal:
             detail = f"policy change by {applied_by}: {refusal.message}"
             if case.status == CaseStatus.PENDING:
-                decide(
+                await decide(
                     session,
                     case=case,
                     decision=common_pb2.REQUEST_STATUS_REJECTED,

@@ -126,19 +126,28 @@ class ExtendGrantResponse(_message.Message):
     EXTEND_BY_SECONDS_FIELD_NUMBER: _builtins.int
     EXTENSION_NUMBER_FIELD_NUMBER: _builtins.int
     EXTENSIONS_LEFT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    EXTENSION_ID_FIELD_NUMBER: _builtins.int
     extend_by_seconds: _builtins.int
     extension_number: _builtins.int
     extensions_left: _builtins.int
+    status: _builtins.str
+    """APPROVED (the expiry moves now) or PENDING_APPROVAL (the flow's approvers decide it
+    under `extension_id`, like a request).
+    """
+    extension_id: _builtins.str
     def __init__(
         self,
         *,
         extend_by_seconds: _builtins.int = ...,
         extension_number: _builtins.int = ...,
         extensions_left: _builtins.int = ...,
+        status: _builtins.str = ...,
+        extension_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["extend_by_seconds", b"extend_by_seconds", "extension_number", b"extension_number", "extensions_left", b"extensions_left"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extend_by_seconds", b"extend_by_seconds", "extension_id", b"extension_id", "extension_number", b"extension_number", "extensions_left", b"extensions_left", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -174,6 +183,9 @@ class PendingApproval(_message.Message):
     APPROVALS_FIELD_NUMBER: _builtins.int
     APPROVALS_NEEDED_FIELD_NUMBER: _builtins.int
     MAY_DECIDE_FIELD_NUMBER: _builtins.int
+    EXTENDS_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    GRANT_ID_FIELD_NUMBER: _builtins.int
+    EXTEND_BY_SECONDS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     requester: _builtins.str
     flow: _builtins.str
@@ -182,6 +194,12 @@ class PendingApproval(_message.Message):
     approvals_needed: _builtins.int
     may_decide: _builtins.bool
     """False when the caller is the requester (self-approval refused) or already voted."""
+    extends_request_id: _builtins.str
+    """Set for an extension of an active grant: the original request, the grant and how much
+    time it would add.
+    """
+    grant_id: _builtins.str
+    extend_by_seconds: _builtins.int
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.GrantSpec]: ...
     @_builtins.property
@@ -204,10 +222,13 @@ class PendingApproval(_message.Message):
         approvals: _abc.Iterable[_builtins.str] | None = ...,
         approvals_needed: _builtins.int = ...,
         may_decide: _builtins.bool = ...,
+        extends_request_id: _builtins.str = ...,
+        grant_id: _builtins.str = ...,
+        extend_by_seconds: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "submitted_at", b"submitted_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approvals", b"approvals", "approvals_needed", b"approvals_needed", "duration_seconds", b"duration_seconds", "expires_at", b"expires_at", "flow", b"flow", "items", b"items", "justification", b"justification", "may_decide", b"may_decide", "request_id", b"request_id", "requester", b"requester", "submitted_at", b"submitted_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approvals", b"approvals", "approvals_needed", b"approvals_needed", "duration_seconds", b"duration_seconds", "expires_at", b"expires_at", "extend_by_seconds", b"extend_by_seconds", "extends_request_id", b"extends_request_id", "flow", b"flow", "grant_id", b"grant_id", "items", b"items", "justification", b"justification", "may_decide", b"may_decide", "request_id", b"request_id", "requester", b"requester", "submitted_at", b"submitted_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

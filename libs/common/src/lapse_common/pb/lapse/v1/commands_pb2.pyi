@@ -34,6 +34,7 @@ class AgentCommand(_message.Message):
     ISSUED_AT_FIELD_NUMBER: _builtins.int
     NOT_AFTER_FIELD_NUMBER: _builtins.int
     ISSUER_FIELD_NUMBER: _builtins.int
+    END_SESSIONS_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     grant_id: _builtins.str
     epoch: _builtins.int
@@ -42,6 +43,10 @@ class AgentCommand(_message.Message):
     """
     kind: _common_pb2.CommandKind.ValueType
     issuer: _builtins.str
+    end_sessions: _builtins.bool
+    """Revokes only: also end the principal's open sessions in the target, even where the
+    integration does not do so on every revoke (panic, offboarding).
+    """
     @_builtins.property
     def spec(self) -> _common_pb2.GrantSpec: ...
     @_builtins.property
@@ -61,10 +66,11 @@ class AgentCommand(_message.Message):
         issued_at: _timestamp_pb2.Timestamp | None = ...,
         not_after: _timestamp_pb2.Timestamp | None = ...,
         issuer: _builtins.str = ...,
+        end_sessions: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at", "not_after", b"not_after", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "epoch", b"epoch", "grant_id", b"grant_id", "issued_at", b"issued_at", "issuer", b"issuer", "kind", b"kind", "not_after", b"not_after", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "end_sessions", b"end_sessions", "epoch", b"epoch", "grant_id", b"grant_id", "issued_at", b"issued_at", "issuer", b"issuer", "kind", b"kind", "not_after", b"not_after", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

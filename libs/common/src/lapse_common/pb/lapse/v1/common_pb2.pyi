@@ -150,3 +150,44 @@ class GrantSpec(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GrantSpec: _TypeAlias = GrantSpec  # noqa: Y015
+
+@_typing.final
+class AccessScope(_message.Message):
+    """Which access a scoped operation (revoke, panic, lockdown) applies to. Every field set must
+    match (AND); `everything` must be set explicitly to mean all access.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVERYTHING_FIELD_NUMBER: _builtins.int
+    INTEGRATION_ID_FIELD_NUMBER: _builtins.int
+    RESOURCE_FIELD_NUMBER: _builtins.int
+    PERMISSION_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    FLOW_FIELD_NUMBER: _builtins.int
+    everything: _builtins.bool
+    integration_id: _builtins.str
+    resource: _builtins.str
+    permission: _builtins.str
+    user: _builtins.str
+    group: _builtins.str
+    flow: _builtins.str
+    def __init__(
+        self,
+        *,
+        everything: _builtins.bool = ...,
+        integration_id: _builtins.str = ...,
+        resource: _builtins.str = ...,
+        permission: _builtins.str = ...,
+        user: _builtins.str = ...,
+        group: _builtins.str = ...,
+        flow: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["everything", b"everything", "flow", b"flow", "group", b"group", "integration_id", b"integration_id", "permission", b"permission", "resource", b"resource", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccessScope: _TypeAlias = AccessScope  # noqa: Y015

@@ -26,51 +26,53 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lapse_common.pb.lapse.v1 import common_pb2 as lapse_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15lapse/v1/events.proto\x12\x08lapse.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15lapse/v1/common.proto\"\xe8\x01\n\x10RequestSubmitted\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\t\x12\x18\n\x10requester_groups\x18\x03 \x03(\t\x12\x0c\n\x04\x66low\x18\x04 \x01(\t\x12\"\n\x05items\x18\x05 \x03(\x0b\x32\x13.lapse.v1.GrantSpec\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x03\x12\x15\n\rjustification\x18\x07 \x01(\t\x12\x30\n\x0csubmitted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"J\n\x0fRequestCanceled\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61nceled_by\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xf4\x01\n\x0eRequestDecided\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x17.lapse.v1.RequestStatus\x12\x12\n\ndecided_by\x18\x03 \x01(\t\x12 \n\x06reason\x18\x04 \x01(\x0e\x32\x10.lapse.v1.Reason\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x0c\n\x04\x66low\x18\x06 \x01(\t\x12\x11\n\trequester\x18\x07 \x01(\t\x12\"\n\x05items\x18\x08 \x03(\x0b\x32\x13.lapse.v1.GrantSpec\x12\x18\n\x10\x64uration_seconds\x18\t \x01(\x03\"M\n\x11\x41pprovalWithdrawn\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0cwithdrawn_by\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"U\n\x11\x41pprovalShortened\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1c\n\x14max_duration_seconds\x18\x02 \x01(\x03\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\x83\x01\n\x11\x45xtensionApproved\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08grant_id\x18\x02 \x01(\t\x12\x19\n\x11\x65xtend_by_seconds\x18\x03 \x01(\x03\x12\x13\n\x0b\x61pproved_by\x18\x04 \x01(\t\x12\x18\n\x10\x65xtension_number\x18\x05 \x01(\x05\"\xd6\x02\n\x12GrantStatusChanged\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12%\n\x06status\x18\x03 \x01(\x0e\x32\x15.lapse.v1.GrantStatus\x12\r\n\x05\x65poch\x18\x04 \x01(\x03\x12!\n\x04spec\x18\x05 \x01(\x0b\x32\x13.lapse.v1.GrantSpec\x12\x11\n\trequester\x18\x06 \x01(\t\x12.\n\ngranted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x06reason\x18\t \x01(\x0e\x32\x10.lapse.v1.Reason\x12\r\n\x05\x61\x63tor\x18\n \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x0b \x01(\t\x12\r\n\x05stuck\x18\x0c \x01(\x08\"\xa9\x02\n\x0fRevokeRequested\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\x12!\n\x04spec\x18\x04 \x01(\x0b\x32\x13.lapse.v1.GrantSpec\x12 \n\x06reason\x18\x05 \x01(\x0e\x32\x10.lapse.v1.Reason\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12*\n\x06\x64ue_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\trequester\x18\x08 \x01(\t\x12\x1b\n\x13\x63overed_by_grant_id\x18\t \x01(\t\x12\x31\n\rcovered_until\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x88\x02\n\x0b\x41gentResult\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x03\x12\x12\n\ncommand_id\x18\x03 \x01(\t\x12#\n\x04kind\x18\x04 \x01(\x0e\x32\x15.lapse.v1.CommandKind\x12(\n\x07outcome\x18\x05 \x01(\x0e\x32\x17.lapse.v1.ResultOutcome\x12\x0f\n\x07\x63hanged\x18\x06 \x01(\x08\x12\x10\n\x08verified\x18\x07 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\x12\x10\n\x08\x61gent_id\x18\t \x01(\t\x12\x30\n\x0c\x63ompleted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"v\n\x0e\x41gentHeartbeat\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12+\n\x07sent_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cintegrations\x18\x03 \x03(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\"\x8d\x01\n\rRevokeAttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12+\n\x07sent_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"\xce\x02\n\x16RevocationDeadLettered\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\x12!\n\x04spec\x18\x04 \x01(\x0b\x32\x13.lapse.v1.GrantSpec\x12)\n\x08\x61ttempts\x18\x05 \x03(\x0b\x32\x17.lapse.v1.RevokeAttempt\x12\x30\n\x0c\x66irst_due_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12\x11\n\trequester\x18\x08 \x01(\t\x12 \n\x06reason\x18\t \x01(\x0e\x32\x10.lapse.v1.Reason\x12\x36\n\x12\x61gent_last_seen_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfa\x01\n\x17StuckRevocationResolved\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x03\x12@\n\nresolution\x18\x03 \x01(\x0e\x32,.lapse.v1.StuckRevocationResolved.Resolution\x12\x10\n\x08operator\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"Z\n\nResolution\x12\x1a\n\x16RESOLUTION_UNSPECIFIED\x10\x00\x12\x17\n\x13RESOLUTION_REPLAYED\x10\x01\x12\x17\n\x13RESOLUTION_CANCELED\x10\x02\"\x8b\x01\n\x12QuarantinedMessage\x12\x14\n\x0csource_topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0b\n\x03key\x18\x04 \x01(\x0c\x12\r\n\x05value\x18\x05 \x01(\x0c\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x10\n\x08\x63onsumer\x18\x07 \x01(\t\"1\n\x0eUserOffboarded\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"O\n\x10IncidentDeclared\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12\x16\n\x0eintegration_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\'\n\x10IncidentResolved\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\"\x8e\x01\n\x0f\x41\x63\x63\x65ssRequested\x12\x18\n\x10machine_identity\x18\x01 \x01(\t\x12\x0c\n\x04\x66low\x18\x02 \x01(\t\x12\"\n\x05items\x18\x03 \x03(\x0b\x32\x13.lapse.v1.GrantSpec\x12\x18\n\x10\x64uration_seconds\x18\x04 \x01(\x03\x12\x15\n\rjustification\x18\x05 \x01(\t*\xb4\x01\n\rResultOutcome\x12\x1e\n\x1aRESULT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18RESULT_OUTCOME_SUCCEEDED\x10\x01\x12#\n\x1fRESULT_OUTCOME_FAILED_TRANSIENT\x10\x02\x12#\n\x1fRESULT_OUTCOME_FAILED_PERMANENT\x10\x03\x12\x1b\n\x17RESULT_OUTCOME_REJECTED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15lapse/v1/events.proto\x12\x08lapse.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15lapse/v1/common.proto\"\xe8\x01\n\x10RequestSubmitted\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\t\x12\x18\n\x10requester_groups\x18\x03 \x03(\t\x12\x0c\n\x04\x66low\x18\x04 \x01(\t\x12\"\n\x05items\x18\x05 \x03(\x0b\x32\x13.lapse.v1.GrantSpec\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x03\x12\x15\n\rjustification\x18\x07 \x01(\t\x12\x30\n\x0csubmitted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"J\n\x0fRequestCanceled\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61nceled_by\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x87\x02\n\x0eRequestDecided\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x17.lapse.v1.RequestStatus\x12\x12\n\ndecided_by\x18\x03 \x01(\t\x12 \n\x06reason\x18\x04 \x01(\x0e\x32\x10.lapse.v1.Reason\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x0c\n\x04\x66low\x18\x06 \x01(\t\x12\x11\n\trequester\x18\x07 \x01(\t\x12\"\n\x05items\x18\x08 \x03(\x0b\x32\x13.lapse.v1.GrantSpec\x12\x18\n\x10\x64uration_seconds\x18\t \x01(\x03\x12\x11\n\tapprovers\x18\n \x03(\t\"M\n\x11\x41pprovalWithdrawn\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0cwithdrawn_by\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"U\n\x11\x41pprovalShortened\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1c\n\x14max_duration_seconds\x18\x02 \x01(\x03\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\x99\x01\n\x11\x45xtensionApproved\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08grant_id\x18\x02 \x01(\t\x12\x19\n\x11\x65xtend_by_seconds\x18\x03 \x01(\x03\x12\x13\n\x0b\x61pproved_by\x18\x04 \x01(\t\x12\x18\n\x10\x65xtension_number\x18\x05 \x01(\x05\x12\x14\n\x0c\x65xtension_id\x18\x06 \x01(\t\"\x9d\x01\n\x10\x45xtensionRefused\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08grant_id\x18\x02 \x01(\t\x12\x14\n\x0c\x65xtension_id\x18\x03 \x01(\t\x12)\n\x08\x64\x65\x63ision\x18\x04 \x01(\x0e\x32\x17.lapse.v1.RequestStatus\x12\x12\n\ndecided_by\x18\x05 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\"\xd6\x02\n\x12GrantStatusChanged\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12%\n\x06status\x18\x03 \x01(\x0e\x32\x15.lapse.v1.GrantStatus\x12\r\n\x05\x65poch\x18\x04 \x01(\x03\x12!\n\x04spec\x18\x05 \x01(\x0b\x32\x13.lapse.v1.GrantSpec\x12\x11\n\trequester\x18\x06 \x01(\t\x12.\n\ngranted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x06reason\x18\t \x01(\x0e\x32\x10.lapse.v1.Reason\x12\r\n\x05\x61\x63tor\x18\n \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x0b \x01(\t\x12\r\n\x05stuck\x18\x0c \x01(\x08\"\xae\x01\n\x11GrantExpiringSoon\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x11\n\trequester\x18\x03 \x01(\t\x12!\n\x04spec\x18\x04 \x01(\x0b\x32\x13.lapse.v1.GrantSpec\x12\r\n\x05\x65poch\x18\x05 \x01(\x03\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xcf\x02\n\x0fRevokeRequested\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\x12!\n\x04spec\x18\x04 \x01(\x0b\x32\x13.lapse.v1.GrantSpec\x12 \n\x06reason\x18\x05 \x01(\x0e\x32\x10.lapse.v1.Reason\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12*\n\x06\x64ue_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\trequester\x18\x08 \x01(\t\x12\x1b\n\x13\x63overed_by_grant_id\x18\t \x01(\t\x12\x31\n\rcovered_until\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x65nd_sessions\x18\x0b \x01(\x08\x12\x0e\n\x06run_id\x18\x0c \x01(\t\"\x88\x02\n\x0b\x41gentResult\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x03\x12\x12\n\ncommand_id\x18\x03 \x01(\t\x12#\n\x04kind\x18\x04 \x01(\x0e\x32\x15.lapse.v1.CommandKind\x12(\n\x07outcome\x18\x05 \x01(\x0e\x32\x17.lapse.v1.ResultOutcome\x12\x0f\n\x07\x63hanged\x18\x06 \x01(\x08\x12\x10\n\x08verified\x18\x07 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\x12\x10\n\x08\x61gent_id\x18\t \x01(\t\x12\x30\n\x0c\x63ompleted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"v\n\x0e\x41gentHeartbeat\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12+\n\x07sent_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cintegrations\x18\x03 \x03(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\"\x8d\x01\n\rRevokeAttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12+\n\x07sent_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"\xce\x02\n\x16RevocationDeadLettered\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\x12!\n\x04spec\x18\x04 \x01(\x0b\x32\x13.lapse.v1.GrantSpec\x12)\n\x08\x61ttempts\x18\x05 \x03(\x0b\x32\x17.lapse.v1.RevokeAttempt\x12\x30\n\x0c\x66irst_due_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12\x11\n\trequester\x18\x08 \x01(\t\x12 \n\x06reason\x18\t \x01(\x0e\x32\x10.lapse.v1.Reason\x12\x36\n\x12\x61gent_last_seen_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfa\x01\n\x17StuckRevocationResolved\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x03\x12@\n\nresolution\x18\x03 \x01(\x0e\x32,.lapse.v1.StuckRevocationResolved.Resolution\x12\x10\n\x08operator\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"Z\n\nResolution\x12\x1a\n\x16RESOLUTION_UNSPECIFIED\x10\x00\x12\x17\n\x13RESOLUTION_REPLAYED\x10\x01\x12\x17\n\x13RESOLUTION_CANCELED\x10\x02\"\x8b\x01\n\x12QuarantinedMessage\x12\x14\n\x0csource_topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0b\n\x03key\x18\x04 \x01(\x0c\x12\r\n\x05value\x18\x05 \x01(\x0c\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x10\n\x08\x63onsumer\x18\x07 \x01(\t\"\xeb\x01\n\x14RevocationRunStarted\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12$\n\x05scope\x18\x02 \x01(\x0b\x32\x15.lapse.v1.AccessScope\x12 \n\x06reason\x18\x03 \x01(\x0e\x32\x10.lapse.v1.Reason\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x0e\n\x06grants\x18\x06 \x01(\x05\x12!\n\x19pending_requests_canceled\x18\x07 \x01(\x05\x12\x14\n\x0c\x65nd_sessions\x18\x08 \x01(\x08\x12\x13\n\x0blockdown_id\x18\t \x01(\t\"|\n\x0bLockdownSet\x12\x13\n\x0blockdown_id\x18\x01 \x01(\t\x12$\n\x05scope\x18\x02 \x01(\x0b\x32\x15.lapse.v1.AccessScope\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x13\n\x0bincident_id\x18\x05 \x01(\t\"D\n\x0eLockdownLifted\x12\x13\n\x0blockdown_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t*\xb4\x01\n\rResultOutcome\x12\x1e\n\x1aRESULT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18RESULT_OUTCOME_SUCCEEDED\x10\x01\x12#\n\x1fRESULT_OUTCOME_FAILED_TRANSIENT\x10\x02\x12#\n\x1fRESULT_OUTCOME_FAILED_PERMANENT\x10\x03\x12\x1b\n\x17RESULT_OUTCOME_REJECTED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lapse.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RESULTOUTCOME']._serialized_start=3176
-  _globals['_RESULTOUTCOME']._serialized_end=3356
+  _globals['_RESULTOUTCOME']._serialized_start=3708
+  _globals['_RESULTOUTCOME']._serialized_end=3888
   _globals['_REQUESTSUBMITTED']._serialized_start=92
   _globals['_REQUESTSUBMITTED']._serialized_end=324
   _globals['_REQUESTCANCELED']._serialized_start=326
   _globals['_REQUESTCANCELED']._serialized_end=400
   _globals['_REQUESTDECIDED']._serialized_start=403
-  _globals['_REQUESTDECIDED']._serialized_end=647
-  _globals['_APPROVALWITHDRAWN']._serialized_start=649
-  _globals['_APPROVALWITHDRAWN']._serialized_end=726
-  _globals['_APPROVALSHORTENED']._serialized_start=728
-  _globals['_APPROVALSHORTENED']._serialized_end=813
-  _globals['_EXTENSIONAPPROVED']._serialized_start=816
-  _globals['_EXTENSIONAPPROVED']._serialized_end=947
-  _globals['_GRANTSTATUSCHANGED']._serialized_start=950
-  _globals['_GRANTSTATUSCHANGED']._serialized_end=1292
-  _globals['_REVOKEREQUESTED']._serialized_start=1295
-  _globals['_REVOKEREQUESTED']._serialized_end=1592
-  _globals['_AGENTRESULT']._serialized_start=1595
-  _globals['_AGENTRESULT']._serialized_end=1859
-  _globals['_AGENTHEARTBEAT']._serialized_start=1861
-  _globals['_AGENTHEARTBEAT']._serialized_end=1979
-  _globals['_REVOKEATTEMPT']._serialized_start=1982
-  _globals['_REVOKEATTEMPT']._serialized_end=2123
-  _globals['_REVOCATIONDEADLETTERED']._serialized_start=2126
-  _globals['_REVOCATIONDEADLETTERED']._serialized_end=2460
-  _globals['_STUCKREVOCATIONRESOLVED']._serialized_start=2463
-  _globals['_STUCKREVOCATIONRESOLVED']._serialized_end=2713
-  _globals['_STUCKREVOCATIONRESOLVED_RESOLUTION']._serialized_start=2623
-  _globals['_STUCKREVOCATIONRESOLVED_RESOLUTION']._serialized_end=2713
-  _globals['_QUARANTINEDMESSAGE']._serialized_start=2716
-  _globals['_QUARANTINEDMESSAGE']._serialized_end=2855
-  _globals['_USEROFFBOARDED']._serialized_start=2857
-  _globals['_USEROFFBOARDED']._serialized_end=2906
-  _globals['_INCIDENTDECLARED']._serialized_start=2908
-  _globals['_INCIDENTDECLARED']._serialized_end=2987
-  _globals['_INCIDENTRESOLVED']._serialized_start=2989
-  _globals['_INCIDENTRESOLVED']._serialized_end=3028
-  _globals['_ACCESSREQUESTED']._serialized_start=3031
-  _globals['_ACCESSREQUESTED']._serialized_end=3173
+  _globals['_REQUESTDECIDED']._serialized_end=666
+  _globals['_APPROVALWITHDRAWN']._serialized_start=668
+  _globals['_APPROVALWITHDRAWN']._serialized_end=745
+  _globals['_APPROVALSHORTENED']._serialized_start=747
+  _globals['_APPROVALSHORTENED']._serialized_end=832
+  _globals['_EXTENSIONAPPROVED']._serialized_start=835
+  _globals['_EXTENSIONAPPROVED']._serialized_end=988
+  _globals['_EXTENSIONREFUSED']._serialized_start=991
+  _globals['_EXTENSIONREFUSED']._serialized_end=1148
+  _globals['_GRANTSTATUSCHANGED']._serialized_start=1151
+  _globals['_GRANTSTATUSCHANGED']._serialized_end=1493
+  _globals['_GRANTEXPIRINGSOON']._serialized_start=1496
+  _globals['_GRANTEXPIRINGSOON']._serialized_end=1670
+  _globals['_REVOKEREQUESTED']._serialized_start=1673
+  _globals['_REVOKEREQUESTED']._serialized_end=2008
+  _globals['_AGENTRESULT']._serialized_start=2011
+  _globals['_AGENTRESULT']._serialized_end=2275
+  _globals['_AGENTHEARTBEAT']._serialized_start=2277
+  _globals['_AGENTHEARTBEAT']._serialized_end=2395
+  _globals['_REVOKEATTEMPT']._serialized_start=2398
+  _globals['_REVOKEATTEMPT']._serialized_end=2539
+  _globals['_REVOCATIONDEADLETTERED']._serialized_start=2542
+  _globals['_REVOCATIONDEADLETTERED']._serialized_end=2876
+  _globals['_STUCKREVOCATIONRESOLVED']._serialized_start=2879
+  _globals['_STUCKREVOCATIONRESOLVED']._serialized_end=3129
+  _globals['_STUCKREVOCATIONRESOLVED_RESOLUTION']._serialized_start=3039
+  _globals['_STUCKREVOCATIONRESOLVED_RESOLUTION']._serialized_end=3129
+  _globals['_QUARANTINEDMESSAGE']._serialized_start=3132
+  _globals['_QUARANTINEDMESSAGE']._serialized_end=3271
+  _globals['_REVOCATIONRUNSTARTED']._serialized_start=3274
+  _globals['_REVOCATIONRUNSTARTED']._serialized_end=3509
+  _globals['_LOCKDOWNSET']._serialized_start=3511
+  _globals['_LOCKDOWNSET']._serialized_end=3635
+  _globals['_LOCKDOWNLIFTED']._serialized_start=3637
+  _globals['_LOCKDOWNLIFTED']._serialized_end=3705
 # @@protoc_insertion_point(module_scope)

@@ -135,6 +135,7 @@ class RequestDecided(_message.Message):
     REQUESTER_FIELD_NUMBER: _builtins.int
     ITEMS_FIELD_NUMBER: _builtins.int
     DURATION_SECONDS_FIELD_NUMBER: _builtins.int
+    APPROVERS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     decision: _common_pb2.RequestStatus.ValueType
     decided_by: _builtins.str
@@ -145,6 +146,10 @@ class RequestDecided(_message.Message):
     duration_seconds: _builtins.int
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.GrantSpec]: ...
+    @_builtins.property
+    def approvers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Everyone whose vote approved it (all_of and N-of-M have several): they may end it early."""
+
     def __init__(
         self,
         *,
@@ -157,10 +162,11 @@ class RequestDecided(_message.Message):
         requester: _builtins.str = ...,
         items: _abc.Iterable[_common_pb2.GrantSpec] | None = ...,
         duration_seconds: _builtins.int = ...,
+        approvers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decided_by", b"decided_by", "decision", b"decision", "detail", b"detail", "duration_seconds", b"duration_seconds", "flow", b"flow", "items", b"items", "reason", b"reason", "request_id", b"request_id", "requester", b"requester"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approvers", b"approvers", "decided_by", b"decided_by", "decision", b"decision", "detail", b"detail", "duration_seconds", b"duration_seconds", "flow", b"flow", "items", b"items", "reason", b"reason", "request_id", b"request_id", "requester", b"requester"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -235,11 +241,14 @@ class ExtensionApproved(_message.Message):
     EXTEND_BY_SECONDS_FIELD_NUMBER: _builtins.int
     APPROVED_BY_FIELD_NUMBER: _builtins.int
     EXTENSION_NUMBER_FIELD_NUMBER: _builtins.int
+    EXTENSION_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     grant_id: _builtins.str
     extend_by_seconds: _builtins.int
     approved_by: _builtins.str
     extension_number: _builtins.int
+    extension_id: _builtins.str
+    """Set when approvers decided the extension: the id `lapse approve` took."""
     def __init__(
         self,
         *,
@@ -248,14 +257,53 @@ class ExtensionApproved(_message.Message):
         extend_by_seconds: _builtins.int = ...,
         approved_by: _builtins.str = ...,
         extension_number: _builtins.int = ...,
+        extension_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved_by", b"approved_by", "extend_by_seconds", b"extend_by_seconds", "extension_number", b"extension_number", "grant_id", b"grant_id", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved_by", b"approved_by", "extend_by_seconds", b"extend_by_seconds", "extension_id", b"extension_id", "extension_number", b"extension_number", "grant_id", b"grant_id", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExtensionApproved: _TypeAlias = ExtensionApproved  # noqa: Y015
+
+@_typing.final
+class ExtensionRefused(_message.Message):
+    """lapse.decisions.v1 (key: request id): an extension that needed approval was rejected,
+    expired undecided or was withdrawn; the grant keeps its old expiry.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    GRANT_ID_FIELD_NUMBER: _builtins.int
+    EXTENSION_ID_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    DECIDED_BY_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    grant_id: _builtins.str
+    extension_id: _builtins.str
+    decision: _common_pb2.RequestStatus.ValueType
+    decided_by: _builtins.str
+    detail: _builtins.str
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        grant_id: _builtins.str = ...,
+        extension_id: _builtins.str = ...,
+        decision: _common_pb2.RequestStatus.ValueType = ...,
+        decided_by: _builtins.str = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decided_by", b"decided_by", "decision", b"decision", "detail", b"detail", "extension_id", b"extension_id", "grant_id", b"grant_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExtensionRefused: _TypeAlias = ExtensionRefused  # noqa: Y015
 
 @_typing.final
 class GrantStatusChanged(_message.Message):
@@ -316,6 +364,46 @@ class GrantStatusChanged(_message.Message):
 Global___GrantStatusChanged: _TypeAlias = GrantStatusChanged  # noqa: Y015
 
 @_typing.final
+class GrantExpiringSoon(_message.Message):
+    """lapse.grants.v1 (key: grant id): the grant ends soon; the requester is reminded so
+    they can extend it or wrap up. Sent once per expiry (again after an extension).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRANT_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    grant_id: _builtins.str
+    request_id: _builtins.str
+    requester: _builtins.str
+    epoch: _builtins.int
+    @_builtins.property
+    def spec(self) -> _common_pb2.GrantSpec: ...
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        grant_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        requester: _builtins.str = ...,
+        spec: _common_pb2.GrantSpec | None = ...,
+        epoch: _builtins.int = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "expires_at", b"expires_at", "grant_id", b"grant_id", "request_id", b"request_id", "requester", b"requester", "spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GrantExpiringSoon: _TypeAlias = GrantExpiringSoon  # noqa: Y015
+
+@_typing.final
 class RevokeRequested(_message.Message):
     """lapse.revoke-requests.v1 (key: grant id)"""
 
@@ -331,6 +419,8 @@ class RevokeRequested(_message.Message):
     REQUESTER_FIELD_NUMBER: _builtins.int
     COVERED_BY_GRANT_ID_FIELD_NUMBER: _builtins.int
     COVERED_UNTIL_FIELD_NUMBER: _builtins.int
+    END_SESSIONS_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
     grant_id: _builtins.str
     request_id: _builtins.str
     epoch: _builtins.int
@@ -342,6 +432,12 @@ class RevokeRequested(_message.Message):
     same resource: this grant ends, but the access must stay in the target until the
     covering grant ends too.
     """
+    end_sessions: _builtins.bool
+    """Also end the principal's open sessions in the target (panic, offboarding), whatever the
+    integration's own terminate_sessions_on_revoke setting says.
+    """
+    run_id: _builtins.str
+    """The scoped revocation (panic, offboarding, incident) this grant's revocation belongs to."""
     @_builtins.property
     def spec(self) -> _common_pb2.GrantSpec: ...
     @_builtins.property
@@ -361,10 +457,12 @@ class RevokeRequested(_message.Message):
         requester: _builtins.str = ...,
         covered_by_grant_id: _builtins.str = ...,
         covered_until: _timestamp_pb2.Timestamp | None = ...,
+        end_sessions: _builtins.bool = ...,
+        run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["covered_until", b"covered_until", "due_at", b"due_at", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "covered_by_grant_id", b"covered_by_grant_id", "covered_until", b"covered_until", "due_at", b"due_at", "epoch", b"epoch", "grant_id", b"grant_id", "reason", b"reason", "request_id", b"request_id", "requester", b"requester", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "covered_by_grant_id", b"covered_by_grant_id", "covered_until", b"covered_until", "due_at", b"due_at", "end_sessions", b"end_sessions", "epoch", b"epoch", "grant_id", b"grant_id", "reason", b"reason", "request_id", b"request_id", "requester", b"requester", "run_id", b"run_id", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -627,101 +725,110 @@ class QuarantinedMessage(_message.Message):
 Global___QuarantinedMessage: _TypeAlias = QuarantinedMessage  # noqa: Y015
 
 @_typing.final
-class UserOffboarded(_message.Message):
-    """lapse.access-events.v1 (key: subject): published by internal services."""
+class RevocationRunStarted(_message.Message):
+    """lapse.revoke-requests.v1 (key: run id): someone ended access by scope (panic button,
+    scoped revoke, offboarding, incident). Audited with who and why.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    SUBJECT_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
-    subject: _builtins.str
-    reason: _builtins.str
-    def __init__(
-        self,
-        *,
-        subject: _builtins.str = ...,
-        reason: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "subject", b"subject"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___UserOffboarded: _TypeAlias = UserOffboarded  # noqa: Y015
-
-@_typing.final
-class IncidentDeclared(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    INCIDENT_ID_FIELD_NUMBER: _builtins.int
-    INTEGRATION_ID_FIELD_NUMBER: _builtins.int
-    REASON_FIELD_NUMBER: _builtins.int
-    incident_id: _builtins.str
-    integration_id: _builtins.str
-    reason: _builtins.str
-    def __init__(
-        self,
-        *,
-        incident_id: _builtins.str = ...,
-        integration_id: _builtins.str = ...,
-        reason: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["incident_id", b"incident_id", "integration_id", b"integration_id", "reason", b"reason"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___IncidentDeclared: _TypeAlias = IncidentDeclared  # noqa: Y015
-
-@_typing.final
-class IncidentResolved(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    INCIDENT_ID_FIELD_NUMBER: _builtins.int
-    incident_id: _builtins.str
-    def __init__(
-        self,
-        *,
-        incident_id: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["incident_id", b"incident_id"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___IncidentResolved: _TypeAlias = IncidentResolved  # noqa: Y015
-
-@_typing.final
-class AccessRequested(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    MACHINE_IDENTITY_FIELD_NUMBER: _builtins.int
-    FLOW_FIELD_NUMBER: _builtins.int
-    ITEMS_FIELD_NUMBER: _builtins.int
-    DURATION_SECONDS_FIELD_NUMBER: _builtins.int
-    JUSTIFICATION_FIELD_NUMBER: _builtins.int
-    machine_identity: _builtins.str
-    flow: _builtins.str
-    duration_seconds: _builtins.int
-    justification: _builtins.str
+    ACTOR_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    GRANTS_FIELD_NUMBER: _builtins.int
+    PENDING_REQUESTS_CANCELED_FIELD_NUMBER: _builtins.int
+    END_SESSIONS_FIELD_NUMBER: _builtins.int
+    LOCKDOWN_ID_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    reason: _common_pb2.Reason.ValueType
+    actor: _builtins.str
+    detail: _builtins.str
+    grants: _builtins.int
+    pending_requests_canceled: _builtins.int
+    end_sessions: _builtins.bool
+    lockdown_id: _builtins.str
     @_builtins.property
-    def items(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.GrantSpec]: ...
+    def scope(self) -> _common_pb2.AccessScope: ...
     def __init__(
         self,
         *,
-        machine_identity: _builtins.str = ...,
-        flow: _builtins.str = ...,
-        items: _abc.Iterable[_common_pb2.GrantSpec] | None = ...,
-        duration_seconds: _builtins.int = ...,
-        justification: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        scope: _common_pb2.AccessScope | None = ...,
+        reason: _common_pb2.Reason.ValueType = ...,
+        actor: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        grants: _builtins.int = ...,
+        pending_requests_canceled: _builtins.int = ...,
+        end_sessions: _builtins.bool = ...,
+        lockdown_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_seconds", b"duration_seconds", "flow", b"flow", "items", b"items", "justification", b"justification", "machine_identity", b"machine_identity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "detail", b"detail", "end_sessions", b"end_sessions", "grants", b"grants", "lockdown_id", b"lockdown_id", "pending_requests_canceled", b"pending_requests_canceled", "reason", b"reason", "run_id", b"run_id", "scope", b"scope"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___AccessRequested: _TypeAlias = AccessRequested  # noqa: Y015
+Global___RevocationRunStarted: _TypeAlias = RevocationRunStarted  # noqa: Y015
+
+@_typing.final
+class LockdownSet(_message.Message):
+    """lapse.revoke-requests.v1 (key: lockdown id): while a lockdown holds, new requests in its
+    scope are refused.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCKDOWN_ID_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    INCIDENT_ID_FIELD_NUMBER: _builtins.int
+    lockdown_id: _builtins.str
+    actor: _builtins.str
+    reason: _builtins.str
+    incident_id: _builtins.str
+    @_builtins.property
+    def scope(self) -> _common_pb2.AccessScope: ...
+    def __init__(
+        self,
+        *,
+        lockdown_id: _builtins.str = ...,
+        scope: _common_pb2.AccessScope | None = ...,
+        actor: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        incident_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "incident_id", b"incident_id", "lockdown_id", b"lockdown_id", "reason", b"reason", "scope", b"scope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LockdownSet: _TypeAlias = LockdownSet  # noqa: Y015
+
+@_typing.final
+class LockdownLifted(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCKDOWN_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    lockdown_id: _builtins.str
+    actor: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        lockdown_id: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "lockdown_id", b"lockdown_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LockdownLifted: _TypeAlias = LockdownLifted  # noqa: Y015

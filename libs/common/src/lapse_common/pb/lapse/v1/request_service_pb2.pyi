@@ -21,6 +21,297 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class ScopedRevocationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    APPROVED_BY_ME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    PANIC_FIELD_NUMBER: _builtins.int
+    END_SESSIONS_FIELD_NUMBER: _builtins.int
+    LOCKDOWN_FIELD_NUMBER: _builtins.int
+    WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    PREVIEW_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    approved_by_me: _builtins.bool
+    """Only grants of requests the caller approved."""
+    reason: _builtins.str
+    panic: _builtins.bool
+    """The panic button: reason PANIC, sessions ended; admin only."""
+    end_sessions: _builtins.bool
+    """Also end the principals' open sessions in the targets (always on for panic)."""
+    lockdown: _builtins.bool
+    """Set a lockdown on the same scope (admin only)."""
+    wait_seconds: _builtins.int
+    """How long to report progress before returning what is still unconfirmed (default 120)."""
+    preview_fingerprint: _builtins.str
+    """Must match the preview's fingerprint, so what is revoked is what was confirmed; empty
+    skips the check (automation).
+    """
+    @_builtins.property
+    def scope(self) -> _common_pb2.AccessScope: ...
+    def __init__(
+        self,
+        *,
+        scope: _common_pb2.AccessScope | None = ...,
+        approved_by_me: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        panic: _builtins.bool = ...,
+        end_sessions: _builtins.bool = ...,
+        lockdown: _builtins.bool = ...,
+        wait_seconds: _builtins.int = ...,
+        preview_fingerprint: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved_by_me", b"approved_by_me", "end_sessions", b"end_sessions", "lockdown", b"lockdown", "panic", b"panic", "preview_fingerprint", b"preview_fingerprint", "reason", b"reason", "scope", b"scope", "wait_seconds", b"wait_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScopedRevocationRequest: _TypeAlias = ScopedRevocationRequest  # noqa: Y015
+
+@_typing.final
+class AgentCount(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTEGRATION_ID_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    GRANTS_FIELD_NUMBER: _builtins.int
+    ONLINE_FIELD_NUMBER: _builtins.int
+    integration_id: _builtins.str
+    agent_id: _builtins.str
+    grants: _builtins.int
+    online: _builtins.bool
+    """Agent heartbeat as the request service last saw it."""
+    def __init__(
+        self,
+        *,
+        integration_id: _builtins.str = ...,
+        agent_id: _builtins.str = ...,
+        grants: _builtins.int = ...,
+        online: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "grants", b"grants", "integration_id", b"integration_id", "online", b"online"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentCount: _TypeAlias = AgentCount  # noqa: Y015
+
+@_typing.final
+class RevocationPreview(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRANTS_FIELD_NUMBER: _builtins.int
+    USERS_FIELD_NUMBER: _builtins.int
+    PER_AGENT_FIELD_NUMBER: _builtins.int
+    FINGERPRINT_FIELD_NUMBER: _builtins.int
+    PENDING_REQUESTS_FIELD_NUMBER: _builtins.int
+    grants: _builtins.int
+    users: _builtins.int
+    fingerprint: _builtins.str
+    pending_requests: _builtins.int
+    """Pending requests in the scope that a panic or offboarding would also cancel."""
+    @_builtins.property
+    def per_agent(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentCount]: ...
+    def __init__(
+        self,
+        *,
+        grants: _builtins.int = ...,
+        users: _builtins.int = ...,
+        per_agent: _abc.Iterable[Global___AgentCount] | None = ...,
+        fingerprint: _builtins.str = ...,
+        pending_requests: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fingerprint", b"fingerprint", "grants", b"grants", "pending_requests", b"pending_requests", "per_agent", b"per_agent", "users", b"users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevocationPreview: _TypeAlias = RevocationPreview  # noqa: Y015
+
+@_typing.final
+class RevocationRunProgress(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    GRANTS_FIELD_NUMBER: _builtins.int
+    SENT_FIELD_NUMBER: _builtins.int
+    CONFIRMED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    UNCONFIRMED_PER_AGENT_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    UNCONFIRMED_GRANT_IDS_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    LOCKDOWN_ID_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    grants: _builtins.int
+    sent: _builtins.int
+    """Revoke commands the revoker has sent (the grant reached REVOKING)."""
+    confirmed: _builtins.int
+    """The agent confirmed the access is gone (REVOKED)."""
+    failed: _builtins.int
+    """Retries exhausted (stuck) or canceled by an operator: see `lapse revocations stuck`."""
+    done: _builtins.bool
+    summary: _builtins.str
+    lockdown_id: _builtins.str
+    @_builtins.property
+    def unconfirmed_per_agent(self) -> _containers.RepeatedCompositeFieldContainer[Global___AgentCount]: ...
+    @_builtins.property
+    def unconfirmed_grant_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Filled in the last message: what is not confirmed, and what to do about it."""
+
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        grants: _builtins.int = ...,
+        sent: _builtins.int = ...,
+        confirmed: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        unconfirmed_per_agent: _abc.Iterable[Global___AgentCount] | None = ...,
+        done: _builtins.bool = ...,
+        unconfirmed_grant_ids: _abc.Iterable[_builtins.str] | None = ...,
+        summary: _builtins.str = ...,
+        lockdown_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirmed", b"confirmed", "done", b"done", "failed", b"failed", "grants", b"grants", "lockdown_id", b"lockdown_id", "run_id", b"run_id", "sent", b"sent", "summary", b"summary", "unconfirmed_grant_ids", b"unconfirmed_grant_ids", "unconfirmed_per_agent", b"unconfirmed_per_agent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevocationRunProgress: _TypeAlias = RevocationRunProgress  # noqa: Y015
+
+@_typing.final
+class Lockdown(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCKDOWN_ID_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    SET_BY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SET_AT_FIELD_NUMBER: _builtins.int
+    LIFTED_BY_FIELD_NUMBER: _builtins.int
+    LIFTED_AT_FIELD_NUMBER: _builtins.int
+    INCIDENT_ID_FIELD_NUMBER: _builtins.int
+    lockdown_id: _builtins.str
+    set_by: _builtins.str
+    reason: _builtins.str
+    lifted_by: _builtins.str
+    incident_id: _builtins.str
+    @_builtins.property
+    def scope(self) -> _common_pb2.AccessScope: ...
+    @_builtins.property
+    def set_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def lifted_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        lockdown_id: _builtins.str = ...,
+        scope: _common_pb2.AccessScope | None = ...,
+        set_by: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        set_at: _timestamp_pb2.Timestamp | None = ...,
+        lifted_by: _builtins.str = ...,
+        lifted_at: _timestamp_pb2.Timestamp | None = ...,
+        incident_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lifted_at", b"lifted_at", "scope", b"scope", "set_at", b"set_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["incident_id", b"incident_id", "lifted_at", b"lifted_at", "lifted_by", b"lifted_by", "lockdown_id", b"lockdown_id", "reason", b"reason", "scope", b"scope", "set_at", b"set_at", "set_by", b"set_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Lockdown: _TypeAlias = Lockdown  # noqa: Y015
+
+@_typing.final
+class ListLockdownsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCLUDE_LIFTED_FIELD_NUMBER: _builtins.int
+    include_lifted: _builtins.bool
+    def __init__(
+        self,
+        *,
+        include_lifted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_lifted", b"include_lifted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLockdownsRequest: _TypeAlias = ListLockdownsRequest  # noqa: Y015
+
+@_typing.final
+class ListLockdownsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCKDOWNS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def lockdowns(self) -> _containers.RepeatedCompositeFieldContainer[Global___Lockdown]: ...
+    def __init__(
+        self,
+        *,
+        lockdowns: _abc.Iterable[Global___Lockdown] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lockdowns", b"lockdowns"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLockdownsResponse: _TypeAlias = ListLockdownsResponse  # noqa: Y015
+
+@_typing.final
+class SetLockdownRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    @_builtins.property
+    def scope(self) -> _common_pb2.AccessScope: ...
+    def __init__(
+        self,
+        *,
+        scope: _common_pb2.AccessScope | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "scope", b"scope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetLockdownRequest: _TypeAlias = SetLockdownRequest  # noqa: Y015
+
+@_typing.final
+class LiftLockdownRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCKDOWN_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    lockdown_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        lockdown_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lockdown_id", b"lockdown_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LiftLockdownRequest: _TypeAlias = LiftLockdownRequest  # noqa: Y015
+
+@_typing.final
 class RevokeGrantRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

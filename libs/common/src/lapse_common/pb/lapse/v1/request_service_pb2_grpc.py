@@ -65,6 +65,31 @@ class RequestServiceStub:
                 request_serializer=lapse_dot_v1_dot_request__service__pb2.RevokeGrantRequest.SerializeToString,
                 response_deserializer=lapse_dot_v1_dot_request__service__pb2.GrantView.FromString,
                 _registered_method=True)
+        self.PreviewRevocation = channel.unary_unary(
+                '/lapse.v1.RequestService/PreviewRevocation',
+                request_serializer=lapse_dot_v1_dot_request__service__pb2.ScopedRevocationRequest.SerializeToString,
+                response_deserializer=lapse_dot_v1_dot_request__service__pb2.RevocationPreview.FromString,
+                _registered_method=True)
+        self.RevokeScope = channel.unary_stream(
+                '/lapse.v1.RequestService/RevokeScope',
+                request_serializer=lapse_dot_v1_dot_request__service__pb2.ScopedRevocationRequest.SerializeToString,
+                response_deserializer=lapse_dot_v1_dot_request__service__pb2.RevocationRunProgress.FromString,
+                _registered_method=True)
+        self.ListLockdowns = channel.unary_unary(
+                '/lapse.v1.RequestService/ListLockdowns',
+                request_serializer=lapse_dot_v1_dot_request__service__pb2.ListLockdownsRequest.SerializeToString,
+                response_deserializer=lapse_dot_v1_dot_request__service__pb2.ListLockdownsResponse.FromString,
+                _registered_method=True)
+        self.SetLockdown = channel.unary_unary(
+                '/lapse.v1.RequestService/SetLockdown',
+                request_serializer=lapse_dot_v1_dot_request__service__pb2.SetLockdownRequest.SerializeToString,
+                response_deserializer=lapse_dot_v1_dot_request__service__pb2.Lockdown.FromString,
+                _registered_method=True)
+        self.LiftLockdown = channel.unary_unary(
+                '/lapse.v1.RequestService/LiftLockdown',
+                request_serializer=lapse_dot_v1_dot_request__service__pb2.LiftLockdownRequest.SerializeToString,
+                response_deserializer=lapse_dot_v1_dot_request__service__pb2.Lockdown.FromString,
+                _registered_method=True)
 
 
 class RequestServiceServicer:
@@ -107,9 +132,46 @@ class RequestServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RevokeGrant(self, request, context):
-        """End access early: the requester their own grant, an admin any grant. NOT_FOUND for a
-        grant the caller may not see; FAILED_PRECONDITION when it is not ACTIVE.
+        """End access early: the requester their own grant, an approver a grant they approved, an
+        admin any grant. PERMISSION_DENIED for anyone else's; NOT_FOUND for an unknown grant;
+        FAILED_PRECONDITION when it is not ACTIVE.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreviewRevocation(self, request, context):
+        """What a scoped revocation would end, per integration and agent, without changing anything.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeScope(self, request, context):
+        """End every active grant in the scope, then report progress until each revocation is
+        confirmed, stuck, or `wait_seconds` pass. Admins: any scope (panic is admin only);
+        approvers: `approved_by_me`; everyone: their own (`scope.user` = themselves).
+        PERMISSION_DENIED when the scope reaches beyond what the caller may revoke.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLockdowns(self, request, context):
+        """Admin only. A lockdown refuses new requests in its scope until it is lifted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetLockdown(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LiftLockdown(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -146,6 +208,31 @@ def add_RequestServiceServicer_to_server(servicer, server):
                     servicer.RevokeGrant,
                     request_deserializer=lapse_dot_v1_dot_request__service__pb2.RevokeGrantRequest.FromString,
                     response_serializer=lapse_dot_v1_dot_request__service__pb2.GrantView.SerializeToString,
+            ),
+            'PreviewRevocation': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewRevocation,
+                    request_deserializer=lapse_dot_v1_dot_request__service__pb2.ScopedRevocationRequest.FromString,
+                    response_serializer=lapse_dot_v1_dot_request__service__pb2.RevocationPreview.SerializeToString,
+            ),
+            'RevokeScope': grpc.unary_stream_rpc_method_handler(
+                    servicer.RevokeScope,
+                    request_deserializer=lapse_dot_v1_dot_request__service__pb2.ScopedRevocationRequest.FromString,
+                    response_serializer=lapse_dot_v1_dot_request__service__pb2.RevocationRunProgress.SerializeToString,
+            ),
+            'ListLockdowns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLockdowns,
+                    request_deserializer=lapse_dot_v1_dot_request__service__pb2.ListLockdownsRequest.FromString,
+                    response_serializer=lapse_dot_v1_dot_request__service__pb2.ListLockdownsResponse.SerializeToString,
+            ),
+            'SetLockdown': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLockdown,
+                    request_deserializer=lapse_dot_v1_dot_request__service__pb2.SetLockdownRequest.FromString,
+                    response_serializer=lapse_dot_v1_dot_request__service__pb2.Lockdown.SerializeToString,
+            ),
+            'LiftLockdown': grpc.unary_unary_rpc_method_handler(
+                    servicer.LiftLockdown,
+                    request_deserializer=lapse_dot_v1_dot_request__service__pb2.LiftLockdownRequest.FromString,
+                    response_serializer=lapse_dot_v1_dot_request__service__pb2.Lockdown.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -311,6 +398,141 @@ class RequestService:
             '/lapse.v1.RequestService/RevokeGrant',
             lapse_dot_v1_dot_request__service__pb2.RevokeGrantRequest.SerializeToString,
             lapse_dot_v1_dot_request__service__pb2.GrantView.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewRevocation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lapse.v1.RequestService/PreviewRevocation',
+            lapse_dot_v1_dot_request__service__pb2.ScopedRevocationRequest.SerializeToString,
+            lapse_dot_v1_dot_request__service__pb2.RevocationPreview.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeScope(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/lapse.v1.RequestService/RevokeScope',
+            lapse_dot_v1_dot_request__service__pb2.ScopedRevocationRequest.SerializeToString,
+            lapse_dot_v1_dot_request__service__pb2.RevocationRunProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLockdowns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lapse.v1.RequestService/ListLockdowns',
+            lapse_dot_v1_dot_request__service__pb2.ListLockdownsRequest.SerializeToString,
+            lapse_dot_v1_dot_request__service__pb2.ListLockdownsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLockdown(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lapse.v1.RequestService/SetLockdown',
+            lapse_dot_v1_dot_request__service__pb2.SetLockdownRequest.SerializeToString,
+            lapse_dot_v1_dot_request__service__pb2.Lockdown.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LiftLockdown(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lapse.v1.RequestService/LiftLockdown',
+            lapse_dot_v1_dot_request__service__pb2.LiftLockdownRequest.SerializeToString,
+            lapse_dot_v1_dot_request__service__pb2.Lockdown.FromString,
             options,
             channel_credentials,
             insecure,

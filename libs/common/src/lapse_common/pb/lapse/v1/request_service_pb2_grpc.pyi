@@ -46,9 +46,22 @@ class RequestServiceStub:
     target. Admins, SREs and auditors see everyone's; others their own.
     """
     RevokeGrant: _grpc.UnaryUnaryMultiCallable[_request_service_pb2.RevokeGrantRequest, _request_service_pb2.GrantView]
-    """End access early: the requester their own grant, an admin any grant. NOT_FOUND for a
-    grant the caller may not see; FAILED_PRECONDITION when it is not ACTIVE.
+    """End access early: the requester their own grant, an approver a grant they approved, an
+    admin any grant. PERMISSION_DENIED for anyone else's; NOT_FOUND for an unknown grant;
+    FAILED_PRECONDITION when it is not ACTIVE.
     """
+    PreviewRevocation: _grpc.UnaryUnaryMultiCallable[_request_service_pb2.ScopedRevocationRequest, _request_service_pb2.RevocationPreview]
+    """What a scoped revocation would end, per integration and agent, without changing anything."""
+    RevokeScope: _grpc.UnaryStreamMultiCallable[_request_service_pb2.ScopedRevocationRequest, _request_service_pb2.RevocationRunProgress]
+    """End every active grant in the scope, then report progress until each revocation is
+    confirmed, stuck, or `wait_seconds` pass. Admins: any scope (panic is admin only);
+    approvers: `approved_by_me`; everyone: their own (`scope.user` = themselves).
+    PERMISSION_DENIED when the scope reaches beyond what the caller may revoke.
+    """
+    ListLockdowns: _grpc.UnaryUnaryMultiCallable[_request_service_pb2.ListLockdownsRequest, _request_service_pb2.ListLockdownsResponse]
+    """Admin only. A lockdown refuses new requests in its scope until it is lifted."""
+    SetLockdown: _grpc.UnaryUnaryMultiCallable[_request_service_pb2.SetLockdownRequest, _request_service_pb2.Lockdown]
+    LiftLockdown: _grpc.UnaryUnaryMultiCallable[_request_service_pb2.LiftLockdownRequest, _request_service_pb2.Lockdown]
 
 @_typing.type_check_only
 class RequestServiceAsyncStub(RequestServiceStub):
@@ -68,9 +81,22 @@ class RequestServiceAsyncStub(RequestServiceStub):
     target. Admins, SREs and auditors see everyone's; others their own.
     """
     RevokeGrant: _aio.UnaryUnaryMultiCallable[_request_service_pb2.RevokeGrantRequest, _request_service_pb2.GrantView]  # type: ignore[assignment]
-    """End access early: the requester their own grant, an admin any grant. NOT_FOUND for a
-    grant the caller may not see; FAILED_PRECONDITION when it is not ACTIVE.
+    """End access early: the requester their own grant, an approver a grant they approved, an
+    admin any grant. PERMISSION_DENIED for anyone else's; NOT_FOUND for an unknown grant;
+    FAILED_PRECONDITION when it is not ACTIVE.
     """
+    PreviewRevocation: _aio.UnaryUnaryMultiCallable[_request_service_pb2.ScopedRevocationRequest, _request_service_pb2.RevocationPreview]  # type: ignore[assignment]
+    """What a scoped revocation would end, per integration and agent, without changing anything."""
+    RevokeScope: _aio.UnaryStreamMultiCallable[_request_service_pb2.ScopedRevocationRequest, _request_service_pb2.RevocationRunProgress]  # type: ignore[assignment]
+    """End every active grant in the scope, then report progress until each revocation is
+    confirmed, stuck, or `wait_seconds` pass. Admins: any scope (panic is admin only);
+    approvers: `approved_by_me`; everyone: their own (`scope.user` = themselves).
+    PERMISSION_DENIED when the scope reaches beyond what the caller may revoke.
+    """
+    ListLockdowns: _aio.UnaryUnaryMultiCallable[_request_service_pb2.ListLockdownsRequest, _request_service_pb2.ListLockdownsResponse]  # type: ignore[assignment]
+    """Admin only. A lockdown refuses new requests in its scope until it is lifted."""
+    SetLockdown: _aio.UnaryUnaryMultiCallable[_request_service_pb2.SetLockdownRequest, _request_service_pb2.Lockdown]  # type: ignore[assignment]
+    LiftLockdown: _aio.UnaryUnaryMultiCallable[_request_service_pb2.LiftLockdownRequest, _request_service_pb2.Lockdown]  # type: ignore[assignment]
 
 class RequestServiceServicer(metaclass=_abc_1.ABCMeta):
     """Requests and the Activity view. Every call needs `authorization: Bearer <JWT>`."""
@@ -123,8 +149,51 @@ class RequestServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _request_service_pb2.RevokeGrantRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_request_service_pb2.GrantView, _abc.Awaitable[_request_service_pb2.GrantView]]:
-        """End access early: the requester their own grant, an admin any grant. NOT_FOUND for a
-        grant the caller may not see; FAILED_PRECONDITION when it is not ACTIVE.
+        """End access early: the requester their own grant, an approver a grant they approved, an
+        admin any grant. PERMISSION_DENIED for anyone else's; NOT_FOUND for an unknown grant;
+        FAILED_PRECONDITION when it is not ACTIVE.
         """
+
+    @_abc_1.abstractmethod
+    def PreviewRevocation(
+        self,
+        request: _request_service_pb2.ScopedRevocationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_request_service_pb2.RevocationPreview, _abc.Awaitable[_request_service_pb2.RevocationPreview]]:
+        """What a scoped revocation would end, per integration and agent, without changing anything."""
+
+    @_abc_1.abstractmethod
+    def RevokeScope(
+        self,
+        request: _request_service_pb2.ScopedRevocationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_request_service_pb2.RevocationRunProgress], _abc.AsyncIterator[_request_service_pb2.RevocationRunProgress]]:
+        """End every active grant in the scope, then report progress until each revocation is
+        confirmed, stuck, or `wait_seconds` pass. Admins: any scope (panic is admin only);
+        approvers: `approved_by_me`; everyone: their own (`scope.user` = themselves).
+        PERMISSION_DENIED when the scope reaches beyond what the caller may revoke.
+        """
+
+    @_abc_1.abstractmethod
+    def ListLockdowns(
+        self,
+        request: _request_service_pb2.ListLockdownsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_request_service_pb2.ListLockdownsResponse, _abc.Awaitable[_request_service_pb2.ListLockdownsResponse]]:
+        """Admin only. A lockdown refuses new requests in its scope until it is lifted."""
+
+    @_abc_1.abstractmethod
+    def SetLockdown(
+        self,
+        request: _request_service_pb2.SetLockdownRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_request_service_pb2.Lockdown, _abc.Awaitable[_request_service_pb2.Lockdown]]: ...
+
+    @_abc_1.abstractmethod
+    def LiftLockdown(
+        self,
+        request: _request_service_pb2.LiftLockdownRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_request_service_pb2.Lockdown, _abc.Awaitable[_request_service_pb2.Lockdown]]: ...
 
 def add_RequestServiceServicer_to_server(servicer: RequestServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
