@@ -2,7 +2,8 @@
 
 A handler is `async def handle(*, session, event) -> None`. It runs inside a transaction
 that also records the event id in the inbox; if the event was handled before it is not
-called. Messages that cannot be decoded are quarantined with the reason and skipped.
+called. Messages that cannot be decoded are quarantined with the reason and skipped, and so
+are messages a handler refuses by raising RefusedMessage.
 """
 
 from __future__ import annotations
@@ -29,6 +30,16 @@ logger = logging.getLogger(__name__)
 EventHandler = Callable[..., Awaitable[None]]
 # Back-off before a failed message is redelivered, so a DB outage is not a hot loop.
 REDELIVERY_PAUSE_SECONDS = 1.0
+
+
+class RefusedMessage(Exception):
+    """Raised by a handler for a message it decoded but must not act on (forged, not
+    allowed, too old). Redelivering it would be refused the same way forever, so it is
+    quarantined with the reason instead, and nothing the handler wrote is kept."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def subscribe_events(
@@ -77,6 +88,11 @@ def subscribe_events(
                     session, consumer=consumer, event_id=event.event_id, now=clock.now()
                 ):
                     await handler(session=session, event=event)
+        except RefusedMessage as refusal:
+            # The inbox row rolled back with the rest: if the quarantine publish fails, the
+            # redelivery is refused and quarantined again rather than skipped as a duplicate.
+            await quarantine.put(record=record, reason=refusal.reason, consumer=consumer)
+            return
         except Exception:
             logger.exception("%s failed on event %s; will be redelivered", consumer, event.event_id)
             await asyncio.sleep(REDELIVERY_PAUSE_SECONDS)
@@ -96,4 +112,4 @@ def subscribe_events(
         broker.subscriber(*topics, **subscriber_args)(on_message)  # type: ignore[call-overload]
 
 
-__all__ = ["DecodedEvent", "EventHandler", "subscribe_events"]
+__all__ = ["DecodedEvent", "EventHandler", "RefusedMessage", "subscribe_events"]
