@@ -24,6 +24,7 @@ def build_command(
     resource: str = "appdb",
     permission: str = "read",
     principal: str = "alice",
+    end_sessions: bool = False,
 ) -> commands_pb2.AgentCommand:
     return commands_pb2.AgentCommand(
         command_id=command_id or str(uuid.uuid4()),
@@ -38,4 +39,5 @@ def build_command(
             principal=principal,
         ),
         issuer="test",
+        end_sessions=end_sessions,
     )

@@ -39,6 +39,8 @@ class InMemoryConnector:
         self.fail_with: Exception | None = None
         self.revoke_is_ignored = False
         self.calls: list[str] = []
+        # Open sessions per principal; a revoke asked to end sessions closes them.
+        self.sessions: dict[str, int] = {}
 
     @property
     def integration_id(self) -> str:
@@ -56,13 +58,16 @@ class InMemoryConnector:
         self.held.add(access)
         return Change(changed=True, note="granted")
 
-    async def revoke(self, access: Access) -> Change:
+    async def revoke(self, access: Access, *, end_sessions: bool = False) -> Change:
         self._maybe_fail("revoke")
-        if access not in self.held:
-            return Change(changed=False, note="not held")
-        if not self.revoke_is_ignored:
+        changed = access in self.held
+        if changed and not self.revoke_is_ignored:
             self.held.discard(access)
-        return Change(changed=True, note="revoked")
+        note = "revoked" if changed else "not held"
+        if end_sessions:
+            # Like the real connector: also when the access was already gone.
+            note += f"; ended {self.sessions.pop(access.principal, 0)} session(s)"
+        return Change(changed=changed, note=note)
 
     async def verify(self, access: Access) -> Verification:
         self._maybe_fail("verify")
@@ -123,6 +128,23 @@ async def test_idempotent_connector_outcomes_pass_through(
     revoked = await run(make_command(kind=REVOKE, epoch=1), target, ledger, clock)
     assert (revoked.outcome, revoked.changed, revoked.verified) == (SUCCEEDED, False, True)
     assert "not held" in revoked.detail
+
+
+async def test_revoke_asked_to_end_sessions_ends_them_and_says_how_many(
+    make_command: CommandFactory, ledger: CommandLedger, clock: ManualClock
+) -> None:
+    target = InMemoryConnector()
+    target.held.add(ALICE_READ)
+    target.sessions["alice"] = 2
+    plain = await run(make_command(kind=REVOKE, epoch=2), target, ledger, clock)
+    assert (plain.outcome, plain.verified) == (SUCCEEDED, True)
+    assert "session" not in plain.detail
+    assert target.sessions == {"alice": 2}, "a plain revoke leaves sessions alone"
+
+    ended = await run(make_command(kind=REVOKE, epoch=3, end_sessions=True), target, ledger, clock)
+    assert (ended.outcome, ended.changed, ended.verified) == (SUCCEEDED, False, True)
+    assert "ended 2 session(s)" in ended.detail
+    assert target.sessions == {}
 
 
 async def test_revoke_that_did_not_take_effect_is_not_success(

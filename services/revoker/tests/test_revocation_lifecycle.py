@@ -83,7 +83,11 @@ async def revocation(sessions: async_sessionmaker[AsyncSession]) -> Revocation:
 
 
 async def start(
-    sessions: async_sessionmaker[AsyncSession], ctx: RevokerContext, epoch: int = 2
+    sessions: async_sessionmaker[AsyncSession],
+    ctx: RevokerContext,
+    epoch: int = 2,
+    *,
+    end_sessions: bool = False,
 ) -> str:
     requested = events_pb2.RevokeRequested(
         grant_id="grant-1",
@@ -91,6 +95,7 @@ async def start(
         epoch=epoch,
         spec=SPEC,
         reason=common_pb2.REASON_EXPIRED,
+        end_sessions=end_sessions,
     )
     requested.due_at.FromDatetime(ctx.clock.now())
     async with sessions() as session, session.begin():
@@ -129,6 +134,15 @@ async def retry_pass(sessions: async_sessionmaker[AsyncSession], ctx: RevokerCon
         return await retry_overdue_revocations(session=session, ctx=ctx)
 
 
+def commands_in(messages: list[tuple[str, object]]) -> list[commands_pb2.AgentCommand]:
+    """The agent commands among the messages, opened from their signed envelopes."""
+    return [
+        commands_pb2.AgentCommand.FromString(payload.command)
+        for _, payload in messages
+        if isinstance(payload, commands_pb2.SignedCommand)
+    ]
+
+
 def statuses(messages: list[tuple[str, object]]) -> list[str]:
     return [
         common_pb2.GrantStatus.Name(p.status) + ("+stuck" if p.stuck else "")
@@ -150,6 +164,59 @@ async def test_verified_ack_revokes(
     assert (await revocation(sessions)).state == RevocationState.CONFIRMED
     await answer(sessions, ctx, command_id=command_id)
     assert await drain(sessions) == [], "a duplicate ack changes nothing"
+
+
+async def test_end_sessions_rides_on_every_command_of_the_revocation(
+    sessions: async_sessionmaker[AsyncSession], ctx: RevokerContext, clock: ManualClock
+) -> None:
+    command_id = await start(sessions, ctx, end_sessions=True)
+    first = await drain(sessions)
+    assert [(c.epoch, c.end_sessions) for c in commands_in(first)] == [(2, True)]
+    fact = first[-1][1]
+    assert isinstance(fact, events_pb2.GrantStatusChanged)
+    assert "alice's open sessions will be ended too" in fact.detail
+    assert (await revocation(sessions)).end_sessions is True
+
+    await answer(
+        sessions, ctx, command_id=command_id, outcome=events_pb2.RESULT_OUTCOME_FAILED_TRANSIENT
+    )
+    clock.advance(timedelta(seconds=6.1))  # 5 s backoff + at most 20 % jitter
+    assert await retry_pass(sessions, ctx) == 1
+    retried = commands_in(await drain(sessions))
+    assert [(c.epoch, c.end_sessions) for c in retried] == [(2, True)]
+
+    await answer(
+        sessions,
+        ctx,
+        command_id=retried[0].command_id,
+        outcome=events_pb2.RESULT_OUTCOME_FAILED_PERMANENT,
+    )
+    await drain(sessions)
+    async with sessions() as session, session.begin():
+        await replay_stuck_revocation(
+            session=session, grant_id="grant-1", operator="sre-1", reason="", ctx=ctx
+        )
+    replayed = commands_in(await drain(sessions))
+    assert [(c.epoch, c.end_sessions) for c in replayed] == [(3, True)]
+
+
+async def test_a_later_request_to_end_sessions_applies_to_the_open_revocation(
+    sessions: async_sessionmaker[AsyncSession], ctx: RevokerContext, clock: ManualClock
+) -> None:
+    await start(sessions, ctx)
+    plain = commands_in(await drain(sessions))
+    assert [c.end_sessions for c in plain] == [False]
+    # Same epoch (nothing else new): no new command now, but every later attempt asks.
+    await start(sessions, ctx, end_sessions=True)
+    assert await drain(sessions) == []
+    clock.advance(timedelta(seconds=30))
+    await retry_pass(sessions, ctx)  # the missed ack is noted; backoff starts
+    clock.advance(timedelta(seconds=6.1))
+    assert await retry_pass(sessions, ctx) == 1
+    assert [c.end_sessions for c in commands_in(await drain(sessions))] == [True]
+    # A newer epoch without the flag does not take back what was asked.
+    await start(sessions, ctx, epoch=3)
+    assert [(c.epoch, c.end_sessions) for c in commands_in(await drain(sessions))] == [(3, True)]
 
 
 async def test_ack_without_verification_is_not_revoked(

@@ -180,8 +180,13 @@ async def test_discover_lists_members_of_the_mapped_roles(
         await connector.discover(resource="billing")
 
 
-async def test_terminate_sessions_on_revoke_ends_a_set_role_session(
-    dsn: str, roles: ScratchRoles
+@pytest.mark.parametrize(
+    ("terminate_sessions_on_revoke", "end_sessions"),
+    [(True, False), (False, True)],
+    ids=["integration-setting", "asked-by-the-revoke"],
+)
+async def test_ending_sessions_on_revoke_ends_a_set_role_session(
+    dsn: str, roles: ScratchRoles, terminate_sessions_on_revoke: bool, end_sessions: bool
 ) -> None:
     # pg_terminate_backend needs membership in the target login (or pg_signal_backend);
     # give the agent's login that for this scratch login only.
@@ -190,13 +195,13 @@ async def test_terminate_sessions_on_revoke_ends_a_set_role_session(
         await admin.execute(f'GRANT "{roles.alice}" TO CURRENT_USER')
     finally:
         await admin.close()
-    connector = connector_for(dsn, roles, terminate_sessions_on_revoke=True)
+    connector = connector_for(dsn, roles, terminate_sessions_on_revoke=terminate_sessions_on_revoke)
     access = Access(resource="appdb", permission="write", principal=roles.alice)
     try:
         await connector.grant(access)
         session = await asyncpg.connect(dsn_for_login(dsn, roles.alice, roles.password))
         await session.execute(f'SET ROLE "{roles.write}"')
-        change = await connector.revoke(access)
+        change = await connector.revoke(access, end_sessions=end_sessions)
         assert change.changed is True
         assert "ended 1 session(s)" in change.note
         ended_session_errors = (
@@ -217,3 +222,26 @@ async def test_terminate_sessions_on_revoke_ends_a_set_role_session(
             await admin.execute(f'REVOKE "{roles.alice}" FROM CURRENT_USER')
         finally:
             await admin.close()
+
+
+async def test_ending_sessions_without_the_privilege_says_the_role_is_gone_but_not_them(
+    connector: PostgresConnector, roles: ScratchRoles, dsn: str
+) -> None:
+    admin = await asyncpg.connect(dsn)
+    try:
+        if await admin.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"):
+            pytest.skip("the target login is a superuser (testcontainers): it may end any session")
+    finally:
+        await admin.close()
+    access = Access(resource="appdb", permission="write", principal=roles.alice)
+    await connector.grant(access)
+    session = await asyncpg.connect(dsn_for_login(dsn, roles.alice, roles.password))
+    try:
+        with pytest.raises(PermanentTargetError, match="could not end the sessions") as failed:
+            await connector.revoke(access, end_sessions=True)
+        assert f"revoked {roles.write} from {roles.alice}" in failed.value.detail
+        assert "pg_signal_backend" in failed.value.detail
+        assert await direct_members(dsn, roles.write) == set()
+        assert await session.fetchval("SELECT 1") == 1
+    finally:
+        await session.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -50,6 +50,9 @@ class Revocation(RevokerBase):
     epoch: Mapped[int] = mapped_column(BigInteger)
     reason: Mapped[int] = mapped_column(Integer)
     actor: Mapped[str] = mapped_column(String(255), default="")
+    # Every command of this revocation (retries, replays) also asks the agent to end the
+    # principal's open sessions: a session that did SET ROLE keeps the role until it ends.
+    end_sessions: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     state: Mapped[str] = mapped_column(String(32))
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     command_id: Mapped[str] = mapped_column(String(64), default="")

@@ -67,6 +67,7 @@ def send_attempt(session: AsyncSession, *, revocation: Revocation, ctx: RevokerC
             request_id=revocation.request_id,
             producer="revoker",
             clock=ctx.clock,
+            end_sessions=revocation.end_sessions,
         )
     revocation.state = RevocationState.AWAITING_ACK
     revocation.deadline_at = now + ctx.policy.ack_deadline

@@ -25,8 +25,10 @@ def enqueue_agent_command(
     request_id: str,
     producer: str,
     clock: Clock,
+    end_sessions: bool = False,
 ) -> str:
-    """Sign a command and stage it for the agent serving `spec`; returns the command id."""
+    """Sign a command and stage it for the agent serving `spec`; returns the command id.
+    `end_sessions` (revokes only) asks the agent to also end the principal's open sessions."""
     command_id = f"cmd-{uuid.uuid4()}"
     signed = signer.sign(
         commands_pb2.AgentCommand(
@@ -36,6 +38,7 @@ def enqueue_agent_command(
             kind=kind,
             spec=spec,
             issuer=producer,
+            end_sessions=end_sessions,
         )
     )
     enqueue(

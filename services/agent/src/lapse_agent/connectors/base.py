@@ -60,7 +60,12 @@ class Granter(Protocol):
 
 @runtime_checkable
 class Revoker(Protocol):
-    async def revoke(self, access: Access) -> Change: ...
+    async def revoke(self, access: Access, *, end_sessions: bool = False) -> Change:
+        """Remove the access. With `end_sessions` (panic, offboarding) also end the
+        principal's open sessions, whatever the integration's own setting; the note says
+        how many were ended. Ending sessions runs even when the access was already gone,
+        so a retry after a partial failure still ends them."""
+        ...
 
 
 @dataclass(frozen=True)

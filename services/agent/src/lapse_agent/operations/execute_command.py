@@ -113,7 +113,7 @@ async def _run(
         if command.kind == common_pb2.COMMAND_KIND_GRANT:
             return await _grant(connector, access, clock)
         if command.kind == common_pb2.COMMAND_KIND_REVOKE:
-            return await _revoke(connector, access, clock)
+            return await _revoke(connector, access, clock, end_sessions=command.end_sessions)
         return await _discover(connector, spec, clock)
     except PermanentTargetError as failure:
         return RecordedResult(
@@ -156,8 +156,10 @@ async def _grant(connector: Connector, access: Access, clock: Clock) -> Recorded
     )
 
 
-async def _revoke(connector: Connector, access: Access, clock: Clock) -> RecordedResult:
-    change = await connector.revoke(access)
+async def _revoke(
+    connector: Connector, access: Access, clock: Clock, *, end_sessions: bool
+) -> RecordedResult:
+    change = await connector.revoke(access, end_sessions=end_sessions)
     # Only a read-back may claim the access is gone; the REVOKE statement succeeding is
     # not proof (another grantor, a concurrent re-grant).
     verification = await connector.verify(access)

@@ -18,6 +18,10 @@ async def accept_revoke_request(
 ) -> None:
     revocation = await session.get(Revocation, requested.grant_id, with_for_update=True)
     if revocation is not None:
+        if revocation.state not in _FINAL and requested.end_sessions:
+            # Sticky: a later request (panic, offboarding) asking to end sessions applies
+            # to every attempt still to come, even when its epoch adds nothing else.
+            revocation.end_sessions = True
         if requested.epoch <= revocation.epoch or revocation.state in _FINAL:
             # Already revoking (or done with) this grant at this epoch or a newer one.
             return
@@ -36,6 +40,7 @@ async def accept_revoke_request(
             epoch=requested.epoch,
             reason=requested.reason,
             actor=requested.actor,
+            end_sessions=requested.end_sessions,
             state=RevocationState.QUEUED,
             attempt=0,
             due_at=as_utc(requested.due_at.ToDatetime())
@@ -62,13 +67,18 @@ async def accept_revoke_request(
         )
         return
     sent = await dispatch(session, revocation=revocation, ctx=ctx)
+    detail = (
+        f"revoke command sent to agent {revocation.agent_id}"
+        if sent
+        else f"queued: agent {revocation.agent_id} has "
+        f"{ctx.max_in_flight_per_agent} revocations in flight"
+    )
+    if revocation.end_sessions:
+        detail += f"; {revocation.principal}'s open sessions will be ended too"
     enqueue_grant_fact(
         session,
         revocation=revocation,
         status=common_pb2.GRANT_STATUS_REVOKING,
-        detail=f"revoke command sent to agent {revocation.agent_id}"
-        if sent
-        else f"queued: agent {revocation.agent_id} has "
-        f"{ctx.max_in_flight_per_agent} revocations in flight",
+        detail=detail,
         ctx=ctx,
     )

@@ -87,7 +87,7 @@ class PostgresConnector:
         logger.info("%s: granted %s to %s", self.integration_id, role, access.principal)
         return Change(changed=True, note=f"granted {role} to {access.principal}")
 
-    async def revoke(self, access: Access) -> Change:
+    async def revoke(self, access: Access, *, end_sessions: bool = False) -> Change:
         role = self._role_for(access)
         login = _quoted(access.principal, what="login")
         async with self._connection(doing=f"revoking {role} from {access.principal}") as conn:
@@ -105,10 +105,10 @@ class PostgresConnector:
                 if changed
                 else f"{access.principal} was not a member of {role}; nothing to revoke"
             )
-            if self._config.terminate_sessions_on_revoke:
+            if end_sessions or self._config.terminate_sessions_on_revoke:
                 # Also when nothing changed: an earlier attempt may have revoked and then
                 # failed before ending the sessions.
-                ended = await conn.fetchval(_TERMINATE_SESSIONS, access.principal)
+                ended = await self._end_sessions(conn, access.principal, done=note)
                 note += f"; ended {ended} session(s) of {access.principal}"
         logger.info("%s: %s", self.integration_id, note)
         return Change(changed=changed, note=note)
@@ -185,6 +185,17 @@ class PostgresConnector:
                 f"role {role} (mapped from {access.resource}/{access.permission}) "
                 "does not exist in target"
             )
+
+    async def _end_sessions(self, conn: Any, login: str, *, done: str) -> int:
+        try:
+            return int(await conn.fetchval(_TERMINATE_SESSIONS, login))
+        except asyncpg.InsufficientPrivilegeError as error:
+            # Say what already happened and which privilege is missing: the role is gone
+            # but the sessions live on, which an operator must know to fix it.
+            raise PermanentTargetError(
+                f"{self.integration_id}: {done}, but could not end the sessions of {login}: "
+                f"{error} (the agent's login needs pg_signal_backend or membership in {login})"
+            ) from error
 
     async def _grantors(self, conn: Any, role: str, login: str) -> list[str]:
         return [row["grantor"] for row in await conn.fetch(_MEMBERSHIP_GRANTORS, role, login)]
