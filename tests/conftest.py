@@ -39,7 +39,14 @@ def stack(infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> It
         LapseStack(
             infra=infra,
             workdir=Path(tmp_path_factory.mktemp("lapse")),
-            users=("alice", "bob", *(f"u{i:02d}" for i in range(10))),
+            users=(
+                "alice",
+                "bob",
+                *(f"u{i:02d}" for i in range(10)),
+                "s01",
+                "s02",
+                *(f"p{i:02d}" for i in range(1, 9)),
+            ),
             bulk_resources=20,
             far_agent=True,
             # Short deadlines so retries, dead letters and replays happen within seconds:

@@ -57,11 +57,21 @@ GATED_FLOWS: dict[str, tuple[str, str]] = {
         "{mode: any_of, approvers: {groups: [db-approvers]}}",
         "requestors_groups: [contractors]",
     ),
+    # Requested by a CI pipeline through an AccessRequested access event.
+    "g-machine": ("{mode: auto}", "requestors_machines: [ci-deploy]"),
     "g-ext-approval": (
         "{mode: any_of, approvers: {users: [approver-a]}}",
         "max_extensions: 2\n    extension_duration: 30s\n    extensions_need_approval: true",
     ),
 }
+# Access-event producers the request service trusts, and the event kinds each may send.
+PRODUCERS = {
+    "hr-offboarding": "events: [user_offboarded]",
+    "incident-bot": "events: [incident_declared, incident_resolved]",
+    "ci-pipelines": "events: [access_requested]\n    machine_identities: [ci-deploy]",
+}
+# The target login a machine identity receives access as.
+MACHINE_LOGINS = {"ci": "machine:ci-deploy"}
 # LAPSE_AUTH_DIRECTORY_FILE: groups these people are in although their tokens do not say so.
 DIRECTORY_GROUPS = {"contractors": ["u07"], "db-approvers": ["approver-d"]}
 
@@ -144,6 +154,8 @@ class LapseStack:
     bulk_resources: int = 0
     # A second agent serving integration far-pg (resource fardb, permission read).
     far_agent: bool = False
+    # More agents, each serving integration `<agent>-pg` with the bulk resources r00.. .
+    extra_agents: tuple[str, ...] = ()
     extra_env: dict[str, str] = field(default_factory=dict)
 
     # Derived names, isolated per run.
@@ -166,6 +178,12 @@ class LapseStack:
     def login_for(self, user: str) -> str:
         return f"it_{self.run_id}_{user}"
 
+    def logins(self) -> list[str]:
+        return [self.login_for(u) for u in (*self.users, *MACHINE_LOGINS)]
+
+    def extra_role(self, agent: str, index: int) -> str:
+        return f"it_{self.run_id}_{agent.replace('-', '_')}_r{index:02d}"
+
     def bulk_role(self, index: int) -> str:
         return f"it_{self.run_id}_r{index:02d}"
 
@@ -179,6 +197,11 @@ class LapseStack:
     def target_roles(self) -> list[str]:
         roles = [self.read_role, self.write_role, *map(self.gated_role, GATED_FLOWS)]
         roles += [self.bulk_role(i) for i in range(self.bulk_resources)]
+        roles += [
+            self.extra_role(agent, i)
+            for agent in self.extra_agents
+            for i in range(self.bulk_resources)
+        ]
         return roles + ([self.far_role] if self.far_agent else [])
 
     @property
@@ -201,15 +224,15 @@ class LapseStack:
         try:
             for role in self.target_roles():
                 await target.execute(f'CREATE ROLE "{role}" NOLOGIN')
-            for user in self.users:
-                await target.execute(f"CREATE ROLE \"{self.login_for(user)}\" LOGIN PASSWORD 'x'")
+            for login in self.logins():
+                await target.execute(f"CREATE ROLE \"{login}\" LOGIN PASSWORD 'x'")
         finally:
             await target.close()
 
     async def drop_databases(self) -> None:
         target = await asyncpg.connect(self.infra.target_admin_dsn)
         try:
-            for role in [*(self.login_for(u) for u in self.users), *self.target_roles()]:
+            for role in [*self.logins(), *self.target_roles()]:
                 await target.execute(f'DROP ROLE IF EXISTS "{role}"')
         finally:
             await target.close()
@@ -224,7 +247,10 @@ class LapseStack:
         self.dev_key, self.dev_public = ensure_keypair(keys, "dev-token")
         self.signing_key, self.signing_public = ensure_keypair(keys, "command-signing")
         self.ports = {name: free_port() for name in ("request", "approval", "audit", "revoker")}
-        principals = "\n".join(f"      {self.login_for(user)}: [{user}]" for user in self.users)
+        principals = "\n".join(
+            [f"      {self.login_for(user)}: [{user}]" for user in self.users]
+            + [f'      {self.login_for(login)}: ["{who}"]' for login, who in MACHINE_LOGINS.items()]
+        )
         bulk = "".join(f", r{i:02d}: [read]" for i in range(self.bulk_resources))
         bulk += "".join(f", {gated}: [read]" for gated in GATED_FLOWS)
         self_service = ", ".join(["appdb", *(f"r{i:02d}" for i in range(self.bulk_resources))])
@@ -240,7 +266,7 @@ class LapseStack:
             for placeholder, value in window.items():
                 extra = extra.replace(placeholder, value)
             requestors = "{groups: [engineering]}"
-            for kind in ("users", "groups"):
+            for kind in ("users", "groups", "machines"):
                 if extra.startswith(f"requestors_{kind}:"):
                     requestors = f"{{{kind}: " + extra.split(":", 1)[1].strip() + "}"
                     extra = ""
@@ -267,6 +293,18 @@ class LapseStack:
             if self.far_agent
             else ""
         )
+        bulk_names = ", ".join(f"r{i:02d}" for i in range(self.bulk_resources))
+        for agent in self.extra_agents:
+            far_integration += f"""
+  - id: {agent}-pg
+    agent: {agent}
+    resources: {{{", ".join(f"r{i:02d}: [read]" for i in range(self.bulk_resources))}}}
+    principals:
+{principals}"""
+            far_target += (
+                f"\n      - {{integration: {agent}-pg, resources: [{bulk_names}], "
+                "permissions: [read]}"
+            )
         self.flows_file = self.workdir / "flows.yaml"
         self.flows_file.write_text(
             f"""
@@ -329,8 +367,36 @@ integrations:
         self.directory_file = self.workdir / "directory.yaml"
         self.directory_file.write_text(
             "groups:\n"
-            + "".join(f"  {group}: [{', '.join(people)}]\n" for group, people in DIRECTORY_GROUPS.items())
+            + "".join(
+                f"  {group}: [{', '.join(people)}]\n" for group, people in DIRECTORY_GROUPS.items()
+            )
         )
+        for agent in self.extra_agents:
+            roles = "".join(
+                f"""
+      r{i:02d}:
+        permissions:
+          read: {self.extra_role(agent, i)}"""
+                for i in range(self.bulk_resources)
+            )
+            (self.workdir / f"{agent}.yaml").write_text(
+                f"""
+integrations:
+  - id: {agent}-pg
+    kind: postgres
+    dsn: {self.infra.target_admin_dsn}
+    resources:{roles}
+"""
+            )
+        self.producer_keys = self.workdir / "producers"
+        registry = "producers:\n"
+        for producer, rights in PRODUCERS.items():
+            ensure_keypair(self.producer_keys, producer)
+            registry += f"  {producer}:\n    public_key_file: {producer}.pub\n    {rights}\n"
+        # A key pair nobody registered: its events must be refused.
+        ensure_keypair(self.producer_keys, "intruder")
+        self.producers_file = self.producer_keys / "registry.yaml"
+        self.producers_file.write_text(registry)
         self.log_dir = self.workdir / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -343,6 +409,7 @@ integrations:
                 "LAPSE_DATABASE_URL": self.database_url,
                 "LAPSE_AUTH_PUBLIC_KEY_FILE": str(self.dev_public),
                 "LAPSE_AUTH_DIRECTORY_FILE": str(self.directory_file),
+                "LAPSE_REQUEST_ACCESS_EVENT_PRODUCERS_FILE": str(self.producers_file),
                 "LAPSE_APPROVAL_FLOW_FILES": str(self.flows_file),
                 "LAPSE_APPROVAL_GRPC_ADDRESS": f"127.0.0.1:{self.ports['approval']}",
                 "LAPSE_REQUEST_GRPC_ADDRESS": f"127.0.0.1:{self.ports['request']}",
@@ -350,6 +417,8 @@ integrations:
                 "LAPSE_AUDIT_GRPC_ADDRESS": f"127.0.0.1:{self.ports['audit']}",
                 "LAPSE_REVOKER_GRPC_ADDRESS": f"127.0.0.1:{self.ports['revoker']}",
                 "LAPSE_SCHEDULER_COMMAND_SIGNING_KEY_FILE": str(self.signing_key),
+                # Expiry reminders within a test's patience (a 1m grant: 15 s before).
+                "LAPSE_SCHEDULER_EXPIRY_NOTICE_SECONDS": "20",
                 "LAPSE_REVOKER_COMMAND_SIGNING_KEY_FILE": str(self.signing_key),
                 "LAPSE_REVOKER_ACK_DEADLINE_SECONDS": "10",
                 "LAPSE_REVOKER_ADDRESS": f"127.0.0.1:{self.ports['revoker']}",
@@ -385,6 +454,16 @@ integrations:
             }
             process = ServiceProcess("far-agent", "lapse_agent", far_env, self.log_dir)
             self.processes["far-agent"] = process
+            process.start()
+        for agent in self.extra_agents:
+            agent_env = {
+                **env,
+                "LAPSE_AGENT_AGENT_ID": agent,
+                "LAPSE_AGENT_CONFIG_FILE": str(self.workdir / f"{agent}.yaml"),
+                "LAPSE_AGENT_STATE_PATH": str(self.workdir / f"{agent}-state.db"),
+            }
+            process = ServiceProcess(agent, "lapse_agent", agent_env, self.log_dir)
+            self.processes[agent] = process
             process.start()
         for process in self.processes.values():
             process.wait_ready(timeout=90)

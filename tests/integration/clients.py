@@ -12,6 +12,8 @@ from typing import TypeVar
 import asyncpg
 import grpc
 from lapse_common.pb.lapse.v1 import (
+    approval_service_pb2,
+    approval_service_pb2_grpc,
     audit_service_pb2,
     audit_service_pb2_grpc,
     request_service_pb2,
@@ -127,3 +129,17 @@ def run_cli(
         timeout=120,
         check=False,
     )
+
+
+async def pending_approvals(
+    stack: LapseStack, approver: str, *, groups: tuple[str, ...] = ()
+) -> list[approval_service_pb2.PendingApproval]:
+    """What `approver` sees waiting for their decision."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports['approval']}") as channel:
+        response = await approval_service_pb2_grpc.ApprovalServiceStub(
+            channel
+        ).ListPendingApprovals(
+            approval_service_pb2.ListPendingApprovalsRequest(),
+            metadata=bearer(stack.token(approver, groups=groups)),
+        )
+    return list(response.approvals)

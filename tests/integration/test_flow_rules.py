@@ -8,7 +8,14 @@ import pytest
 from lapse_common.clock import as_utc
 from lapse_common.pb.lapse.v1 import approval_service_pb2, approval_service_pb2_grpc, common_pb2
 
-from tests.integration.clients import StackClients, bearer, has_role, run_cli, wait_for
+from tests.integration.clients import (
+    StackClients,
+    bearer,
+    has_role,
+    pending_approvals,
+    run_cli,
+    wait_for,
+)
 from tests.integration.revocation_support import submit, wait_grant
 from tests.stack import LapseStack
 
@@ -195,26 +202,13 @@ async def test_requester_revokes_own_grant_early_and_nobody_elses(stack: LapseSt
         await clients.close()
 
 
-async def _pending_for(stack: LapseStack, approver: str, *, groups: tuple[str, ...] = ()) -> list[
-    approval_service_pb2.PendingApproval
-]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports['approval']}") as channel:
-        response = await approval_service_pb2_grpc.ApprovalServiceStub(
-            channel
-        ).ListPendingApprovals(
-            approval_service_pb2.ListPendingApprovalsRequest(),
-            metadata=bearer(stack.token(approver, groups=groups)),
-        )
-    return list(response.approvals)
-
-
 async def test_extension_that_needs_approval_waits_for_the_approvers(stack: LapseStack) -> None:
     clients = StackClients(stack)
     user, approver = "u08", stack.token("approver-a", groups=())
     try:
         request_id = await submit(clients, stack, user=user, resource="g-ext-approval", seconds=40)
         await wait_for(
-            lambda: _pending_for(stack, "approver-a"),
+            lambda: pending_approvals(stack, "approver-a"),
             lambda pending: any(p.request_id == request_id for p in pending),
             timeout=20,
             what="the request to reach approver-a",
@@ -236,7 +230,7 @@ async def test_extension_that_needs_approval_waits_for_the_approvers(stack: Laps
         view = await clients.get_request(request_id, stack.token(user))
         assert as_utc(view.grants[0].expires_at.ToDatetime()) == before
 
-        pending = {p.request_id: p for p in await _pending_for(stack, "approver-a")}
+        pending = {p.request_id: p for p in await pending_approvals(stack, "approver-a")}
         assert pending[extension_id].grant_id == grant.grant_id
         assert pending[extension_id].extends_request_id == request_id
         assert pending[extension_id].extend_by_seconds == 30
@@ -259,7 +253,7 @@ async def test_extension_that_needs_approval_waits_for_the_approvers(stack: Laps
         no = run_cli(stack, "reject", second, "--reason", "wrap up now", token=approver)
         assert no.returncode == 0, no.stderr
         await wait_for(
-            lambda: _pending_for(stack, "approver-a"),
+            lambda: pending_approvals(stack, "approver-a"),
             lambda listed: all(p.request_id != second for p in listed),
             timeout=10,
             what="the rejected extension to leave the queue",
@@ -280,17 +274,21 @@ async def test_groups_from_the_directory_file_count_for_requestors_and_approvers
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await submit(clients, stack, user="u09", resource="g-dir", seconds=30, groups=())
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        request_id = await submit(clients, stack, user="u07", resource="g-dir", seconds=30, groups=())
+        request_id = await submit(
+            clients, stack, user="u07", resource="g-dir", seconds=30, groups=()
+        )
         await wait_for(
-            lambda: _pending_for(stack, "approver-d"),
+            lambda: pending_approvals(stack, "approver-d"),
             lambda pending: any(p.request_id == request_id for p in pending),
             timeout=20,
             what="approver-d (a directory member of db-approvers) to see it",
         )
-        assert all(p.request_id != request_id for p in await _pending_for(stack, "approver-e"))
+        assert all(p.request_id != request_id for p in await pending_approvals(stack, "approver-e"))
         approved = run_cli(stack, "approve", request_id, token=stack.token("approver-d", groups=()))
         assert approved.returncode == 0, approved.stderr
-        await wait_grant(clients, stack, request_id, status=common_pb2.GRANT_STATUS_ACTIVE, timeout=30)
+        await wait_grant(
+            clients, stack, request_id, status=common_pb2.GRANT_STATUS_ACTIVE, timeout=30
+        )
         assert await has_role(
             stack.infra.target_admin_dsn,
             login=stack.login_for("u07"),

@@ -6,8 +6,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import grpc
 import typer
@@ -18,14 +17,16 @@ from lapse_common.pb.lapse.v1 import (
     approval_service_pb2_grpc,
     common_pb2,
     request_service_pb2,
-    request_service_pb2_grpc,
 )
 
+from lapse_cli.access_scope_option import SCOPE_HELP, parse_scope
 from lapse_cli.approvals import approve, list_approvals, reject
 from lapse_cli.config import CliSettings
 from lapse_cli.flows import flows_app
+from lapse_cli.lockdowns import lockdown_app
 from lapse_cli.rendering import as_json, describe_request, grant_status, request_status
-from lapse_cli.session import fail, metadata
+from lapse_cli.scoped_revocation import panic, run_scoped_revocation
+from lapse_cli.session import call_request_service, fail, metadata
 from lapse_cli.sre import agents_app, revocations_app
 
 app = typer.Typer(
@@ -43,10 +44,11 @@ app.add_typer(flows_app, name="flows")
 app.command("approvals")(list_approvals)
 app.command("approve")(approve)
 app.command("reject")(reject)
+app.command("panic")(panic)
+app.add_typer(lockdown_app, name="lockdown")
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-T = TypeVar("T")
 
 
 def parse_duration(text: str) -> int:
@@ -54,23 +56,6 @@ def parse_duration(text: str) -> int:
     if not match:
         raise fail(f"--for {text!r} is not a duration like 90s, 15m, 4h or 2d", 2)
     return int(match.group(1)) * _UNITS[match.group(2)]
-
-
-def _call(
-    settings: CliSettings,
-    invoke: Callable[[request_service_pb2_grpc.RequestServiceStub, tuple[tuple[str, str], ...]], T],
-) -> T:
-    with grpc.insecure_channel(settings.request_address) as channel:
-        try:
-            return invoke(request_service_pb2_grpc.RequestServiceStub(channel), metadata(settings))
-        except grpc.RpcError as error:
-            code = error.code()
-            if code == grpc.StatusCode.UNAVAILABLE:
-                raise fail(
-                    f"cannot reach the request service at {settings.request_address} "
-                    "(is Lapse running? `make up`)"
-                ) from error
-            raise fail(f"{code.name}: {error.details()}") from error
 
 
 @app.command()
@@ -132,7 +117,7 @@ def request(
         raise fail(f"target {target!r} must look like INTEGRATION/RESOURCE", 2)
     integration_id, resource = target.split("/")
     seconds = parse_duration(duration) if duration else 0
-    response = _call(
+    response = call_request_service(
         settings,
         lambda stub, md: stub.SubmitRequest(
             request_service_pb2.SubmitRequestRequest(
@@ -161,7 +146,7 @@ def _wait_for_grant(
     deadline = time.monotonic() + timeout
     last = ""
     while True:
-        view: request_service_pb2.AccessRequestView = _call(
+        view: request_service_pb2.AccessRequestView = call_request_service(
             settings,
             lambda stub, md: stub.GetRequest(
                 request_service_pb2.GetRequestRequest(request_id=request_id), metadata=md
@@ -197,7 +182,7 @@ def activity(
 ) -> None:
     """Your requests and grants with their statuses."""
     settings = CliSettings()
-    response = _call(
+    response = call_request_service(
         settings,
         lambda stub, md: stub.ListActivity(
             request_service_pb2.ListActivityRequest(all_users=all_users, limit=limit), metadata=md
@@ -219,7 +204,7 @@ def show_request(
 ) -> None:
     """One request with the full history of its grants."""
     settings = CliSettings()
-    view = _call(
+    view = call_request_service(
         settings,
         lambda stub, md: stub.GetRequest(
             request_service_pb2.GetRequestRequest(request_id=request_id), metadata=md
@@ -234,7 +219,7 @@ def show_request(
 def cancel_request(request_id: str, reason: Annotated[str, typer.Option(help="why")] = "") -> None:
     """Withdraw a request that is still pending approval."""
     settings = CliSettings()
-    view = _call(
+    view = call_request_service(
         settings,
         lambda stub, md: stub.CancelRequest(
             request_service_pb2.CancelRequestRequest(request_id=request_id, reason=reason),
@@ -250,7 +235,7 @@ def unverified_access(
 ) -> None:
     """Grants whose revocation was canceled: the access may still exist in the target."""
     settings = CliSettings()
-    response = _call(
+    response = call_request_service(
         settings,
         lambda stub, md: stub.ListUnverifiedAccess(
             request_service_pb2.ListUnverifiedAccessRequest(), metadata=md
@@ -317,10 +302,33 @@ def extend(
 
 @app.command("revoke")
 def revoke(
-    target: Annotated[str, typer.Argument(help="a grant id, or a request id (its grants)")],
+    target: Annotated[
+        str, typer.Argument(help="a grant id, or a request id (its grants); or use --scope")
+    ] = "",
     reason: Annotated[str, typer.Option(help="why (audited)")] = "",
+    scope: Annotated[list[str], typer.Option("--scope", help=SCOPE_HELP)] = [],  # noqa: B006
+    approved_by_me: Annotated[
+        bool, typer.Option("--approved-by-me", help="grants of requests you approved")
+    ] = False,
+    everything: Annotated[bool, typer.Option("--everything", help="all access (admin)")] = False,
+    end_sessions: Annotated[
+        bool, typer.Option("--end-sessions", help="also end the principals' open sessions")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="skip the confirmation")] = False,
 ) -> None:
-    """End your access now instead of waiting for it to lapse (admins: anyone's)."""
+    """End access now instead of waiting for it to lapse: your own, what you approved, or
+    (admins) anyone's; one grant, or every grant in a scope."""
+    if not target and (scope or approved_by_me or everything):
+        run_scoped_revocation(
+            scope=parse_scope(scope, everything=everything),
+            reason=reason,
+            approved_by_me=approved_by_me,
+            end_sessions=end_sessions,
+            assume_yes=yes,
+        )
+        return
+    if not target:
+        raise fail("say what to revoke: a grant or request id, or --scope / --approved-by-me", 2)
     settings = CliSettings()
     grant_ids = [target]
     if target.startswith("req-"):
@@ -329,7 +337,7 @@ def revoke(
             raise fail(f"request {target} has no grant to revoke")
     for grant_id in grant_ids:
         revoke_one = request_service_pb2.RevokeGrantRequest(grant_id=grant_id, reason=reason)
-        view: request_service_pb2.GrantView = _call(
+        view: request_service_pb2.GrantView = call_request_service(
             settings,
             lambda stub, md: stub.RevokeGrant(revoke_one, metadata=md),  # noqa: B023
         )
@@ -356,7 +364,7 @@ def main() -> None:
 
 
 def request_view(settings: CliSettings, request_id: str) -> request_service_pb2.AccessRequestView:
-    view: request_service_pb2.AccessRequestView = _call(
+    view: request_service_pb2.AccessRequestView = call_request_service(
         settings,
         lambda stub, md: stub.GetRequest(
             request_service_pb2.GetRequestRequest(request_id=request_id), metadata=md

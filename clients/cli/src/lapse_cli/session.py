@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
+import grpc
 import typer
+from lapse_common.pb.lapse.v1 import request_service_pb2_grpc
 
 from lapse_cli.config import CliSettings
+
+T = TypeVar("T")
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -25,3 +31,24 @@ def token(settings: CliSettings) -> str:
 
 def metadata(settings: CliSettings) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token(settings)}"),)
+
+
+def call_request_service(
+    settings: CliSettings,
+    invoke: Callable[[request_service_pb2_grpc.RequestServiceStub, tuple[tuple[str, str], ...]], T],
+) -> T:
+    """One call to the request service; failures become a clear message and exit code 1."""
+    with grpc.insecure_channel(settings.request_address) as channel:
+        try:
+            return invoke(request_service_pb2_grpc.RequestServiceStub(channel), metadata(settings))
+        except grpc.RpcError as error:
+            raise request_service_failure(error, settings) from error
+
+
+def request_service_failure(error: grpc.RpcError, settings: CliSettings) -> typer.Exit:
+    if error.code() == grpc.StatusCode.UNAVAILABLE:
+        return fail(
+            f"cannot reach the request service at {settings.request_address} "
+            "(is Lapse running? `make up`)"
+        )
+    return fail(f"{error.code().name}: {error.details()}")

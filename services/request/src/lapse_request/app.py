@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
+from lapse_common.access_events import AccessEventVerifier, ProducerRegistry
 from lapse_common.auth import AuthInterceptor, TokenVerifier
-from lapse_common.pb.lapse.v1 import approval_service_pb2_grpc, events_pb2, request_service_pb2_grpc
+from lapse_common.pb.lapse.v1 import (
+    access_events_pb2,
+    approval_service_pb2_grpc,
+    events_pb2,
+    request_service_pb2_grpc,
+)
 from lapse_common.runtime import Service
 from lapse_common.settings import AuthSettings, DatabaseSettings
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
@@ -29,7 +36,17 @@ async def run() -> None:
         metadatas=[RequestBase.metadata],
         migrations_dir=MIGRATIONS,
     )
-    handlers = RequestHandlers(clock=service.clock)
+    access_events = None
+    if settings.access_event_producers_file is not None:
+        # A broken registry stops start-up: silently trusting no one would drop offboardings.
+        access_events = AccessEventVerifier(
+            registry=ProducerRegistry.load(settings.access_event_producers_file),
+            clock=service.clock,
+            max_age=timedelta(seconds=settings.access_event_max_age_seconds),
+        )
+    handlers = RequestHandlers(
+        clock=service.clock, topics=service.topics, access_events=access_events
+    )
     service.subscribe(
         topic=service.topics.decisions,
         consumer="request-decisions",
@@ -42,6 +59,20 @@ async def run() -> None:
         accepts=(events_pb2.GrantStatusChanged,),
         handler=handlers.on_grant_fact,
     )
+    service.subscribe(
+        topic=service.topics.agent_heartbeats,
+        consumer="request-heartbeats",
+        accepts=(events_pb2.AgentHeartbeat,),
+        handler=handlers.on_heartbeat,
+        # Heartbeats are frequent and idempotent (latest wins): no inbox rows for them.
+        deduplicate=False,
+    )
+    service.subscribe(
+        topic=service.topics.access_events,
+        consumer="request-access-events",
+        accepts=(access_events_pb2.SignedAccessEvent,),
+        handler=handlers.on_access_event,
+    )
     channel = grpc.aio.insecure_channel(
         settings.approval_address,
         interceptors=aio_client_interceptors(),  # type: ignore[no-untyped-call]
@@ -53,6 +84,8 @@ async def run() -> None:
         relay=service.relay,
         topics=service.topics,
         clock=service.clock,
+        offline_after=timedelta(seconds=settings.agent_offline_after_seconds),
+        revocation_wait=timedelta(seconds=settings.revocation_wait_seconds),
     )
 
     def register(server: grpc.aio.Server) -> None:

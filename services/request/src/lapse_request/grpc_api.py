@@ -3,8 +3,12 @@ operations and operation errors to status codes."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
 import grpc
-from lapse_common.auth import ADMIN_ROLE, AUDITOR_ROLE, SRE_ROLE, current_identity
+from lapse_common.auth import ADMIN_ROLE, AUDITOR_ROLE, SRE_ROLE, Identity, current_identity
 from lapse_common.clock import Clock
 from lapse_common.messaging.outbox import OutboxRelay
 from lapse_common.pb.lapse.v1 import (
@@ -15,10 +19,22 @@ from lapse_common.pb.lapse.v1 import (
     request_service_pb2_grpc,
 )
 from lapse_common.topics import Topics
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from lapse_request.models import AccessRequest
+from lapse_request.access_scope import Reach, ScopeRefused, authorize_scope, check_scope_shape
+from lapse_request.lockdown_rows import lockdown_view
+from lapse_request.models import AccessRequest, Lockdown
+from lapse_request.operations.apply_access_event import MACHINE_PREFIX
 from lapse_request.operations.cancel_request import CancelRefused, cancel_request
+from lapse_request.operations.check_lockdown import LockedDown, check_lockdown
+from lapse_request.operations.follow_revocation_run import (
+    final_report,
+    revocation_run_progress,
+    unconfirmed_grants,
+)
+from lapse_request.operations.lift_lockdown import LockdownNotFound, lift_lockdown
+from lapse_request.operations.preview_revocation import preview_revocation
 from lapse_request.operations.read_activity import (
     grant_view,
     list_requests,
@@ -26,6 +42,8 @@ from lapse_request.operations.read_activity import (
     render_requests,
 )
 from lapse_request.operations.revoke_grant import RevokeRefused, revoke_grant
+from lapse_request.operations.revoke_scope import revoke_scope
+from lapse_request.operations.set_lockdown import set_lockdown
 from lapse_request.operations.submit_request import (
     InvalidSubmission,
     record_submission,
@@ -55,10 +73,14 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
         relay: OutboxRelay,
         topics: Topics,
         clock: Clock,
+        offline_after: timedelta = timedelta(seconds=35),
+        revocation_wait: timedelta = timedelta(seconds=120),
     ) -> None:
         self._sessions = sessions
         self._approval = approval
         self._approval_timeout = approval_timeout
+        self._offline_after = offline_after
+        self._revocation_wait = revocation_wait
         self._relay = relay
         self._topics = topics
         self._clock = clock
@@ -69,6 +91,11 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> request_service_pb2.SubmitRequestResponse:
         identity = current_identity()
+        if identity.subject.startswith(MACHINE_PREFIX):
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "machine identities request access through AccessRequested access events",
+            )
         try:
             validate_submission(
                 integration_id=request.integration_id,
@@ -104,6 +131,16 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
                 "nothing was recorded, try again",
             )
         async with self._sessions() as session, session.begin():
+            try:
+                await check_lockdown(
+                    session=session,
+                    requester=identity.subject,
+                    groups=identity.groups,
+                    flow=checked.flow,
+                    item=checked.item,
+                )
+            except LockedDown as refusal:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(refusal))
             row = await record_submission(
                 session=session,
                 identity=identity,
@@ -219,8 +256,208 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
             code = (
                 grpc.StatusCode.NOT_FOUND
                 if refusal.not_found
+                else grpc.StatusCode.PERMISSION_DENIED
+                if refusal.forbidden
                 else grpc.StatusCode.FAILED_PRECONDITION
             )
             await context.abort(code, str(refusal))
         self._relay.wake()
         return view
+
+    async def PreviewRevocation(
+        self,
+        request: request_service_pb2.ScopedRevocationRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> request_service_pb2.RevocationPreview:
+        try:
+            reach = authorize_scope(
+                current_identity(),
+                request.scope,
+                approved_by_me=request.approved_by_me,
+                admin_only=_admin_only(request),
+            )
+            check_scope_shape(request.scope, reach=reach)
+        except ScopeRefused as refusal:
+            await context.abort(_scope_status(refusal), str(refusal))
+        async with self._sessions() as session:
+            return await preview_revocation(
+                session=session,
+                scope=request.scope,
+                reach=reach,
+                clock=self._clock,
+                offline_after=self._offline_after,
+            )
+
+    async def RevokeScope(
+        self,
+        request: request_service_pb2.ScopedRevocationRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[request_service_pb2.RevocationRunProgress]:
+        identity = current_identity()
+        if request.wait_seconds < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "wait_seconds must be >= 0")
+        if request.panic and not request.reason.strip():
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "the panic button needs a reason (audited)"
+            )
+        try:
+            reach = authorize_scope(
+                identity,
+                request.scope,
+                approved_by_me=request.approved_by_me,
+                admin_only=_admin_only(request),
+            )
+            async with self._sessions() as session, session.begin():
+                run = await revoke_scope(
+                    session=session,
+                    actor=identity.subject,
+                    scope=request.scope,
+                    reach=reach,
+                    reason=_reason_for(request, reach),
+                    detail=request.reason,
+                    topics=self._topics,
+                    clock=self._clock,
+                    end_sessions=request.end_sessions or request.panic,
+                    cancel_pending=request.panic,
+                    lockdown=request.lockdown,
+                    expected_fingerprint=request.preview_fingerprint,
+                )
+        except ScopeRefused as refusal:
+            await context.abort(_scope_status(refusal), str(refusal))
+        self._relay.wake()
+        wait = (
+            timedelta(seconds=request.wait_seconds)
+            if request.wait_seconds
+            else self._revocation_wait
+        )
+        async for progress in self._follow(run.run_id, lockdown_id=run.lockdown_id, wait=wait):
+            yield progress
+
+    async def _follow(
+        self, run_id: str, *, lockdown_id: str, wait: timedelta
+    ) -> AsyncIterator[request_service_pb2.RevocationRunProgress]:
+        """Progress as it changes (at least every few seconds), then the final report."""
+        deadline = self._clock.now() + wait
+        last: request_service_pb2.RevocationRunProgress | None = None
+        quiet_since = self._clock.now()
+        while True:
+            async with self._sessions() as session:
+                progress = await revocation_run_progress(
+                    session=session,
+                    run_id=run_id,
+                    clock=self._clock,
+                    offline_after=self._offline_after,
+                )
+            progress.lockdown_id = lockdown_id
+            if progress.done or self._clock.now() >= deadline:
+                async with self._sessions() as session:
+                    unconfirmed = await unconfirmed_grants(session=session, run_id=run_id)
+                final = final_report(progress, unconfirmed)
+                final.done = True
+                yield final
+                return
+            if (
+                last is None
+                or progress != last
+                or (self._clock.now() - quiet_since > PROGRESS_HEARTBEAT)
+            ):
+                yield progress
+                last, quiet_since = progress, self._clock.now()
+            await asyncio.sleep(PROGRESS_POLL_SECONDS)
+
+    async def ListLockdowns(
+        self,
+        request: request_service_pb2.ListLockdownsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> request_service_pb2.ListLockdownsResponse:
+        await _require_admin(context, "listing lockdowns")
+        query = select(Lockdown).order_by(Lockdown.set_at)
+        if not request.include_lifted:
+            query = query.where(Lockdown.lifted_at.is_(None))
+        async with self._sessions() as session:
+            rows = (await session.execute(query)).scalars().all()
+        return request_service_pb2.ListLockdownsResponse(lockdowns=[lockdown_view(r) for r in rows])
+
+    async def SetLockdown(
+        self,
+        request: request_service_pb2.SetLockdownRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> request_service_pb2.Lockdown:
+        identity = await _require_admin(context, "setting a lockdown")
+        if not request.reason.strip():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a lockdown needs a reason")
+        try:
+            async with self._sessions() as session, session.begin():
+                row = await set_lockdown(
+                    session=session,
+                    actor=identity.subject,
+                    scope=request.scope,
+                    reason=request.reason,
+                    topics=self._topics,
+                    clock=self._clock,
+                )
+                view = lockdown_view(row)
+        except ScopeRefused as refusal:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(refusal))
+        self._relay.wake()
+        return view
+
+    async def LiftLockdown(
+        self,
+        request: request_service_pb2.LiftLockdownRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> request_service_pb2.Lockdown:
+        identity = await _require_admin(context, "lifting a lockdown")
+        if not request.lockdown_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "lockdown_id is required")
+        try:
+            async with self._sessions() as session, session.begin():
+                rows = await lift_lockdown(
+                    session=session,
+                    actor=identity.subject,
+                    reason=request.reason,
+                    topics=self._topics,
+                    clock=self._clock,
+                    lockdown_id=request.lockdown_id,
+                )
+                view = lockdown_view(rows[0])
+        except LockdownNotFound as missing:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(missing))
+        self._relay.wake()
+        return view
+
+
+# How often a scoped revocation's progress is read, and the longest silence on the stream.
+PROGRESS_POLL_SECONDS = 0.5
+PROGRESS_HEARTBEAT = timedelta(seconds=5)
+
+
+def _admin_only(request: request_service_pb2.ScopedRevocationRequest) -> str:
+    if request.panic:
+        return "the panic button"
+    return "a lockdown" if request.lockdown else ""
+
+
+def _reason_for(
+    request: request_service_pb2.ScopedRevocationRequest, reach: Reach
+) -> common_pb2.Reason.ValueType:
+    if request.panic:
+        return common_pb2.REASON_PANIC
+    if reach.approved_by:
+        return common_pb2.REASON_APPROVER
+    return common_pb2.REASON_USER if reach.owner else common_pb2.REASON_ADMIN
+
+
+def _scope_status(refusal: ScopeRefused) -> grpc.StatusCode:
+    if refusal.forbidden:
+        return grpc.StatusCode.PERMISSION_DENIED
+    if "changed since the preview" in str(refusal):
+        return grpc.StatusCode.FAILED_PRECONDITION
+    return grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def _require_admin(context: grpc.aio.ServicerContext, what: str) -> Identity:
+    identity = current_identity()
+    if not identity.has_role(ADMIN_ROLE):
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{what} needs the admin role")
+    return identity

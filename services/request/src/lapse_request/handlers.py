@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lapse_common.access_events import AccessEventVerifier
 from lapse_common.clock import Clock
 from lapse_common.messaging.codec import DecodedEvent
+from lapse_common.messaging.consumer import RefusedMessage
 from lapse_common.pb.lapse.v1 import events_pb2
+from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from lapse_request.agent_presence import record_heartbeat
+from lapse_request.operations.apply_access_event import apply_access_event
 from lapse_request.operations.record_decision import record_decision
 from lapse_request.operations.record_grant_transition import record_grant_transition
 
@@ -16,6 +21,9 @@ from lapse_request.operations.record_grant_transition import record_grant_transi
 @dataclass(frozen=True)
 class RequestHandlers:
     clock: Clock
+    topics: Topics
+    # None: no producer registry configured, so every access event is refused.
+    access_events: AccessEventVerifier | None = None
 
     async def on_decision(self, *, session: AsyncSession, event: DecodedEvent) -> None:
         assert isinstance(event.payload, events_pb2.RequestDecided)
@@ -24,3 +32,18 @@ class RequestHandlers:
     async def on_grant_fact(self, *, session: AsyncSession, event: DecodedEvent) -> None:
         assert isinstance(event.payload, events_pb2.GrantStatusChanged)
         await record_grant_transition(session=session, changed=event.payload, clock=self.clock)
+
+    async def on_heartbeat(self, *, session: AsyncSession, event: DecodedEvent) -> None:
+        assert isinstance(event.payload, events_pb2.AgentHeartbeat)
+        await record_heartbeat(session, heartbeat=event.payload)
+
+    async def on_access_event(self, *, session: AsyncSession, event: DecodedEvent) -> None:
+        if self.access_events is None:
+            raise RefusedMessage(
+                "this request service trusts no access-event producers "
+                "(LAPSE_REQUEST_ACCESS_EVENT_PRODUCERS_FILE is not set)"
+            )
+        verified = self.access_events.verify_decoded(event)
+        await apply_access_event(
+            session=session, event=verified, topics=self.topics, clock=self.clock
+        )

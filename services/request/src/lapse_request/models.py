@@ -27,6 +27,10 @@ class AccessRequest(RequestBase):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     decided_by: Mapped[str] = mapped_column(String(255), default="")
     decision_detail: Mapped[str] = mapped_column(Text, default="")
+    # Comma-wrapped lists (",a,b,"), so a scope can match one member with LIKE '%,a,%'.
+    requester_groups: Mapped[str] = mapped_column(Text, default=",")
+    # Everyone whose vote approved the request: they may end its grants early.
+    approvers: Mapped[str] = mapped_column(Text, default=",")
 
 
 class GrantActivity(RequestBase):
@@ -48,6 +52,40 @@ class GrantActivity(RequestBase):
     granted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Set when this service asked for the revocation (own revoke, scoped revoke, panic), so
+    # a second ask before the revoker reports back does not send it twice.
+    revoke_requested_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    # The scoped revocation (panic, offboarding, incident, scoped revoke) that ended it.
+    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+
+
+class Lockdown(RequestBase):
+    """While not lifted, new requests in its scope are refused."""
+
+    __tablename__ = "lockdowns"
+
+    lockdown_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The lapse.v1.AccessScope, serialized (hex).
+    scope: Mapped[str] = mapped_column(Text)
+    set_by: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    set_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    incident_id: Mapped[str] = mapped_column(String(128), default="", index=True)
+    lifted_by: Mapped[str] = mapped_column(String(255), default="")
+    lifted_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True, index=True
+    )
+
+
+class AgentPresence(RequestBase):
+    """When each agent last sent a heartbeat, for the panic preview."""
+
+    __tablename__ = "agent_presence"
+
+    agent_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class GrantTransition(RequestBase):

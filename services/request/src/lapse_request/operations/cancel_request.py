@@ -40,17 +40,34 @@ async def cancel_request(
             f"request {request_id} is {status}, only a PENDING_APPROVAL request can be canceled"
             " (use revoke to end active access)"
         )
+    withdraw_request(
+        session, row=row, canceled_by=identity.subject, reason=reason, topics=topics, clock=clock
+    )
+    return row
+
+
+def withdraw_request(
+    session: AsyncSession,
+    *,
+    row: AccessRequest,
+    canceled_by: str,
+    reason: str,
+    topics: Topics,
+    clock: Clock,
+) -> None:
+    """Mark a pending request CANCELED and tell the approval service to stop waiting."""
     row.status = common_pb2.REQUEST_STATUS_CANCELED
+    row.decided_by = canceled_by
+    row.decision_detail = f"canceled by {canceled_by}" + (f": {reason}" if reason else "")
     row.updated_at = clock.now()
     enqueue(
         session,
         topic=topics.requests,
-        key=request_id,
+        key=row.request_id,
         payload=events_pb2.RequestCanceled(
-            request_id=request_id, canceled_by=identity.subject, reason=reason
+            request_id=row.request_id, canceled_by=canceled_by, reason=reason
         ),
         producer="request",
         clock=clock,
-        request_id=request_id,
+        request_id=row.request_id,
     )
-    return row

@@ -6,6 +6,7 @@ from lapse_common.clock import Clock
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from lapse_request.access_scope import wrap_list
 from lapse_request.models import AccessRequest
 
 _FINAL = {
@@ -28,4 +29,5 @@ async def record_decision(
     row.status = decided.decision
     row.decided_by = decided.decided_by
     row.decision_detail = decided.detail
+    row.approvers = wrap_list(decided.approvers)
     row.updated_at = clock.now()

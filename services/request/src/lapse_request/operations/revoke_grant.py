@@ -1,22 +1,22 @@
-"""End a grant early at its requester's (or an admin's) request."""
+"""End one grant early: its requester, an approver of its request, or an admin."""
 
 from __future__ import annotations
 
 from lapse_common.auth import ADMIN_ROLE, Identity
 from lapse_common.clock import Clock
-from lapse_common.grant_spec import grant_spec_of
-from lapse_common.messaging.outbox import enqueue
-from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
+from lapse_common.pb.lapse.v1 import common_pb2
 from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from lapse_request.models import GrantActivity
+from lapse_request.models import AccessRequest, GrantActivity
+from lapse_request.revocation_request import request_revocation
 
 
 class RevokeRefused(Exception):
-    def __init__(self, message: str, *, not_found: bool = False) -> None:
+    def __init__(self, message: str, *, not_found: bool = False, forbidden: bool = False):
         super().__init__(message)
         self.not_found = not_found
+        self.forbidden = forbidden
 
 
 async def revoke_grant(
@@ -29,37 +29,34 @@ async def revoke_grant(
     clock: Clock,
 ) -> GrantActivity:
     grant = await session.get(GrantActivity, grant_id, with_for_update=True)
-    is_admin = identity.has_role(ADMIN_ROLE)
-    # Someone else's grant is reported as absent, so grant ids cannot be probed.
-    if grant is None or (grant.requester != identity.subject and not is_admin):
-        raise RevokeRefused(f"no grant {grant_id!r} of yours", not_found=True)
-    if grant.status != common_pb2.GRANT_STATUS_ACTIVE:
-        status = common_pb2.GrantStatus.Name(common_pb2.GrantStatus.ValueType(grant.status))
+    if grant is None:
+        raise RevokeRefused(f"no grant {grant_id!r}", not_found=True)
+    request = await session.get(AccessRequest, grant.request_id)
+    approvers = request.approvers if request is not None else ","
+    if grant.requester == identity.subject:
+        why = common_pb2.REASON_USER
+    elif f",{identity.subject}," in approvers:
+        why = common_pb2.REASON_APPROVER
+    elif identity.has_role(ADMIN_ROLE):
+        why = common_pb2.REASON_ADMIN
+    else:
         raise RevokeRefused(
-            f"grant {grant_id} is {status.removeprefix('GRANT_STATUS_')}, only ACTIVE access "
-            "can be revoked"
+            f"{identity.subject} may not revoke grant {grant_id}: it is {grant.requester}'s and "
+            f"{identity.subject} did not approve it (admins may revoke any grant)",
+            forbidden=True,
         )
-    own = grant.requester == identity.subject
-    requested = events_pb2.RevokeRequested(
-        grant_id=grant.grant_id,
-        request_id=grant.request_id,
-        # A newer epoch than any command so far: the scheduler stops its expiry timer and
-        # the revoker takes it over.
-        epoch=grant.epoch + 1,
-        spec=grant_spec_of(grant),
-        reason=common_pb2.REASON_USER if own else common_pb2.REASON_ADMIN,
-        actor=identity.subject + (f": {reason}" if reason else ""),
-        requester=grant.requester,
-    )
-    requested.due_at.FromDatetime(clock.now())
-    enqueue(
+    if grant.status != common_pb2.GRANT_STATUS_ACTIVE or grant.revoke_requested_at is not None:
+        status = common_pb2.GrantStatus.Name(common_pb2.GrantStatus.ValueType(grant.status))
+        state = status.removeprefix("GRANT_STATUS_")
+        if grant.status == common_pb2.GRANT_STATUS_ACTIVE:
+            state = "already being revoked"
+        raise RevokeRefused(f"grant {grant_id} is {state}, only ACTIVE access can be revoked")
+    request_revocation(
         session,
-        topic=topics.revoke_requests,
-        key=grant.grant_id,
-        payload=requested,
-        producer="request",
+        grant=grant,
+        reason=why,
+        actor=identity.subject + (f": {reason}" if reason else ""),
+        topics=topics,
         clock=clock,
-        request_id=grant.request_id,
-        grant_id=grant.grant_id,
     )
     return grant

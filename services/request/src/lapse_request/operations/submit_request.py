@@ -13,6 +13,7 @@ from lapse_common.pb.lapse.v1 import approval_service_pb2, common_pb2, events_pb
 from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from lapse_request.access_scope import wrap_list
 from lapse_request.items import pack_items
 from lapse_request.models import AccessRequest
 
@@ -72,6 +73,7 @@ async def record_submission(
         justification=justification,
         duration_seconds=checked.duration_seconds,
         items_blob=pack_items([checked.item]),
+        requester_groups=wrap_list(identity.groups),
         created_at=now,
         updated_at=now,
     )

@@ -1,0 +1,33 @@
+"""Lockdown rows to and from their protobuf view."""
+
+from __future__ import annotations
+
+from lapse_common.clock import as_utc
+from lapse_common.pb.lapse.v1 import common_pb2, request_service_pb2
+
+from lapse_request.models import Lockdown
+
+
+def scope_of(row: Lockdown) -> common_pb2.AccessScope:
+    scope = common_pb2.AccessScope()
+    scope.ParseFromString(bytes.fromhex(row.scope))
+    return scope
+
+
+def pack_scope(scope: common_pb2.AccessScope) -> str:
+    return scope.SerializeToString(deterministic=True).hex()
+
+
+def lockdown_view(row: Lockdown) -> request_service_pb2.Lockdown:
+    view = request_service_pb2.Lockdown(
+        lockdown_id=row.lockdown_id,
+        scope=scope_of(row),
+        set_by=row.set_by,
+        reason=row.reason,
+        lifted_by=row.lifted_by,
+        incident_id=row.incident_id,
+    )
+    view.set_at.FromDatetime(as_utc(row.set_at))
+    if row.lifted_at is not None:
+        view.lifted_at.FromDatetime(as_utc(row.lifted_at))
+    return view
