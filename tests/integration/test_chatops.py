@@ -1,6 +1,7 @@
 """Slack and Teams on the real system: `python -m lapse_chatops` in front of every Lapse
-service on real Kafka and PostgreSQL. Only Slack's Web API and the Teams webhook are
-stood in for, by a local recorder (they are external SaaS)."""
+service on real Kafka and PostgreSQL, reading the stack's topics to notify requesters. Only
+Slack's Web API and the Teams webhook are stood in for, by a local recorder (they are
+external SaaS)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -45,6 +46,8 @@ REQUESTER = "U0CHATOPS03"
 APPROVER = "U0APPROVERA"
 STRANGER = "U0NOTLISTED"
 TEAMS_REQUESTER = "aad-chatops-u02"
+# The Slack requester (u03) is in Teams too, so their notifications reach both.
+TEAMS_U03 = "aad-chatops-u03"
 
 
 @dataclass
@@ -71,6 +74,7 @@ slack:
   {APPROVER}: {{subject: approver-a}}
 teams:
   {TEAMS_REQUESTER}: {{subject: u02, groups: [engineering]}}
+  {TEAMS_U03}: {{subject: u03}}
 """
     )
     port = free_port()
@@ -176,6 +180,24 @@ async def activity_ids(clients: StackClients, stack: LapseStack, user: str) -> s
     return {view.request_id for view in listed.requests}
 
 
+def dm(to: str, request_id: str, text_starts: str) -> Callable[[RecordedCall], bool]:
+    """A Slack direct message (chat.postMessage to a user id) about one request."""
+    return lambda call: (
+        call.body.get("channel") == to
+        and str(call.body.get("text", "")).startswith(text_starts)
+        and request_id in json.dumps(call.body)
+    )
+
+
+def teams_notice(
+    requester: str, request_id: str, title_starts: str
+) -> Callable[[RecordedCall], bool]:
+    return lambda call: (
+        str(call.body.get("summary", "")).startswith(f"Lapse, for {requester}: {title_starts}")
+        and request_id in json.dumps(call.body)
+    )
+
+
 def request_id_in(text: str) -> str:
     match = re.search(r"\breq-[0-9a-f-]{36}\b", text)
     assert match, text
@@ -194,7 +216,7 @@ async def pending_for(stack: LapseStack, approver: str) -> list[str]:
 
 
 async def test_slack_request_approved_with_a_button_reaches_the_target(
-    stack: LapseStack, chatops: Chatops
+    stack: LapseStack, chatops: Chatops, capsys: pytest.CaptureFixture[str]
 ) -> None:
     clients = StackClients(stack)
     login = stack.login_for("u03")
@@ -272,6 +294,53 @@ async def test_slack_request_approved_with_a_button_reaches_the_target(
         )
         assert view.status == common_pb2.REQUEST_STATUS_APPROVED
         assert "approver-a" in view.decided_by or "approver-a" in view.decision_detail
+
+        # The requester is told, by Slack DM to their user id and on the Teams webhook:
+        # approved, then active (with how to extend it), then that it ends soon.
+        grant_id = view.grants[0].grant_id
+        recorder = chatops.recorder
+        approved = await recorder.wait_for(
+            "/api/chat.postMessage",
+            dm(REQUESTER, request_id, f"Your request {request_id} was approved by approver-a"),
+        )
+        assert approved.answer["ok"]
+        active = await recorder.wait_for(
+            "/api/chat.postMessage",
+            dm(REQUESTER, request_id, "Your access is active: demo-pg/g-any"),
+        )
+        shown = json.dumps(active.body["blocks"])
+        assert f"lapse extend {request_id} --grant {grant_id}" in shown, shown
+        for title in (f"Your request {request_id} was approved", "Your access is active"):
+            await recorder.wait_for("/teams/webhook", teams_notice("u03", request_id, title))
+
+        # A 1m grant is reminded a quarter of its life (15 s) before it ends, still active.
+        soon = await recorder.wait_for(
+            "/api/chat.postMessage",
+            dm(REQUESTER, request_id, "Your access ends in"),
+            timeout=75,
+        )
+        assert await has_role(
+            stack.infra.target_admin_dsn, login=login, role=stack.gated_role("g-any")
+        ), "the reminder should come before the access is taken away"
+        assert f"lapse extend {request_id} --grant {grant_id}" in json.dumps(soon.body["blocks"])
+        await recorder.wait_for(
+            "/teams/webhook", teams_notice("u03", request_id, "Your access ends in")
+        )
+        await wait_for(
+            lambda: clients.get_request(request_id, stack.token("u03")),
+            lambda v: v.grants[0].status == common_pb2.GRANT_STATUS_REVOKED,
+            timeout=60,
+            what="the grant REVOKED at its expiry",
+        )
+        told = [
+            c.body["text"]
+            for c in recorder.matching("/api/chat.postMessage", dm(REQUESTER, request_id, ""))
+        ]
+        assert len(told) == 3, told
+        with capsys.disabled():
+            print(f"\n[chatops] DMs to {REQUESTER} about {request_id}:")
+            for text in told:
+                print(f"  {text}")
     finally:
         await clients.close()
 

@@ -101,6 +101,8 @@ async def test_request_to_revoked_through_every_service(
                 "lapse.v1.SignedCommand": 2,
                 "lapse.v1.AgentResult": 2,
                 "lapse.v1.RevokeRequested": 1,
+                # The expiry reminder the requester is sent before the grant lapses.
+                "lapse.v1.GrantExpiringSoon": 1,
             }
         )
         events = await wait_for(

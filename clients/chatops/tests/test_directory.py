@@ -31,6 +31,18 @@ def test_maps_chat_users_to_subjects() -> None:
     assert directory.teams_person(aad_object_id="", name="") is None
 
 
+def test_finds_a_subject_s_chat_identity() -> None:
+    directory = Directory.parse(
+        TEXT + "  aad-2: {subject: alice}\n  aad-3: {subject: alice}\n", source="d.yaml"
+    )
+    assert directory.slack_user_of("alice") == "U01"
+    assert directory.slack_user_of("bob") is None
+    assert directory.teams_user_of("bob") == "aad-1"
+    assert directory.teams_user_of("alice") == "aad-2", "the first entry wins"
+    assert directory.teams_user_of("sre-1") is None
+    assert directory.slack_user_of("") is None and directory.teams_user_of("") is None
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

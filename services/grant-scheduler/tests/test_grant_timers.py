@@ -18,12 +18,17 @@ from lapse_common.pb.lapse.v1 import commands_pb2, common_pb2, events_pb2
 from lapse_common.topics import Topics
 from lapse_grant_scheduler.expiry_timer import ExpiryTimer
 from lapse_grant_scheduler.models import Grant, GrantState, SchedulerBase
+from lapse_grant_scheduler.operations.apply_approval_change import (
+    extend_active_grant,
+    shorten_approval,
+)
 from lapse_grant_scheduler.operations.create_grants import create_grants
 from lapse_grant_scheduler.operations.record_grant_result import record_grant_result
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 TOPICS = Topics()
+NOTICE = timedelta(minutes=10)
 
 
 @pytest.fixture
@@ -122,6 +127,7 @@ async def granted(
     clock: ManualClock,
     keys: tuple[Path, Path],
     duration: int,
+    notice: timedelta = timedelta(0),
 ) -> Grant:
     signer = CommandSigner(
         private_key_pem=keys[0].read_bytes(), key_id="k", clock=clock, ttl=timedelta(minutes=10)
@@ -146,6 +152,7 @@ async def granted(
             ),
             topics=TOPICS,
             clock=clock,
+            expiry_notice=notice,
         )
     async with sessions() as session:
         return (await session.execute(select(Grant))).scalar_one()
@@ -209,13 +216,151 @@ async def test_stale_or_failed_grant_answers(
         detail="login alice does not exist in target",
     )
     async with sessions() as session, session.begin():
-        await record_grant_result(session=session, result=failure, topics=TOPICS, clock=clock)
+        await record_grant_result(
+            session=session, result=failure, topics=TOPICS, clock=clock, expiry_notice=NOTICE
+        )
     async with sessions() as session:
         assert (await session.execute(select(Grant))).scalar_one().status == GrantState.GRANTING
     failure.epoch = 1
     async with sessions() as session, session.begin():
-        await record_grant_result(session=session, result=failure, topics=TOPICS, clock=clock)
+        await record_grant_result(
+            session=session, result=failure, topics=TOPICS, clock=clock, expiry_notice=NOTICE
+        )
     async with sessions() as session:
         failed = (await session.execute(select(Grant))).scalar_one()
     assert failed.status == GrantState.GRANT_FAILED
     assert failed.expires_at is None
+
+
+# ---------------------------------------------------------------- expiry reminders
+
+
+def expiry_timer(sessions: async_sessionmaker[AsyncSession], clock: ManualClock) -> ExpiryTimer:
+    return ExpiryTimer(
+        sessions=sessions,
+        wake_relay=lambda: None,
+        topics=TOPICS,
+        clock=clock,
+        max_sleep=3600,
+        batch_size=10,
+    )
+
+
+def reminders_in(rows: list[OutboxMessage]) -> list[events_pb2.GrantExpiringSoon]:
+    decoded = [decode(row.value).payload for row in rows]
+    return [p for p in decoded if isinstance(p, events_pb2.GrantExpiringSoon)]
+
+
+@pytest.mark.parametrize(
+    ("duration", "notice", "ahead"),
+    [
+        (3600, NOTICE, NOTICE),
+        # A short grant is reminded after three quarters of its life, not the moment it starts.
+        (60, NOTICE, timedelta(seconds=15)),
+        (3600, timedelta(0), None),
+    ],
+)
+async def test_activation_arms_the_reminder(
+    sessions: async_sessionmaker[AsyncSession],
+    clock: ManualClock,
+    keys: tuple[Path, Path],
+    duration: int,
+    notice: timedelta,
+    ahead: timedelta | None,
+) -> None:
+    grant = await granted(sessions, clock, keys, duration=duration, notice=notice)
+    assert grant.expires_at is not None
+    if ahead is None:
+        assert grant.remind_at is None
+    else:
+        assert grant.remind_at is not None
+        assert as_utc(grant.remind_at) == as_utc(grant.expires_at) - ahead
+
+
+async def test_timer_wakes_for_the_reminder_sends_it_once_then_revokes(
+    sessions: async_sessionmaker[AsyncSession], clock: ManualClock, keys: tuple[Path, Path]
+) -> None:
+    grant = await granted(sessions, clock, keys, duration=60, notice=NOTICE)
+    await drain_outbox(sessions)
+    timer = expiry_timer(sessions, clock)
+    assert await timer.tick() == pytest.approx(45), "wakes for the reminder, not the expiry"
+    assert await drain_outbox(sessions) == []
+    clock.advance(timedelta(seconds=45))
+    assert await timer.tick() == pytest.approx(15)
+    rows = await drain_outbox(sessions)
+    assert [(r.topic, r.key) for r in rows] == [("lapse.grants.v1", grant.grant_id)]
+    [reminder] = reminders_in(rows)
+    assert (reminder.grant_id, reminder.request_id, reminder.requester, reminder.epoch) == (
+        grant.grant_id,
+        "req-1",
+        "alice",
+        1,
+    )
+    assert reminder.spec.resource == "appdb" and reminder.spec.principal == "alice"
+    assert grant.expires_at is not None
+    assert as_utc(reminder.expires_at.ToDatetime()) == as_utc(grant.expires_at)
+    clock.advance(timedelta(seconds=5))
+    await timer.tick()
+    assert await drain_outbox(sessions) == [], "a reminder is sent once"
+    clock.advance(timedelta(seconds=10))
+    await timer.tick()
+    rows = await drain_outbox(sessions)
+    assert [r.topic for r in rows] == ["lapse.revoke-requests.v1"]
+
+
+async def test_a_grant_already_expired_is_revoked_not_reminded(
+    sessions: async_sessionmaker[AsyncSession], clock: ManualClock, keys: tuple[Path, Path]
+) -> None:
+    await granted(sessions, clock, keys, duration=60, notice=NOTICE)
+    await drain_outbox(sessions)
+    clock.advance(timedelta(minutes=5))  # the scheduler was down past both timers
+    timer = expiry_timer(sessions, clock)
+    await timer.tick()
+    rows = await drain_outbox(sessions)
+    assert [r.topic for r in rows] == ["lapse.revoke-requests.v1"]
+    assert await timer.tick() == 3600, "nothing left to wake for"
+
+
+async def test_moving_the_expiry_rearms_the_reminder(
+    sessions: async_sessionmaker[AsyncSession], clock: ManualClock, keys: tuple[Path, Path]
+) -> None:
+    grant = await granted(sessions, clock, keys, duration=3600, notice=NOTICE)
+    await drain_outbox(sessions)
+    timer = expiry_timer(sessions, clock)
+    clock.advance(timedelta(minutes=50))
+    await timer.tick()
+    assert len(reminders_in(await drain_outbox(sessions))) == 1
+
+    # Extended after the reminder: the new expiry gets its own reminder.
+    async with sessions() as session, session.begin():
+        assert await extend_active_grant(
+            session=session,
+            extension=events_pb2.ExtensionApproved(
+                request_id="req-1", grant_id=grant.grant_id, extend_by_seconds=1800
+            ),
+            topics=TOPICS,
+            clock=clock,
+            expiry_notice=NOTICE,
+        )
+    await drain_outbox(sessions)
+    assert await timer.tick() == pytest.approx(30 * 60)
+    clock.advance(timedelta(minutes=30))
+    await timer.tick()
+    [reminder] = reminders_in(await drain_outbox(sessions))
+    assert reminder.epoch == 2
+    assert as_utc(reminder.expires_at.ToDatetime()) == clock.now() + NOTICE
+
+    # Shortened by a policy change to 85 minutes from the grant: 5 left, reminded at 3m45s.
+    async with sessions() as session, session.begin():
+        assert await shorten_approval(
+            session=session,
+            shortened=events_pb2.ApprovalShortened(request_id="req-1", max_duration_seconds=5100),
+            topics=TOPICS,
+            clock=clock,
+            expiry_notice=NOTICE,
+        )
+    async with sessions() as session:
+        moved = (await session.execute(select(Grant))).scalar_one()
+    assert moved.expires_at is not None and moved.remind_at is not None
+    assert as_utc(moved.expires_at) == clock.now() + timedelta(minutes=5)
+    assert as_utc(moved.remind_at) == clock.now() + timedelta(minutes=3, seconds=45)

@@ -1,5 +1,5 @@
 """Wiring of the chat front end: settings, directory, token minting, the Lapse gRPC APIs,
-Slack and Teams clients, and the HTTP routes."""
+Slack and Teams clients, the HTTP routes and the requester notifications fed from Kafka."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import logging
 import os
 import signal
 from dataclasses import dataclass
+from datetime import timedelta
 
 import aiohttp
 from aiohttp import web
+from lapse_common.clock import SystemClock
 from lapse_common.pb.lapse.v1 import request_service_pb2
-from lapse_common.settings import TelemetrySettings
+from lapse_common.settings import KafkaSettings, TelemetrySettings
 from lapse_common.telemetry import setup_telemetry
 from pydantic import ValidationError
 
@@ -21,6 +23,8 @@ from lapse_chatops.directory import DirectoryError, DirectoryFile
 from lapse_chatops.handlers import LapseCalls, SlackEndpoints, TeamsEndpoint, health
 from lapse_chatops.lapse_api import LapseApi, TokenMinter
 from lapse_chatops.operations.notify_approvers import notify_approvers
+from lapse_chatops.operations.notify_requester import RequesterNotifier
+from lapse_chatops.requester_feed import RequesterFeed
 from lapse_chatops.settings import ChatopsSettings
 from lapse_chatops.signatures import decode_teams_secret
 from lapse_chatops.slack_api import SlackWebApi
@@ -42,6 +46,8 @@ def configure_logging() -> None:
         level=os.environ.get("LAPSE_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s chatops %(levelname)s %(name)s: %(message)s",
     )
+    # aiokafka logs every rebalance at INFO; keep the log readable.
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
 
 
 @dataclass
@@ -52,8 +58,18 @@ class Chatops:
     lapse: LapseApi
     session: aiohttp.ClientSession
     background: BackgroundWork
+    feed: RequesterFeed | None = None
+    _feed_task: asyncio.Task[None] | None = None
+
+    def start_notifications(self) -> None:
+        if self.feed is not None:
+            self._feed_task = asyncio.create_task(self.feed.run(), name="requester-feed")
 
     async def close(self) -> None:
+        # First, so no notification starts on a session about to close.
+        if self._feed_task is not None:
+            self._feed_task.cancel()
+            await asyncio.gather(self._feed_task, return_exceptions=True)
         await self.background.drain(timeout=10)
         await self.lapse.close()
         await self.session.close()
@@ -133,6 +149,47 @@ def build_app(
     return app
 
 
+def requester_feed(
+    settings: ChatopsSettings,
+    *,
+    kafka: KafkaSettings,
+    directory: DirectoryFile,
+    session: aiohttp.ClientSession,
+) -> RequesterFeed | None:
+    """The Kafka consumer behind requester notifications, or None when they are off."""
+    enabled = settings.notify_requesters
+    if enabled is None:
+        enabled = "bootstrap_servers" in kafka.model_fields_set
+    if not enabled:
+        logger.info(
+            "requester notifications off: set LAPSE_KAFKA_BOOTSTRAP_SERVERS "
+            "(or LAPSE_CHATOPS_NOTIFY_REQUESTERS=true) to tell people about their requests"
+        )
+        return None
+    bot_token = settings.slack_bot_token.get_secret_value()
+    webhook_url = settings.teams_webhook_url.get_secret_value()
+    if not bot_token and not webhook_url:
+        logger.warning(
+            "requester notifications off: they need LAPSE_CHATOPS_SLACK_BOT_TOKEN or "
+            "LAPSE_CHATOPS_TEAMS_WEBHOOK_URL"
+        )
+        return None
+    notifier = RequesterNotifier(
+        directory=directory,
+        slack=(
+            SlackWebApi(bot_token=bot_token, base_url=settings.slack_api_base_url, session=session)
+            if bot_token
+            else None
+        ),
+        teams=TeamsWebhook(url=webhook_url, session=session) if webhook_url else None,
+        clock=SystemClock(),
+        attempts=settings.notify_attempts,
+        retry_seconds=settings.notify_retry_seconds,
+        max_age=timedelta(seconds=settings.notify_max_age_seconds),
+    )
+    return RequesterFeed(kafka=kafka, handle=notifier.notify)
+
+
 async def create(settings: ChatopsSettings) -> Chatops:
     """Everything checked first, so a bad setting stops the process before it opens anything."""
     try:
@@ -145,6 +202,7 @@ async def create(settings: ChatopsSettings) -> Chatops:
             audience=settings.token_audience,
             ttl_seconds=settings.token_ttl_seconds,
         )
+        kafka = KafkaSettings()
     except (ValueError, DirectoryError) as error:
         raise ConfigurationError(str(error)) from error
     lapse = LapseApi(
@@ -158,7 +216,8 @@ async def create(settings: ChatopsSettings) -> Chatops:
     app = build_app(
         settings=settings, directory=directory, lapse=lapse, session=session, background=background
     )
-    return Chatops(app=app, lapse=lapse, session=session, background=background)
+    feed = requester_feed(settings, kafka=kafka, directory=directory, session=session)
+    return Chatops(app=app, lapse=lapse, session=session, background=background, feed=feed)
 
 
 async def run() -> None:
@@ -184,6 +243,7 @@ async def run() -> None:
             if on
         ]
         logger.info("serving %s on %s:%d", " and ".join(served), host, port)
+        chatops.start_notifications()
         print("lapse-chatops ready", flush=True)
         await stop.wait()
     finally:

@@ -15,14 +15,12 @@ edit is logged and the last good version stays in use.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from lapse_common.watched_file import WatchedFile
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -89,36 +87,27 @@ class Directory:
                 return self.teams[key]
         return None
 
+    def slack_user_of(self, subject: str) -> str | None:
+        """The Slack user id a Lapse subject is reached at: the first one in the file when
+        several map to the same subject."""
+        return _first_key_of(self.slack, subject)
 
-class DirectoryFile:
-    """The directory file, re-read when its modification time changes."""
+    def teams_user_of(self, subject: str) -> str | None:
+        """The Teams object id (or display name) of a Lapse subject, first one in the file."""
+        return _first_key_of(self.teams, subject)
+
+
+def _first_key_of(people: dict[str, Person], subject: str) -> str | None:
+    if not subject:
+        return None
+    return next((key for key, person in people.items() if person.subject == subject), None)
+
+
+class DirectoryFile(WatchedFile[Directory]):
+    """The directory file, re-read when its modification time changes (a broken edit keeps
+    the last good version)."""
 
     def __init__(self, path: Path) -> None:
-        self._path = path
-        self._stamp = self._modified()
-        self._current = self._read()
-
-    def _modified(self) -> int:
-        try:
-            return self._path.stat().st_mtime_ns
-        except OSError as error:
-            raise DirectoryError(f"cannot read directory file {self._path}: {error}") from error
-
-    def _read(self) -> Directory:
-        try:
-            text = self._path.read_text()
-        except OSError as error:
-            raise DirectoryError(f"cannot read directory file {self._path}: {error}") from error
-        return Directory.parse(text, source=str(self._path))
-
-    @property
-    def current(self) -> Directory:
-        try:
-            stamp = self._modified()
-            if stamp != self._stamp:
-                self._stamp = stamp
-                self._current = self._read()
-                logger.info("directory %s reloaded", self._path)
-        except DirectoryError as error:
-            logger.error("keeping the previous directory: %s", error)
-        return self._current
+        super().__init__(
+            path, parse=Directory.parse, errors=DirectoryError, label="directory file"
+        )

@@ -22,10 +22,12 @@ def request_status(value: int) -> str:
     return common_pb2.RequestStatus.Name(value).removeprefix("REQUEST_STATUS_")  # type: ignore[arg-type]
 
 
+def access_text(spec: common_pb2.GrantSpec) -> str:
+    return f"{spec.integration_id}/{spec.resource} {spec.permission} as {spec.principal}"
+
+
 def items_text(view: request_service_pb2.AccessRequestView) -> str:
-    return ", ".join(
-        f"{i.integration_id}/{i.resource} {i.permission} as {i.principal}" for i in view.items
-    )
+    return ", ".join(access_text(item) for item in view.items)
 
 
 def not_in_directory(platform: str, user: str) -> str:

@@ -43,6 +43,18 @@ class ChatopsSettings(BaseSettings):
     # Tokens are minted per call for the person in chat and thrown away after it.
     token_ttl_seconds: int = Field(default=300, ge=30, le=3600)
 
+    # Tell requesters in chat when their request is decided, their access is active and before
+    # it expires, read from Kafka (LAPSE_KAFKA_*). Unset: on when LAPSE_KAFKA_BOOTSTRAP_SERVERS
+    # is set, so a chat front end deployed without Kafka keeps working as before.
+    notify_requesters: bool | None = None
+    # A failed delivery is tried this often, with doubling pauses, then logged and dropped:
+    # a chat outage must not hold back the notifications after it.
+    notify_attempts: int = Field(default=3, ge=1, le=10)
+    notify_retry_seconds: float = Field(default=1.0, ge=0)
+    # Events older than this are not announced: a consumer group reading history (first
+    # start, a long outage) must not flood people with news about long-settled requests.
+    notify_max_age_seconds: int = Field(default=3600, gt=0)
+
     @property
     def slack_enabled(self) -> bool:
         return bool(self.slack_signing_secret.get_secret_value())

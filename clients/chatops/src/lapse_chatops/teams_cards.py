@@ -1,4 +1,5 @@
-"""Teams messages: the approval notification posted to the incoming webhook."""
+"""Teams messages: the approval notification posted to the incoming webhook, and the
+Adaptive Card message wrapping every notification."""
 
 from __future__ import annotations
 
@@ -16,14 +17,11 @@ def review_link(console_url: str, request_id: str) -> str:
 def approval_card(
     view: request_service_pb2.AccessRequestView, *, console_url: str, approval_mode: str | None
 ) -> dict[str, Any]:
-    """An Adaptive Card message: accepted by classic incoming webhooks and by Workflows."""
     link = review_link(console_url, view.request_id)
     flow = f"{view.flow} ({approval_mode})" if approval_mode else view.flow
-    card = {
-        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-        "type": "AdaptiveCard",
-        "version": "1.4",
-        "body": [
+    return card_message(
+        summary=f"Lapse: approval needed for {view.request_id}",
+        body=[
             {
                 "type": "TextBlock",
                 "size": "Medium",
@@ -47,11 +45,25 @@ def approval_card(
                 "text": f"Approve or reject at {link} or with `lapse approve {view.request_id}`",
             },
         ],
-        "actions": [{"type": "Action.OpenUrl", "title": "Review in Lapse", "url": link}],
+        actions=[{"type": "Action.OpenUrl", "title": "Review in Lapse", "url": link}],
+    )
+
+
+def card_message(
+    *, summary: str, body: list[dict[str, Any]], actions: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """An Adaptive Card message: accepted by classic incoming webhooks and by Workflows."""
+    card: dict[str, Any] = {
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
+        "body": body,
     }
+    if actions:
+        card["actions"] = actions
     return {
         "type": "message",
-        "summary": f"Lapse: approval needed for {view.request_id}",
+        "summary": summary,
         "attachments": [
             {
                 "contentType": "application/vnd.microsoft.card.adaptive",

@@ -72,4 +72,6 @@ class GroupDirectory:
 
 
 def watch_group_directory(path: Path) -> WatchedFile[GroupDirectory]:
-    return WatchedFile(path, parse=GroupDirectory.parse, errors=GroupDirectoryError)
+    return WatchedFile(
+        path, parse=GroupDirectory.parse, errors=GroupDirectoryError, label="directory file"
+    )

@@ -28,8 +28,10 @@ class WatchedFile(Generic[Parsed]):
         *,
         parse: Callable[..., Parsed],
         errors: type[Exception],
+        label: str = "file",
     ) -> None:
         self._path = path
+        self._label = label
         self._parse = parse
         self._errors = errors
         self._stamp = self._modified()
@@ -43,13 +45,13 @@ class WatchedFile(Generic[Parsed]):
         try:
             return self._path.stat().st_mtime_ns
         except OSError as error:
-            raise self._errors(f"cannot read {self._path}: {error}") from error
+            raise self._errors(f"cannot read {self._label} {self._path}: {error}") from error
 
     def _read(self) -> Parsed:
         try:
             text = self._path.read_text()
         except OSError as error:
-            raise self._errors(f"cannot read {self._path}: {error}") from error
+            raise self._errors(f"cannot read {self._label} {self._path}: {error}") from error
         return self._parse(text, source=str(self._path))
 
     @property

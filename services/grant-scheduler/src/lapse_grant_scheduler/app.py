@@ -42,7 +42,11 @@ async def run() -> None:
         batch_size=settings.timer_batch_size,
     )
     handlers = SchedulerHandlers(
-        signer=signer, topics=service.topics, clock=service.clock, timer=timer
+        signer=signer,
+        topics=service.topics,
+        clock=service.clock,
+        timer=timer,
+        expiry_notice=timedelta(seconds=settings.expiry_notice_seconds),
     )
     service.subscribe(
         topic=service.topics.decisions,

@@ -1,6 +1,7 @@
-"""The durable expiry timer: wakes at the earliest due grant, so lateness is the time to
-claim a row, not a poll period. The timers themselves live in the DB; a restarted
-scheduler revokes everything that fell due while it was down on its first pass."""
+"""The durable expiry timer: wakes at the earliest due grant or expiry reminder, so lateness
+is the time to claim a row, not a poll period. The timers themselves live in the DB; a
+restarted scheduler revokes (and reminds) everything that fell due while it was down on its
+first pass."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ from lapse_common.clock import Clock
 from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from lapse_grant_scheduler.operations.remind_expiring_grants import (
+    next_reminder,
+    send_due_reminders,
+)
 from lapse_grant_scheduler.operations.request_due_revocations import (
     next_expiry,
     request_due_revocations,
@@ -41,7 +46,8 @@ class ExpiryTimer:
         self._changed = asyncio.Event()
 
     def timers_changed(self) -> None:
-        """A grant became ACTIVE here: its expiry may be earlier than the one slept for."""
+        """A grant became ACTIVE or its expiry moved here: its expiry or reminder may be
+        earlier than the one slept for."""
         self._changed.set()
 
     async def run(self) -> None:
@@ -58,18 +64,35 @@ class ExpiryTimer:
             self._changed.clear()
 
     async def tick(self) -> float:
-        """Claim what is due; return how long to sleep before the next expiry."""
+        """Claim what is due; return how long to sleep before the next expiry or reminder."""
+        # Revocations first and in their own transaction: a failing reminder must never hold
+        # back a revocation, and a grant that is already due is revoked, not reminded.
         async with self._sessions() as session, session.begin():
-            claimed = await request_due_revocations(
+            revoked = await request_due_revocations(
                 session=session, topics=self._topics, clock=self._clock, batch_size=self._batch_size
             )
-        if claimed:
-            logger.info("requested revocation of %d expired grant(s)", claimed)
+        if revoked:
+            logger.info("requested revocation of %d expired grant(s)", revoked)
+        async with self._sessions() as session, session.begin():
+            reminded = await send_due_reminders(
+                session=session, topics=self._topics, clock=self._clock, batch_size=self._batch_size
+            )
+        if reminded:
+            logger.info("sent %d expiry reminder(s)", reminded)
+        if revoked or reminded:
             self._wake_relay()
-            if claimed >= self._batch_size:
-                return 0.0
+        if max(revoked, reminded) >= self._batch_size:
+            return 0.0
         async with self._sessions() as session:
-            upcoming = await next_expiry(session=session)
-        if upcoming is None:
+            upcoming = [
+                moment
+                for moment in (
+                    await next_expiry(session=session),
+                    await next_reminder(session=session),
+                )
+                if moment is not None
+            ]
+        if not upcoming:
             return self._max_sleep
-        return max(0.0, min(self._max_sleep, (upcoming - self._clock.now()).total_seconds()))
+        wait = (min(upcoming) - self._clock.now()).total_seconds()
+        return max(0.0, min(self._max_sleep, wait))

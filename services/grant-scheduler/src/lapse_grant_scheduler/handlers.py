@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from lapse_common.clock import Clock
 from lapse_common.command_signing import CommandSigner
@@ -28,6 +29,7 @@ class SchedulerHandlers:
     topics: Topics
     clock: Clock
     timer: ExpiryTimer
+    expiry_notice: timedelta
 
     async def on_decision(self, *, session: AsyncSession, event: DecodedEvent) -> None:
         payload = event.payload
@@ -38,11 +40,19 @@ class SchedulerHandlers:
             )
         elif isinstance(payload, events_pb2.ApprovalShortened):
             changed = await shorten_approval(
-                session=session, shortened=payload, topics=self.topics, clock=self.clock
+                session=session,
+                shortened=payload,
+                topics=self.topics,
+                clock=self.clock,
+                expiry_notice=self.expiry_notice,
             )
         elif isinstance(payload, events_pb2.ExtensionApproved):
             changed = await extend_active_grant(
-                session=session, extension=payload, topics=self.topics, clock=self.clock
+                session=session,
+                extension=payload,
+                topics=self.topics,
+                clock=self.clock,
+                expiry_notice=self.expiry_notice,
             )
         if changed:
             self.timer.timers_changed()
@@ -59,7 +69,11 @@ class SchedulerHandlers:
     async def on_agent_result(self, *, session: AsyncSession, event: DecodedEvent) -> None:
         assert isinstance(event.payload, events_pb2.AgentResult)
         if await record_grant_result(
-            session=session, result=event.payload, topics=self.topics, clock=self.clock
+            session=session,
+            result=event.payload,
+            topics=self.topics,
+            clock=self.clock,
+            expiry_notice=self.expiry_notice,
         ):
             # Woken before the commit: the timer's next pass may not see the new row yet,
             # but its sleep is then bounded by timer_max_sleep_seconds.

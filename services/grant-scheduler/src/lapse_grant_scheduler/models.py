@@ -24,6 +24,7 @@ class Grant(SchedulerBase):
     __tablename__ = "grants"
     __table_args__ = (
         Index("ix_grants_due", "status", "expires_at"),
+        Index("ix_grants_remind", "status", "remind_at"),
         Index("ix_grants_access", "principal", "integration_id", "resource", "permission"),
     )
 
@@ -45,6 +46,9 @@ class Grant(SchedulerBase):
     revoke_requested_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True
     )
+    # When to tell the requester the grant ends soon; re-armed whenever expires_at moves and
+    # cleared once the reminder is sent, so each expiry is announced once.
+    remind_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     detail: Mapped[str] = mapped_column(Text, default="")
     # W3C trace context of the request that created the grant, so the expiry (a timer with
     # no caller) continues the same trace.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,3 +20,6 @@ class SchedulerSettings(BaseSettings):
     # activated by another replica are noticed; its own grants wake it immediately.
     timer_max_sleep_seconds: float = 2.0
     timer_batch_size: int = 500
+    # The requester is reminded this long before a grant expires (or after three quarters of
+    # a shorter remaining lifetime), so they can extend it or wrap up; 0 sends no reminders.
+    expiry_notice_seconds: int = Field(default=600, ge=0)

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_grant_scheduler.grant_facts import enqueue_grant_fact, request_revocation
 from lapse_grant_scheduler.models import Grant, GrantState
+from lapse_grant_scheduler.operations.remind_expiring_grants import arm_reminder
 
 
 async def _grants(session: AsyncSession, request_id: str) -> list[Grant]:
@@ -43,7 +44,12 @@ async def withdraw_approval(
 
 
 async def shorten_approval(
-    *, session: AsyncSession, shortened: events_pb2.ApprovalShortened, topics: Topics, clock: Clock
+    *,
+    session: AsyncSession,
+    shortened: events_pb2.ApprovalShortened,
+    topics: Topics,
+    clock: Clock,
+    expiry_notice: timedelta,
 ) -> bool:
     limit = timedelta(seconds=shortened.max_duration_seconds)
     changed = False
@@ -55,6 +61,7 @@ async def shorten_approval(
             if latest < as_utc(grant.expires_at):
                 grant.expires_at = latest
                 grant.epoch += 1
+                arm_reminder(grant, now=clock.now(), notice=expiry_notice)
                 changed = True
                 enqueue_grant_fact(
                     session,
@@ -70,7 +77,12 @@ async def shorten_approval(
 
 
 async def extend_active_grant(
-    *, session: AsyncSession, extension: events_pb2.ExtensionApproved, topics: Topics, clock: Clock
+    *,
+    session: AsyncSession,
+    extension: events_pb2.ExtensionApproved,
+    topics: Topics,
+    clock: Clock,
+    expiry_notice: timedelta,
 ) -> bool:
     grant = await session.get(Grant, extension.grant_id, with_for_update=True)
     if grant is None or grant.request_id != extension.request_id:
@@ -79,6 +91,8 @@ async def extend_active_grant(
         return False
     grant.expires_at = as_utc(grant.expires_at) + timedelta(seconds=extension.extend_by_seconds)
     grant.epoch += 1
+    # Re-armed even if this expiry's reminder was already sent: the new expiry gets its own.
+    arm_reminder(grant, now=clock.now(), notice=expiry_notice)
     enqueue_grant_fact(
         session,
         grant=grant,

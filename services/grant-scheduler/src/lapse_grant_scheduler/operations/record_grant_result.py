@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_grant_scheduler.grant_facts import enqueue_grant_fact
 from lapse_grant_scheduler.models import Grant, GrantState
+from lapse_grant_scheduler.operations.remind_expiring_grants import arm_reminder
 
 
 async def record_grant_result(
@@ -20,6 +21,7 @@ async def record_grant_result(
     result: events_pb2.AgentResult,
     topics: Topics,
     clock: Clock,
+    expiry_notice: timedelta,
 ) -> bool:
     """Returns True when a new expiry timer was set (the timer should look again)."""
     if result.kind != common_pb2.COMMAND_KIND_GRANT:
@@ -34,6 +36,7 @@ async def record_grant_result(
         grant.granted_at = now
         # The lifetime starts when access exists in the target, not when it was asked for.
         grant.expires_at = now + timedelta(seconds=grant.duration_seconds)
+        arm_reminder(grant, now=now, notice=expiry_notice)
         grant.detail = result.detail
         enqueue_grant_fact(
             session,
