@@ -3,6 +3,7 @@ and the consumer's quarantine path for messages a handler refuses."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import uuid
@@ -30,10 +31,11 @@ from lapse_common.access_events import (
     ProducerRegistryError,
     UserOffboarded,
 )
+from lapse_common.access_events.__main__ import build_payload, parse_args
 from lapse_common.access_events.__main__ import main as access_events_cli
 from lapse_common.access_events.keys import generate_producer_keys, load_private_key
 from lapse_common.access_events.kinds import wrap
-from lapse_common.clock import ManualClock
+from lapse_common.clock import ManualClock, SystemClock
 from lapse_common.db import Base, create_engine_for_service, create_schema, session_factory
 from lapse_common.messaging.broker import create_broker, ensure_topics
 from lapse_common.messaging.codec import DecodedEvent, build_envelope, decode
@@ -650,6 +652,435 @@ async def test_publish_to_kafka_and_verify_the_record_read_back(setup: Setup) ->
         assert event.event_id == event_id
         assert event.producer == "hr-offboarding"
         assert event.user_offboarded == UserOffboarded(subject="bob", reason="left")
+    finally:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics([topic])
+        finally:
+            await admin.close()
+
+
+# --- publish: the CLI -----------------------------------------------------------------
+
+
+def _publish_argv(producer: str, key: Path | str, *kind_args: str) -> list[str]:
+    return ["publish", "--producer", producer, "--key", str(key), *kind_args]
+
+
+@pytest.mark.parametrize(
+    ("kind_args", "expected"),
+    [
+        pytest.param(
+            ["user-offboarded", "--subject", "bob", "--reason", "left the company"],
+            UserOffboarded(subject="bob", reason="left the company"),
+            id="user-offboarded",
+        ),
+        pytest.param(
+            [
+                "incident-declared",
+                "--incident-id",
+                "INC-7",
+                "--scope",
+                "integration=demo-pg",
+                "--scope",
+                "resource=appdb",
+                "--reason",
+                "leak",
+            ],
+            IncidentDeclared(
+                incident_id="INC-7",
+                scope=common_pb2.AccessScope(integration_id="demo-pg", resource="appdb"),
+                reason="leak",
+                lockdown=True,
+            ),
+            id="incident-declared-locks-down-by-default",
+        ),
+        pytest.param(
+            ["incident-declared", "--incident-id", "INC-8", "--everything", "--no-lockdown"],
+            IncidentDeclared(
+                incident_id="INC-8", scope=common_pb2.AccessScope(everything=True), lockdown=False
+            ),
+            id="incident-declared-everything-no-lockdown",
+        ),
+        pytest.param(
+            ["incident-declared", "--incident-id", "INC-9"]
+            + [f"--scope={key}={key}-x" for key in ("permission", "user", "group", "flow")],
+            IncidentDeclared(
+                incident_id="INC-9",
+                scope=common_pb2.AccessScope(
+                    permission="permission-x", user="user-x", group="group-x", flow="flow-x"
+                ),
+                lockdown=True,
+            ),
+            id="incident-declared-every-scope-key",
+        ),
+        pytest.param(
+            ["incident-resolved", "--incident-id", "INC-7", "--reason", "fixed"],
+            IncidentResolved(incident_id="INC-7", reason="fixed"),
+            id="incident-resolved",
+        ),
+        pytest.param(
+            [
+                "access-requested",
+                "--machine-identity",
+                "ci-deploy",
+                "--integration",
+                "demo-pg",
+                "--resource",
+                "appdb",
+                "--permission",
+                "read",
+                "--principal",
+                "ci_deploy",
+                "--for",
+                "30m",
+                "--justification",
+                "deploy 1.2",
+            ],
+            AccessRequested(
+                machine_identity="ci-deploy",
+                integration_id="demo-pg",
+                resource="appdb",
+                permission="read",
+                principal="ci_deploy",
+                duration_seconds=1800,
+                justification="deploy 1.2",
+            ),
+            id="access-requested",
+        ),
+        pytest.param(
+            [
+                "access-requested",
+                "--machine-identity",
+                "ci-deploy",
+                "--integration",
+                "demo-pg",
+                "--resource",
+                "appdb",
+                "--permission",
+                "read",
+            ],
+            AccessRequested(
+                machine_identity="ci-deploy",
+                integration_id="demo-pg",
+                resource="appdb",
+                permission="read",
+            ),
+            id="access-requested-flow-default-duration",
+        ),
+    ],
+)
+def test_publish_arguments_build_the_payload(
+    kind_args: list[str], expected: AccessEventPayload
+) -> None:
+    args = parse_args(_publish_argv("incident-bot", "k.key", *kind_args))
+
+    assert args.producer == "incident-bot"
+    assert args.key == Path("k.key")
+    assert args.timeout == 15.0
+    payload = build_payload(args)
+    assert type(payload) is type(expected)
+    assert payload == expected
+
+
+@pytest.mark.parametrize(
+    ("duration", "seconds"),
+    [("90s", 90), ("30m", 1800), ("4h", 14400), ("2d", 172800), ("600", 600)],
+)
+def test_publish_durations(duration: str, seconds: int) -> None:
+    args = parse_args(
+        _publish_argv(
+            "ci-pipelines",
+            "k",
+            *("access-requested", "--machine-identity", "m", "--integration", "i"),
+            *("--resource", "r", "--permission", "p", "--for", duration),
+        )
+    )
+    payload = build_payload(args)
+    assert isinstance(payload, AccessRequested)
+    assert payload.duration_seconds == seconds
+
+
+@pytest.fixture
+def no_kafka(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bad input must be refused before anything tries to reach Kafka."""
+
+    async def must_not_publish(**kwargs: object) -> str:
+        raise AssertionError(f"tried to publish {kwargs.get('payload')!r}")
+
+    monkeypatch.setattr("lapse_common.access_events.__main__.publish_event", must_not_publish)
+
+
+REQUEST = ("access-requested", "--machine-identity", "ci-deploy", "--integration", "pg")
+REQUEST_FIELDS = (*REQUEST, "--resource", "orders", "--permission", "read")
+
+
+@pytest.mark.usefixtures("no_kafka")
+@pytest.mark.parametrize(
+    ("producer", "key", "kind_args", "message"),
+    [
+        pytest.param(
+            "incident-bot",
+            "incident-bot.key",
+            ["incident-declared", "--incident-id", "I", "--scope", "team=db"],
+            "error: unknown --scope key 'team' in 'team=db'; use one of integration, resource, permission, user, group, flow",
+            id="unknown-scope-key",
+        ),
+        pytest.param(
+            "incident-bot",
+            "incident-bot.key",
+            ["incident-declared", "--incident-id", "I", "--scope", "resource"],
+            "error: --scope 'resource' needs a value: resource=VALUE",
+            id="scope-without-value",
+        ),
+        pytest.param(
+            "incident-bot",
+            "incident-bot.key",
+            ["incident-declared", "--incident-id", "I", "--scope", "user=a", "--scope", "user=b"],
+            "error: --scope user is given twice",
+            id="scope-key-twice",
+        ),
+        pytest.param(
+            "incident-bot",
+            "incident-bot.key",
+            ["incident-declared", "--incident-id", "I", "--everything", "--scope", "flow=f"],
+            "error: --everything means all access: do not combine it with --scope",
+            id="everything-and-scope",
+        ),
+        pytest.param(
+            "incident-bot",
+            "incident-bot.key",
+            ["incident-declared", "--incident-id", "I"],
+            "error: incident_declared has no scope (set `everything` explicitly",
+            id="signer-refuses-no-scope",
+        ),
+        pytest.param(
+            "hr-offboarding",
+            "hr-offboarding.key",
+            ["user-offboarded", "--subject", "  "],
+            "error: user_offboarded has no subject",
+            id="signer-refuses-blank-subject",
+        ),
+        pytest.param(
+            "incident-bot",
+            "incident-bot.key",
+            ["incident-resolved", "--incident-id", ""],
+            "error: incident_resolved has no incident_id",
+            id="signer-refuses-empty-incident-id",
+        ),
+        pytest.param(
+            "ci-pipelines",
+            "ci-pipelines.key",
+            [*REQUEST_FIELDS, "--for", "30x"],
+            "error: --for '30x' is not a positive duration like 90s, 30m, 4h or 2d",
+            id="bad-duration",
+        ),
+        pytest.param(
+            "ci-pipelines",
+            "ci-pipelines.key",
+            [*REQUEST_FIELDS, "--for", "0m"],
+            "error: --for '0m' is not a positive duration",
+            id="zero-duration",
+        ),
+        pytest.param(
+            "ci-pipelines",
+            "ci-pipelines.key",
+            [*REQUEST, "--resource", "orders", "--permission", " "],
+            "error: access_requested has no permission",
+            id="signer-refuses-blank-permission",
+        ),
+        pytest.param(
+            "hr-offboarding",
+            "missing.key",
+            ["user-offboarded", "--subject", "bob"],
+            "error: cannot read the private key {keys}/missing.key: No such file or directory",
+            id="unreadable-key-file",
+        ),
+        pytest.param(
+            "hr-offboarding",
+            "hr-offboarding.pub",
+            ["user-offboarded", "--subject", "bob"],
+            "error: {keys}/hr-offboarding.pub: not an unencrypted PEM private key",
+            id="public-key-given",
+        ),
+        pytest.param(
+            "HR",
+            "hr-offboarding.key",
+            ["user-offboarded", "--subject", "bob"],
+            "error: producer name 'HR' must be",
+            id="bad-producer-name",
+        ),
+    ],
+)
+def test_publish_refuses_bad_input_with_exit_2(
+    setup: Setup,
+    capsys: pytest.CaptureFixture[str],
+    producer: str,
+    key: str,
+    kind_args: list[str],
+    message: str,
+) -> None:
+    keys = setup.directory / "keys"
+    code = access_events_cli(_publish_argv(producer, keys / key, *kind_args))
+    captured = capsys.readouterr()
+
+    assert code == 2
+    assert captured.out == ""
+    assert captured.err.startswith(message.format(keys=keys))
+
+
+@pytest.mark.usefixtures("no_kafka")
+def test_publish_refuses_invalid_kafka_settings_with_exit_2(
+    setup: Setup, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LAPSE_KAFKA_TOPIC_PREFIX", "no spaces")
+    key = setup.directory / "keys" / "hr-offboarding.key"
+    code = access_events_cli(
+        _publish_argv("hr-offboarding", key, "user-offboarded", "--subject", "b")
+    )
+
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "error: invalid Kafka settings: LAPSE_KAFKA_TOPIC_PREFIX: "
+        "may contain only letters, digits, '.', '_' and '-'\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["publish", "--producer", "p", "--key", "k"], id="no-kind"),
+        pytest.param(
+            ["publish", "--producer", "p", "--key", "k", "user-offboarded"], id="no-subject"
+        ),
+        pytest.param(
+            ["publish", "--key", "k", "user-offboarded", "--subject", "s"], id="no-producer"
+        ),
+        pytest.param(
+            [
+                "publish",
+                "--producer",
+                "p",
+                "--key",
+                "k",
+                "--timeout",
+                "0",
+                "incident-resolved",
+                "--incident-id",
+                "i",
+            ],
+            id="zero-timeout",
+        ),
+        pytest.param(
+            ["publish", "--producer", "p", "--key", "k", "user-deleted", "--subject", "s"],
+            id="unknown-kind",
+        ),
+    ],
+)
+def test_publish_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        access_events_cli(argv)
+    assert exit_.value.code == 2
+    assert "error: " in capsys.readouterr().err
+
+
+async def test_publish_exits_1_when_kafka_refuses_the_connection(
+    setup: Setup, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LAPSE_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    key = setup.directory / "keys" / "hr-offboarding.key"
+    # In a thread: the CLI runs its own event loop, as it does from a shell.
+    code = await asyncio.to_thread(
+        access_events_cli, _publish_argv("hr-offboarding", key, "user-offboarded", "--subject", "b")
+    )
+    captured = capsys.readouterr()
+
+    assert code == 1
+    assert captured.out == ""
+    assert (
+        "error: cannot publish to lapse.access-events.v1 on Kafka at 127.0.0.1:1: "
+        "KafkaConnectionError: Unable to bootstrap" in captured.err
+    )
+
+
+async def test_publish_gives_up_on_a_silent_kafka_after_the_timeout(
+    setup: Setup, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # accept, never answer; end when the client hangs up
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setenv("LAPSE_KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
+    key = setup.directory / "keys" / "incident-bot.key"
+    argv = ["publish", "--producer", "incident-bot", "--key", str(key), "--timeout", "0.5"]
+    started = asyncio.get_running_loop().time()
+    async with server:
+        code = await asyncio.to_thread(
+            access_events_cli, [*argv, "incident-resolved", "--incident-id", "INC-7"]
+        )
+    elapsed = asyncio.get_running_loop().time() - started
+    captured = capsys.readouterr()
+
+    assert code == 1
+    assert elapsed < 10  # aiokafka alone would wait out its 40 s request timeout
+    assert (
+        f"error: Kafka at 127.0.0.1:{port} did not confirm the event on lapse.access-events.v1 "
+        "within 0.5s" in captured.err
+    )
+
+
+@pytest.mark.integration
+async def test_publish_cli_sends_a_signed_event_consumers_verify(
+    setup: Setup, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    prefix = f"it-ae-cli-{uuid.uuid4().hex[:8]}."
+    monkeypatch.setenv("LAPSE_KAFKA_BOOTSTRAP_SERVERS", bootstrap)
+    monkeypatch.setenv("LAPSE_KAFKA_TOPIC_PREFIX", prefix)
+    settings = KafkaSettings()
+    topic = Topics(prefix=prefix).access_events
+    await ensure_topics(settings, [topic], timeout=30)
+    key = setup.directory / "keys" / "ci-pipelines.key"
+    try:
+        code = await asyncio.to_thread(
+            access_events_cli,
+            _publish_argv(
+                "ci-pipelines",
+                key,
+                *REQUEST_FIELDS,
+                *("--principal", "ci_deploy", "--for", "30m", "--justification", "deploy"),
+            ),
+        )
+        captured = capsys.readouterr()
+        print(captured.out, captured.err)
+        assert code == 0
+        [line] = captured.out.splitlines()
+        fields = dict(part.split("=", 1) for part in line.split())
+        assert fields["topic"] == topic
+
+        [record] = await read_all(bootstrap, topic)
+        print(f"read back {record.topic}[{record.partition}]@{record.offset} key={record.key!r}")
+        assert record.key == b"ci-deploy"
+        headers = {name: value.decode() for name, value in record.headers}
+        assert headers["lapse-type"] == "lapse.v1.SignedAccessEvent"
+        assert headers["lapse-event-id"] == fields["event_id"]
+        # The CLI stamps the real time: verify with a real clock.
+        verifier = AccessEventVerifier(registry=setup.registry, clock=SystemClock())
+        event = verifier.verify_decoded(decode(record.value))
+        assert event.event_id == fields["event_id"]
+        assert event.producer == "ci-pipelines"
+        assert event.access_requested == AccessRequested(
+            machine_identity="ci-deploy",
+            integration_id="pg",
+            resource="orders",
+            permission="read",
+            principal="ci_deploy",
+            duration_seconds=1800,
+            justification="deploy",
+        )
     finally:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         await admin.start()

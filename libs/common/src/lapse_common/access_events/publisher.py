@@ -44,8 +44,9 @@ class AccessEventPublisher:
         clock = clock or SystemClock()
         signer = AccessEventSigner(producer=producer, private_key_pem=private_key_pem, clock=clock)
         broker = create_broker(kafka, client_id=f"lapse-access-events-{producer}")
-        await broker.connect()
         try:
+            # Inside the try: a failed connect must still close the producer it started.
+            await broker.connect()
             yield cls(
                 publisher=BrokerPublisher(broker),
                 topics=Topics(prefix=kafka.topic_prefix),
