@@ -47,7 +47,9 @@ def stack(infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> It
                 "s02",
                 *(f"p{i:02d}" for i in range(1, 9)),
             ),
-            bulk_resources=20,
+            # r00-r19 for the revocation tests (which count every member); r20-r30 for the
+            # scoped-revocation and access-event tests.
+            bulk_resources=31,
             far_agent=True,
             # Short deadlines so retries, dead letters and replays happen within seconds:
             # attempts at about 0 s, 4 s and 9.5 s, dead-lettered about 12.5 s after due.

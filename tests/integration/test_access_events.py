@@ -62,7 +62,7 @@ async def test_offboarding_ends_access_and_pending_requests_and_strangers_change
     try:
         active = [
             await submit(clients, stack, user="p06", resource=resource, seconds=600)
-            for resource in ("r07", "r08")
+            for resource in ("r27", "r28")
         ]
         pending = await submit(clients, stack, user="p06", resource="g-any", seconds=600)
         for request_id in active:
@@ -90,7 +90,7 @@ async def test_offboarding_ends_access_and_pending_requests_and_strangers_change
         await publish(
             stack, "hr-offboarding", UserOffboarded(subject="p06", reason="left the company")
         )
-        for index, request_id in zip((7, 8), active, strict=True):
+        for index, request_id in zip((27, 28), active, strict=True):
             grant = await wait_grant(clients, stack, request_id, status=REVOKED, timeout=30)
             assert grant.history[-1].reason == common_pb2.REASON_OFFBOARDING
             assert not await has_role(
@@ -110,8 +110,8 @@ async def test_offboarding_ends_access_and_pending_requests_and_strangers_change
 async def test_incident_panics_and_locks_its_scope_until_resolved(stack: LapseStack) -> None:
     clients = StackClients(stack)
     try:
-        inside = await submit(clients, stack, user="p07", resource="r09", seconds=600)
-        outside = await submit(clients, stack, user="p07", resource="r10", seconds=600)
+        inside = await submit(clients, stack, user="p07", resource="r29", seconds=600)
+        outside = await submit(clients, stack, user="p07", resource="r30", seconds=600)
         for request_id in (inside, outside):
             await wait_grant(clients, stack, request_id, status=ACTIVE, timeout=30)
         await publish(
@@ -119,7 +119,7 @@ async def test_incident_panics_and_locks_its_scope_until_resolved(stack: LapseSt
             "incident-bot",
             IncidentDeclared(
                 incident_id="INC-42",
-                scope=common_pb2.AccessScope(resource="r09"),
+                scope=common_pb2.AccessScope(resource="r29"),
                 reason="credential leak",
                 lockdown=True,
             ),
@@ -130,7 +130,7 @@ async def test_incident_panics_and_locks_its_scope_until_resolved(stack: LapseSt
 
         async def refused_in_scope() -> str:
             try:
-                await submit(clients, stack, user="p07", resource="r09", seconds=60)
+                await submit(clients, stack, user="p07", resource="r29", seconds=60)
             except grpc.aio.AioRpcError as error:
                 return error.details() or ""
             return "accepted"
@@ -146,7 +146,7 @@ async def test_incident_panics_and_locks_its_scope_until_resolved(stack: LapseSt
 
         async def accepted() -> str:
             try:
-                return await submit(clients, stack, user="p07", resource="r09", seconds=60)
+                return await submit(clients, stack, user="p07", resource="r29", seconds=60)
             except grpc.aio.AioRpcError:
                 return ""
 

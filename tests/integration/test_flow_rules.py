@@ -183,7 +183,7 @@ async def test_requester_revokes_own_grant_early_and_nobody_elses(stack: LapseSt
             clients, stack, request_id, status=common_pb2.GRANT_STATUS_ACTIVE, timeout=30
         )
         other = run_cli(stack, "revoke", grant.grant_id, token=stack.token("u07"))
-        assert other.returncode == 1 and "NOT_FOUND" in other.stderr
+        assert other.returncode == 1 and "PERMISSION_DENIED" in other.stderr
 
         own = run_cli(
             stack, "revoke", request_id, "--reason", "done early", token=stack.token("u06")

@@ -38,11 +38,15 @@ def panic_stack(
             users=USERS,
             bulk_resources=len(RESOURCES),
             extra_agents=AGENTS[1:],
+            # The agent works through its commands one by one, so the ack deadline must cover
+            # the commands in flight ahead of one (25 here) on a loaded 2-core machine; short
+            # enough that the down agent's revocations are dead-lettered within about 30 s.
             extra_env={
-                "LAPSE_REVOKER_ACK_DEADLINE_SECONDS": "3",
+                "LAPSE_REVOKER_ACK_DEADLINE_SECONDS": "10",
+                "LAPSE_REVOKER_MAX_IN_FLIGHT_PER_AGENT": "25",
                 "LAPSE_REVOKER_MAX_ATTEMPTS": "3",
                 "LAPSE_REVOKER_BACKOFF_INITIAL_SECONDS": "1",
-                "LAPSE_REVOKER_BACKOFF_MAX_SECONDS": "4",
+                "LAPSE_REVOKER_BACKOFF_MAX_SECONDS": "2",
                 "LAPSE_REVOKER_AGENT_OFFLINE_AFTER_SECONDS": "6",
                 "LAPSE_REQUEST_AGENT_OFFLINE_AFTER_SECONDS": "6",
             },

@@ -92,7 +92,7 @@ async def test_a_user_revokes_all_their_access_by_scope_with_progress(stack: Lap
     try:
         requests = [
             await submit(clients, stack, user="p04", resource=resource, seconds=300)
-            for resource in ("r00", "r01", "r02")
+            for resource in ("r20", "r21", "r22")
         ]
         for request_id in requests:
             await wait_grant(clients, stack, request_id, status=ACTIVE, timeout=30)
@@ -107,13 +107,13 @@ async def test_a_user_revokes_all_their_access_by_scope_with_progress(stack: Lap
             "--scope",
             "user=p04",
             "--scope",
-            "resource=r01",
+            "resource=r21",
             token=stack.token("p04"),
             answer="revoke\n",
         )
         assert done.returncode == 0, done.stderr
         assert (
-            "Revoke 1 active grant(s) of 1 user(s) in scope resource=r01, user=p04" in done.stdout
+            "Revoke 1 active grant(s) of 1 user(s) in scope resource=r21, user=p04" in done.stdout
         )
         assert "all 1 grant(s) revoked and confirmed by their agents" in done.stdout
         rest = run_cli(stack, "revoke", "--scope", "user=p04", "--yes", token=stack.token("p04"))
@@ -124,7 +124,7 @@ async def test_a_user_revokes_all_their_access_by_scope_with_progress(stack: Lap
             assert not await has_role(
                 stack.infra.target_admin_dsn,
                 login=stack.login_for("p04"),
-                role=stack.bulk_role(index),
+                role=stack.bulk_role(20 + index),
             )
     finally:
         await clients.close()
@@ -139,7 +139,7 @@ async def test_lockdown_refuses_requests_in_scope_until_lifted(stack: LapseStack
             "lockdown",
             "set",
             "--scope",
-            "resource=r05",
+            "resource=r25",
             "--reason",
             "x",
             token=stack.token("p05"),
@@ -150,9 +150,9 @@ async def test_lockdown_refuses_requests_in_scope_until_lifted(stack: LapseStack
             "lockdown",
             "set",
             "--scope",
-            "resource=r05",
+            "resource=r25",
             "--reason",
-            "incident 7: r05 leaked",
+            "incident 7: r25 leaked",
             token=admin,
         )
         assert locked.returncode == 0, locked.stderr
@@ -160,15 +160,15 @@ async def test_lockdown_refuses_requests_in_scope_until_lifted(stack: LapseStack
         assert lockdown_id.startswith("ld-") and "IN FORCE" in locked.stdout
 
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await submit(clients, stack, user="p05", resource="r05", seconds=60)
+            await submit(clients, stack, user="p05", resource="r25", seconds=60)
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         message = refused.value.details() or ""
-        assert f"refused: lockdown {lockdown_id} (resource=r05) set by admin-1" in message
+        assert f"refused: lockdown {lockdown_id} (resource=r25) set by admin-1" in message
         assert (
-            "incident 7: r05 leaked" in message and f"lapse lockdown lift {lockdown_id}" in message
+            "incident 7: r25 leaked" in message and f"lapse lockdown lift {lockdown_id}" in message
         )
         # Outside the scope, requests go through.
-        outside = await submit(clients, stack, user="p05", resource="r06", seconds=60)
+        outside = await submit(clients, stack, user="p05", resource="r26", seconds=60)
         await wait_grant(clients, stack, outside, status=ACTIVE, timeout=30)
 
         listed = run_cli(stack, "lockdown", "list", token=admin)
@@ -178,7 +178,7 @@ async def test_lockdown_refuses_requests_in_scope_until_lifted(stack: LapseStack
         )
         assert lifted.returncode == 0, lifted.stderr
         assert "lifted by admin-1" in lifted.stdout
-        again = await submit(clients, stack, user="p05", resource="r05", seconds=60)
+        again = await submit(clients, stack, user="p05", resource="r25", seconds=60)
         await wait_grant(clients, stack, again, status=ACTIVE, timeout=30)
         twice = run_cli(stack, "lockdown", "lift", lockdown_id, token=admin)
         assert twice.returncode == 1 and "NOT_FOUND" in twice.stderr
