@@ -6,13 +6,16 @@ reported and end up in the stuck-revocation tooling."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
+import grpc
 import pytest
-from lapse_common.pb.lapse.v1 import common_pb2, request_service_pb2
+from lapse_common.pb.lapse.v1 import audit_service_pb2, common_pb2, request_service_pb2
 
 from tests.conftest import running_stack
 from tests.infrastructure import Infrastructure
@@ -217,6 +220,7 @@ async def test_panic_with_an_agent_down_reports_it_and_leaves_it_to_the_stuck_to
             "--everything",
             "--reason",
             "agent-c host compromised",
+            "--lockdown",
             "--yes",
             "--wait",
             "120",
@@ -244,6 +248,37 @@ async def test_panic_with_an_agent_down_reports_it_and_leaves_it_to_the_stuck_to
         ]
         assert len(unconfirmed) == per_agent
         assert all(grant_id in stuck.stdout for grant_id in unconfirmed)
+
+        # The lockdown refuses new requests until an admin lifts it.
+        with pytest.raises(grpc.aio.AioRpcError) as locked:
+            await submit(clients, stack, user=users[0], resource="r05", seconds=60)
+        assert locked.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "agent-c host compromised" in (locked.value.details() or "")
+        found = re.search(r"lockdown (ld-\w+) in force", pressed.stdout)
+        assert found, pressed.stdout
+        lockdown_id = found.group(1)
+        lifted = run_cli(stack, "lockdown", "lift", lockdown_id, "--reason", "clean", token=admin)
+        assert lifted.returncode == 0, lifted.stderr
+
+        # Who pressed it and why is in the audit log.
+        async def audited() -> list[dict[str, object]]:
+            events = await clients.audit.ListEvents(
+                audit_service_pb2.ListAuditEventsRequest(
+                    type="lapse.v1.RevocationRunStarted", limit=100
+                ),
+                metadata=bearer(stack.token("auditor-1", roles=("auditor",))),
+            )
+            return [json.loads(e.payload_json) for e in events.events]
+
+        runs = await wait_for(
+            audited, lambda found: len(found) >= 2, timeout=20, what="both panics audited"
+        )
+        assert any(
+            r.get("actor") == "incident-commander"
+            and r.get("detail") == "agent-c host compromised"
+            and r.get("lockdown_id") == lockdown_id
+            for r in runs
+        ), runs
 
         # Once the agent is back, replaying them finishes the job.
         stack.restart("agent-c")
