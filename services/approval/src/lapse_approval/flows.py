@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from lapse_common.machine_identity import machine_name
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -60,9 +61,6 @@ class IntegrationSpec(_Strict):
         if not _NAME.match(value):
             raise ValueError("must be lowercase letters, digits, '.', '_' or '-'")
         return value
-
-
-MACHINE_PREFIX = "machine:"
 
 
 class Requestors(_Strict):
@@ -269,9 +267,10 @@ class Flow:
         return not self.time_windows or any(w.contains(moment) for w in self.time_windows)
 
     def allows_requestor(self, *, subject: str, groups: tuple[str, ...]) -> bool:
-        if subject.startswith(MACHINE_PREFIX):
+        machine = machine_name(subject)
+        if machine is not None:
             # A machine never qualifies through users or groups, only by name.
-            return subject.removeprefix(MACHINE_PREFIX) in self.requestor_machines
+            return machine in self.requestor_machines
         return subject in self.requestor_users or bool(self.requestor_groups & set(groups))
 
     def covers(self, *, integration: str, resource: str, permission: str) -> bool:

@@ -10,6 +10,7 @@ from datetime import timedelta
 import grpc
 from lapse_common.auth import ADMIN_ROLE, AUDITOR_ROLE, SRE_ROLE, Identity, current_identity
 from lapse_common.clock import Clock
+from lapse_common.machine_identity import machine_name
 from lapse_common.messaging.outbox import OutboxRelay
 from lapse_common.pb.lapse.v1 import (
     approval_service_pb2,
@@ -25,7 +26,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from lapse_request.access_scope import Reach, ScopeRefused, authorize_scope, check_scope_shape
 from lapse_request.lockdown_rows import lockdown_view
 from lapse_request.models import AccessRequest, Lockdown
-from lapse_request.operations.apply_access_event import MACHINE_PREFIX
 from lapse_request.operations.cancel_request import CancelRefused, cancel_request
 from lapse_request.operations.check_lockdown import LockedDown, check_lockdown
 from lapse_request.operations.follow_revocation_run import (
@@ -91,7 +91,7 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> request_service_pb2.SubmitRequestResponse:
         identity = current_identity()
-        if identity.subject.startswith(MACHINE_PREFIX):
+        if machine_name(identity.subject) is not None:
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
                 "machine identities request access through AccessRequested access events",

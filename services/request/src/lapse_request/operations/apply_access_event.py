@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from lapse_common.auth import Identity
 from lapse_common.clock import Clock
+from lapse_common.machine_identity import machine_subject
 from lapse_common.messaging.consumer import RefusedMessage
 from lapse_common.pb.lapse.v1 import access_events_pb2, approval_service_pb2, common_pb2
 from lapse_common.topics import Topics
@@ -22,9 +23,6 @@ from lapse_request.operations.submit_request import (
     record_submission,
     validate_submission,
 )
-
-# How a machine identity appears as a requester (flows list it under requestors.machines).
-MACHINE_PREFIX = "machine:"
 
 
 async def apply_access_event(
@@ -107,7 +105,7 @@ async def _file_machine_request(
         permission=asked.permission,
         principal=asked.principal,
     )
-    machine = Identity(subject=MACHINE_PREFIX + asked.machine_identity)
+    machine = Identity(subject=machine_subject(asked.machine_identity))
     try:
         await check_lockdown(
             session=session, requester=machine.subject, groups=(), flow="", item=item
