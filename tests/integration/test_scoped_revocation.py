@@ -184,3 +184,24 @@ async def test_lockdown_refuses_requests_in_scope_until_lifted(stack: LapseStack
         assert twice.returncode == 1 and "NOT_FOUND" in twice.stderr
     finally:
         await clients.close()
+
+
+async def test_revoking_one_of_two_overlapping_grants_keeps_the_access(stack: LapseStack) -> None:
+    clients = StackClients(stack)
+    target, login, role = stack.infra.target_admin_dsn, stack.login_for("p08"), stack.bulk_role(23)
+    try:
+        first = await submit(clients, stack, user="p08", resource="r23", seconds=300)
+        first_grant = await wait_grant(clients, stack, first, status=ACTIVE, timeout=30)
+        second = await submit(clients, stack, user="p08", resource="r23", seconds=600)
+        second_grant = await wait_grant(clients, stack, second, status=ACTIVE, timeout=30)
+
+        await _revoke(clients, stack, first_grant.grant_id, "p08")
+        ended = await wait_grant(clients, stack, first, status=REVOKED, timeout=30)
+        assert f"overlapping grant {second_grant.grant_id}" in ended.history[-1].detail
+        assert await has_role(target, login=login, role=role)
+
+        await _revoke(clients, stack, second_grant.grant_id, "p08")
+        await wait_grant(clients, stack, second, status=REVOKED, timeout=30)
+        assert not await has_role(target, login=login, role=role)
+    finally:
+        await clients.close()

@@ -9,7 +9,7 @@ from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_request.models import AccessRequest, GrantActivity
-from lapse_request.revocation_request import request_revocation
+from lapse_request.revocation_request import covering_grants, request_revocation
 
 
 class RevokeRefused(Exception):
@@ -58,5 +58,6 @@ async def revoke_grant(
         actor=identity.subject + (f": {reason}" if reason else ""),
         topics=topics,
         clock=clock,
+        covering=(await covering_grants(session, ending=[grant])).get(grant.grant_id),
     )
     return grant
