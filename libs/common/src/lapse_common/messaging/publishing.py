@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+import asyncio
+import logging
+from typing import Any, Protocol
 
+import aiokafka
+from aiokafka.errors import OutOfOrderSequenceNumber, ProducerFenced
 from faststream.kafka import KafkaBroker
 from opentelemetry import context, propagate
+
+logger = logging.getLogger(__name__)
+
+# aiokafka's idempotent producer stops for good on these (its sender task ends and every
+# later send fails the same way); Java's client would bump the producer epoch instead. They
+# happen when a broker restart loses track of a producer's sequence numbers.
+_PRODUCER_DEAD = (OutOfOrderSequenceNumber, ProducerFenced)
 
 
 class Publisher(Protocol):
@@ -16,10 +27,16 @@ class Publisher(Protocol):
 
 class BrokerPublisher:
     """Publishes through a FastStream broker and waits for the broker's acknowledgement
-    (acks=all), so a row is only marked published once Kafka has it."""
+    (acks=all), so a row is only marked published once Kafka has it.
+
+    A producer that aiokafka has given up on is replaced by a new one (new producer id, so
+    sequence numbers start again) and the failed publish raises as usual: the outbox keeps
+    the row and relays it again, and consumers' inboxes drop any duplicate."""
 
     def __init__(self, broker: KafkaBroker) -> None:
         self._broker = broker
+        self._renewing = asyncio.Lock()
+        self._producer_dead = False
 
     async def publish(self, *, topic: str, key: str, value: bytes, headers: dict[str, str]) -> None:
         # An outbox row carries the trace context of the transaction that wrote it; the
@@ -27,6 +44,33 @@ class BrokerPublisher:
         # telemetry middleware continue the original trace instead of starting a new one.
         token = context.attach(propagate.extract(headers))
         try:
+            if self._producer_dead:
+                await self._renew_producer()
             await self._broker.publish(value, topic, key=key.encode(), headers=dict(headers))
+        except _PRODUCER_DEAD as error:
+            if not self._producer_dead:
+                logger.warning("Kafka producer stopped for good (%r); replacing it", error)
+            self._producer_dead = True
+            raise
         finally:
             context.detach(token)
+
+    async def _renew_producer(self) -> None:
+        """Swap FastStream's aiokafka producer for a new one. If Kafka cannot be reached yet
+        this raises and the next publish tries again."""
+        async with self._renewing:
+            if not self._producer_dead:
+                return  # another publish already replaced it
+            fast: Any = self._broker.config.producer
+            try:
+                await fast.disconnect()
+            except Exception:  # the dead producer may fail to close; it is dropped anyway
+                logger.debug("closing the dead Kafka producer failed", exc_info=True)
+            connection: dict[str, Any] = self._broker._connection_kwargs
+            await fast.connect(
+                aiokafka.AIOKafkaProducer(**connection),
+                serializer=fast.serializer,
+                codec=fast.codec,
+            )
+            self._producer_dead = False
+            logger.warning("Kafka producer replaced")
