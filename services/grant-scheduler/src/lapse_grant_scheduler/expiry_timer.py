@@ -14,12 +14,11 @@ from lapse_common.clock import Clock
 from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from lapse_grant_scheduler.due_grants import next_due
 from lapse_grant_scheduler.operations.remind_expiring_grants import (
-    next_reminder,
     send_due_reminders,
 )
 from lapse_grant_scheduler.operations.request_due_revocations import (
-    next_expiry,
     request_due_revocations,
 )
 
@@ -84,15 +83,8 @@ class ExpiryTimer:
         if max(revoked, reminded) >= self._batch_size:
             return 0.0
         async with self._sessions() as session:
-            upcoming = [
-                moment
-                for moment in (
-                    await next_expiry(session=session),
-                    await next_reminder(session=session),
-                )
-                if moment is not None
-            ]
-        if not upcoming:
+            upcoming = await next_due(session)
+        if upcoming is None:
             return self._max_sleep
-        wait = (min(upcoming) - self._clock.now()).total_seconds()
+        wait = (upcoming - self._clock.now()).total_seconds()
         return max(0.0, min(self._max_sleep, wait))

@@ -7,16 +7,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from lapse_common.clock import Clock, as_utc
-from lapse_common.db import dialect_of
 from lapse_common.messaging.outbox import enqueue
 from lapse_common.pb.lapse.v1 import events_pb2
 from lapse_common.telemetry import continued_trace
 from lapse_common.topics import Topics
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from lapse_grant_scheduler.due_grants import claim_due
 from lapse_grant_scheduler.grant_facts import spec_of
-from lapse_grant_scheduler.models import Grant, GrantState
+from lapse_grant_scheduler.models import Grant
 
 
 def arm_reminder(grant: Grant, *, now: datetime, notice: timedelta) -> None:
@@ -38,16 +37,7 @@ async def send_due_reminders(
 ) -> int:
     """Claim the reminders that are due and publish them; returns how many were claimed."""
     now = clock.now()
-    query = (
-        select(Grant)
-        .where(Grant.status == GrantState.ACTIVE, Grant.remind_at <= now)
-        .order_by(Grant.remind_at)
-        .limit(batch_size)
-    )
-    if dialect_of(session) == "postgresql":
-        # Replicas share due reminders without two of them sending the same one.
-        query = query.with_for_update(skip_locked=True)
-    due = (await session.execute(query)).scalars().all()
+    due = await claim_due(session, timer=Grant.remind_at, now=now, batch_size=batch_size)
     for grant in due:
         grant.remind_at = None
         if grant.expires_at is None or as_utc(grant.expires_at) <= now:
@@ -72,10 +62,3 @@ async def send_due_reminders(
                 grant_id=grant.grant_id,
             )
     return len(due)
-
-
-async def next_reminder(*, session: AsyncSession) -> datetime | None:
-    earliest = await session.scalar(
-        select(func.min(Grant.remind_at)).where(Grant.status == GrantState.ACTIVE)
-    )
-    return as_utc(earliest) if earliest is not None else None

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from lapse_common.clock import Clock, as_utc
-from lapse_common.db import dialect_of
 from lapse_common.pb.lapse.v1 import common_pb2
 from lapse_common.topics import Topics
 from opentelemetry import metrics
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from lapse_grant_scheduler.due_grants import claim_due
 from lapse_grant_scheduler.grant_facts import request_revocation
 from lapse_grant_scheduler.models import Grant, GrantState
 
@@ -25,16 +23,7 @@ async def request_due_revocations(
     *, session: AsyncSession, topics: Topics, clock: Clock, batch_size: int
 ) -> int:
     now = clock.now()
-    query = (
-        select(Grant)
-        .where(Grant.status == GrantState.ACTIVE, Grant.expires_at <= now)
-        .order_by(Grant.expires_at)
-        .limit(batch_size)
-    )
-    if dialect_of(session) == "postgresql":
-        # Replicas share due grants without two of them claiming the same one.
-        query = query.with_for_update(skip_locked=True)
-    due = (await session.execute(query)).scalars().all()
+    due = await claim_due(session, timer=Grant.expires_at, now=now, batch_size=batch_size)
     due_ids = {grant.grant_id for grant in due}
     for grant in due:
         assert grant.expires_at is not None
@@ -73,10 +62,3 @@ async def _covering_grant(
         .limit(1)
     )
     return (await session.execute(query)).scalars().first()
-
-
-async def next_expiry(*, session: AsyncSession) -> datetime | None:
-    earliest = await session.scalar(
-        select(func.min(Grant.expires_at)).where(Grant.status == GrantState.ACTIVE)
-    )
-    return as_utc(earliest) if earliest is not None else None
