@@ -13,14 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_request.items import unpack_items
 from lapse_request.models import AccessRequest, GrantActivity
+from lapse_request.refusals import Refusal, Refused
 
 _FILTERS = ("integration_id", "resource", "permission", "user", "group", "flow")
 
 
-class ScopeRefused(Exception):
-    def __init__(self, message: str, *, forbidden: bool = False) -> None:
-        super().__init__(message)
-        self.forbidden = forbidden
+class ScopeRefused(Refused):
+    default_kind = Refusal.INVALID
 
 
 def wrap_list(values: Sequence[str]) -> str:
@@ -67,10 +66,10 @@ def authorize_scope(
     approved_by_me: bool,
     admin_only: str = "",
 ) -> Reach:
-    """Raises ScopeRefused(forbidden=True) when the scope reaches beyond the caller's rights."""
+    """Raises ScopeRefused (FORBIDDEN) when the scope reaches beyond the caller's rights."""
     is_admin = identity.has_role(ADMIN_ROLE)
     if admin_only and not is_admin:
-        raise ScopeRefused(f"{admin_only} needs the admin role", forbidden=True)
+        raise ScopeRefused(f"{admin_only} needs the admin role", kind=Refusal.FORBIDDEN)
     if approved_by_me:
         return Reach(approved_by=identity.subject)
     if is_admin:
@@ -79,7 +78,7 @@ def authorize_scope(
         raise ScopeRefused(
             f"{identity.subject} may revoke only their own access (user={identity.subject}) or "
             "what they approved (approved_by_me); anything wider needs the admin role",
-            forbidden=True,
+            kind=Refusal.FORBIDDEN,
         )
     return Reach(owner=identity.subject)
 
@@ -114,9 +113,7 @@ def grants_in_scope(
     return query.order_by(GrantActivity.agent_id, GrantActivity.grant_id)
 
 
-def pending_requests_in_scope(
-    scope: common_pb2.AccessScope, reach: Reach
-) -> Select[AccessRequest]:
+def pending_requests_in_scope(scope: common_pb2.AccessScope, reach: Reach) -> Select[AccessRequest]:
     query = select(AccessRequest).where(
         AccessRequest.status == common_pb2.REQUEST_STATUS_PENDING_APPROVAL
     )

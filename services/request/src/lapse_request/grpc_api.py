@@ -20,20 +20,18 @@ from lapse_common.pb.lapse.v1 import (
     request_service_pb2_grpc,
 )
 from lapse_common.topics import Topics
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from lapse_request.access_scope import Reach, ScopeRefused, authorize_scope, check_scope_shape
-from lapse_request.lockdown_rows import lockdown_view
-from lapse_request.models import AccessRequest, Lockdown
-from lapse_request.operations.cancel_request import CancelRefused, cancel_request
-from lapse_request.operations.check_lockdown import LockedDown, check_lockdown
+from lapse_request.access_scope import Reach, authorize_scope, check_scope_shape
+from lapse_request.lockdown_rows import load_lockdowns, lockdown_view
+from lapse_request.models import AccessRequest
+from lapse_request.operations.cancel_request import cancel_request
+from lapse_request.operations.check_lockdown import check_lockdown
 from lapse_request.operations.follow_revocation_run import (
     final_report,
     revocation_run_progress,
-    unconfirmed_grants,
 )
-from lapse_request.operations.lift_lockdown import LockdownNotFound, lift_lockdown
+from lapse_request.operations.lift_lockdown import lift_lockdown
 from lapse_request.operations.preview_revocation import preview_revocation
 from lapse_request.operations.read_activity import (
     grant_view,
@@ -41,7 +39,7 @@ from lapse_request.operations.read_activity import (
     list_unverified_access,
     render_requests,
 )
-from lapse_request.operations.revoke_grant import RevokeRefused, revoke_grant
+from lapse_request.operations.revoke_grant import revoke_grant
 from lapse_request.operations.revoke_scope import revoke_scope
 from lapse_request.operations.set_lockdown import set_lockdown
 from lapse_request.operations.submit_request import (
@@ -49,6 +47,7 @@ from lapse_request.operations.submit_request import (
     record_submission,
     validate_submission,
 )
+from lapse_request.refusals import Refusal, Refused
 
 # The approval service's verdict is passed on unchanged: it owns the policy wording.
 _PASSED_THROUGH = {
@@ -61,6 +60,12 @@ _PASSED_THROUGH = {
     grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 MAX_LIST = 500
+REFUSAL_STATUS = {
+    Refusal.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
+    Refusal.FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
+    Refusal.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Refusal.CONFLICT: grpc.StatusCode.FAILED_PRECONDITION,
+}
 
 
 class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
@@ -139,8 +144,8 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
                     flow=checked.flow,
                     item=checked.item,
                 )
-            except LockedDown as refusal:
-                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(refusal))
+            except Refused as refusal:
+                await context.abort(REFUSAL_STATUS[refusal.kind], str(refusal))
             row = await record_submission(
                 session=session,
                 identity=identity,
@@ -169,15 +174,8 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
                     clock=self._clock,
                 )
                 views = await render_requests(session=session, rows=[row])
-        except CancelRefused as refusal:
-            code = (
-                grpc.StatusCode.NOT_FOUND
-                if refusal.not_found
-                else grpc.StatusCode.PERMISSION_DENIED
-                if refusal.forbidden
-                else grpc.StatusCode.FAILED_PRECONDITION
-            )
-            await context.abort(code, str(refusal))
+        except Refused as refusal:
+            await context.abort(REFUSAL_STATUS[refusal.kind], str(refusal))
         self._relay.wake()
         return views[0]
 
@@ -252,15 +250,8 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
                     clock=self._clock,
                 )
                 view = grant_view(grant, [])
-        except RevokeRefused as refusal:
-            code = (
-                grpc.StatusCode.NOT_FOUND
-                if refusal.not_found
-                else grpc.StatusCode.PERMISSION_DENIED
-                if refusal.forbidden
-                else grpc.StatusCode.FAILED_PRECONDITION
-            )
-            await context.abort(code, str(refusal))
+        except Refused as refusal:
+            await context.abort(REFUSAL_STATUS[refusal.kind], str(refusal))
         self._relay.wake()
         return view
 
@@ -277,8 +268,8 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
                 admin_only=_admin_only(request),
             )
             check_scope_shape(request.scope, reach=reach)
-        except ScopeRefused as refusal:
-            await context.abort(_scope_status(refusal), str(refusal))
+        except Refused as refusal:
+            await context.abort(REFUSAL_STATUS[refusal.kind], str(refusal))
         async with self._sessions() as session:
             return await preview_revocation(
                 session=session,
@@ -322,8 +313,8 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
                     lockdown=request.lockdown,
                     expected_fingerprint=request.preview_fingerprint,
                 )
-        except ScopeRefused as refusal:
-            await context.abort(_scope_status(refusal), str(refusal))
+        except Refused as refusal:
+            await context.abort(REFUSAL_STATUS[refusal.kind], str(refusal))
         self._relay.wake()
         wait = (
             timedelta(seconds=request.wait_seconds)
@@ -342,7 +333,7 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
         quiet_since = self._clock.now()
         while True:
             async with self._sessions() as session:
-                progress = await revocation_run_progress(
+                progress, unconfirmed = await revocation_run_progress(
                     session=session,
                     run_id=run_id,
                     clock=self._clock,
@@ -350,8 +341,6 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
                 )
             progress.lockdown_id = lockdown_id
             if progress.done or self._clock.now() >= deadline:
-                async with self._sessions() as session:
-                    unconfirmed = await unconfirmed_grants(session=session, run_id=run_id)
                 final = final_report(progress, unconfirmed)
                 final.done = True
                 yield final
@@ -371,11 +360,8 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> request_service_pb2.ListLockdownsResponse:
         await _require_admin(context, "listing lockdowns")
-        query = select(Lockdown).order_by(Lockdown.set_at)
-        if not request.include_lifted:
-            query = query.where(Lockdown.lifted_at.is_(None))
         async with self._sessions() as session:
-            rows = (await session.execute(query)).scalars().all()
+            rows = await load_lockdowns(session, include_lifted=request.include_lifted)
         return request_service_pb2.ListLockdownsResponse(lockdowns=[lockdown_view(r) for r in rows])
 
     async def SetLockdown(
@@ -397,8 +383,8 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
                     clock=self._clock,
                 )
                 view = lockdown_view(row)
-        except ScopeRefused as refusal:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(refusal))
+        except Refused as refusal:
+            await context.abort(REFUSAL_STATUS[refusal.kind], str(refusal))
         self._relay.wake()
         return view
 
@@ -421,8 +407,8 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
                     lockdown_id=request.lockdown_id,
                 )
                 view = lockdown_view(rows[0])
-        except LockdownNotFound as missing:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(missing))
+        except Refused as refusal:
+            await context.abort(REFUSAL_STATUS[refusal.kind], str(refusal))
         self._relay.wake()
         return view
 
@@ -446,14 +432,6 @@ def _reason_for(
     if reach.approved_by:
         return common_pb2.REASON_APPROVER
     return common_pb2.REASON_USER if reach.owner else common_pb2.REASON_ADMIN
-
-
-def _scope_status(refusal: ScopeRefused) -> grpc.StatusCode:
-    if refusal.forbidden:
-        return grpc.StatusCode.PERMISSION_DENIED
-    if "changed since the preview" in str(refusal):
-        return grpc.StatusCode.FAILED_PRECONDITION
-    return grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def _require_admin(context: grpc.aio.ServicerContext, what: str) -> Identity:

@@ -1,9 +1,13 @@
-"""Lockdown rows to and from their protobuf view."""
+"""Lockdown rows: reading them, and to and from their protobuf view."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from lapse_common.clock import as_utc
 from lapse_common.pb.lapse.v1 import common_pb2, request_service_pb2
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_request.models import Lockdown
 
@@ -31,3 +35,13 @@ def lockdown_view(row: Lockdown) -> request_service_pb2.Lockdown:
     if row.lifted_at is not None:
         view.lifted_at.FromDatetime(as_utc(row.lifted_at))
     return view
+
+
+async def load_lockdowns(
+    session: AsyncSession, *, include_lifted: bool = False
+) -> Sequence[Lockdown]:
+    """Lockdowns in force (or all of them), oldest first."""
+    query = select(Lockdown).order_by(Lockdown.set_at)
+    if not include_lifted:
+        query = query.where(Lockdown.lifted_at.is_(None))
+    return (await session.execute(query)).scalars().all()

@@ -10,13 +10,11 @@ from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_request.models import AccessRequest
+from lapse_request.refusals import Refusal, Refused
 
 
-class CancelRefused(Exception):
-    def __init__(self, message: str, *, not_found: bool = False, forbidden: bool = False):
-        super().__init__(message)
-        self.not_found = not_found
-        self.forbidden = forbidden
+class CancelRefused(Refused):
+    pass
 
 
 async def cancel_request(
@@ -30,9 +28,11 @@ async def cancel_request(
 ) -> AccessRequest:
     row = await session.get(AccessRequest, request_id, with_for_update=True)
     if row is None:
-        raise CancelRefused(f"no request {request_id!r}", not_found=True)
+        raise CancelRefused(f"no request {request_id!r}", kind=Refusal.NOT_FOUND)
     if row.requester != identity.subject and not identity.has_role(ADMIN_ROLE):
-        raise CancelRefused("only the requester or an admin may cancel a request", forbidden=True)
+        raise CancelRefused(
+            "only the requester or an admin may cancel a request", kind=Refusal.FORBIDDEN
+        )
     if row.status != common_pb2.REQUEST_STATUS_PENDING_APPROVAL:
         status_name = common_pb2.RequestStatus.Name(common_pb2.RequestStatus.ValueType(row.status))
         status = status_name.removeprefix("REQUEST_STATUS_")

@@ -6,15 +6,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lapse_common.pb.lapse.v1 import common_pb2
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_request.access_scope import describe_scope, request_in_scope
-from lapse_request.lockdown_rows import scope_of
-from lapse_request.models import Lockdown
+from lapse_request.lockdown_rows import load_lockdowns, scope_of
+from lapse_request.refusals import Refused
 
 
-class LockedDown(Exception):
+class LockedDown(Refused):
     pass
 
 
@@ -26,16 +25,7 @@ async def check_lockdown(
     flow: str,
     item: common_pb2.GrantSpec,
 ) -> None:
-    rows = (
-        (
-            await session.execute(
-                select(Lockdown).where(Lockdown.lifted_at.is_(None)).order_by(Lockdown.set_at)
-            )
-        )
-        .scalars()
-        .all()
-    )
-    for row in rows:
+    for row in await load_lockdowns(session):
         scope = scope_of(row)
         if request_in_scope(scope, requester=requester, groups=groups, flow=flow, item=item):
             why = f": {row.reason}" if row.reason else ""

@@ -29,7 +29,8 @@ def _failed(grant: GrantActivity) -> bool:
 
 async def revocation_run_progress(
     *, session: AsyncSession, run_id: str, clock: Clock, offline_after: timedelta
-) -> request_service_pb2.RevocationRunProgress:
+) -> tuple[request_service_pb2.RevocationRunProgress, list[str]]:
+    """The run's counts, and the ids of its grants not confirmed yet."""
     grants = list(
         (await session.execute(select(GrantActivity).where(GrantActivity.run_id == run_id)))
         .scalars()
@@ -39,7 +40,7 @@ async def revocation_run_progress(
     failed = sum(_failed(g) for g in grants)
     unconfirmed = [g for g in grants if g.status != common_pb2.GRANT_STATUS_REVOKED]
     online = await online_agents(session, clock=clock, offline_after=offline_after)
-    return request_service_pb2.RevocationRunProgress(
+    progress = request_service_pb2.RevocationRunProgress(
         run_id=run_id,
         grants=len(grants),
         sent=sum(g.status in _SENT for g in grants),
@@ -48,6 +49,7 @@ async def revocation_run_progress(
         unconfirmed_per_agent=count_per_agent(unconfirmed, online),
         done=confirmed + failed == len(grants),
     )
+    return progress, [g.grant_id for g in unconfirmed]
 
 
 def final_report(
@@ -69,13 +71,3 @@ def final_report(
         "as revoked."
     )
     return final
-
-
-async def unconfirmed_grants(*, session: AsyncSession, run_id: str) -> list[str]:
-    rows = await session.execute(
-        select(GrantActivity.grant_id).where(
-            GrantActivity.run_id == run_id,
-            GrantActivity.status != common_pb2.GRANT_STATUS_REVOKED,
-        )
-    )
-    return [grant_id for (grant_id,) in rows.tuples()]

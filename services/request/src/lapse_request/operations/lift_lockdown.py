@@ -11,10 +11,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_request.models import Lockdown
+from lapse_request.refusals import Refusal, Refused
 
 
-class LockdownNotFound(Exception):
-    pass
+class LockdownNotFound(Refused):
+    default_kind = Refusal.NOT_FOUND
 
 
 async def lift_lockdown(

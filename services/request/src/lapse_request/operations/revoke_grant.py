@@ -9,14 +9,12 @@ from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_request.models import AccessRequest, GrantActivity
+from lapse_request.refusals import Refusal, Refused
 from lapse_request.revocation_request import covering_grants, request_revocation
 
 
-class RevokeRefused(Exception):
-    def __init__(self, message: str, *, not_found: bool = False, forbidden: bool = False):
-        super().__init__(message)
-        self.not_found = not_found
-        self.forbidden = forbidden
+class RevokeRefused(Refused):
+    pass
 
 
 async def revoke_grant(
@@ -30,7 +28,7 @@ async def revoke_grant(
 ) -> GrantActivity:
     grant = await session.get(GrantActivity, grant_id, with_for_update=True)
     if grant is None:
-        raise RevokeRefused(f"no grant {grant_id!r}", not_found=True)
+        raise RevokeRefused(f"no grant {grant_id!r}", kind=Refusal.NOT_FOUND)
     request = await session.get(AccessRequest, grant.request_id)
     approvers = request.approvers if request is not None else ","
     if grant.requester == identity.subject:
@@ -43,7 +41,7 @@ async def revoke_grant(
         raise RevokeRefused(
             f"{identity.subject} may not revoke grant {grant_id}: it is {grant.requester}'s and "
             f"{identity.subject} did not approve it (admins may revoke any grant)",
-            forbidden=True,
+            kind=Refusal.FORBIDDEN,
         )
     if grant.status != common_pb2.GRANT_STATUS_ACTIVE or grant.revoke_requested_at is not None:
         status = common_pb2.GrantStatus.Name(common_pb2.GrantStatus.ValueType(grant.status))

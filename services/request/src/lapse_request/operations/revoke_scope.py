@@ -24,6 +24,7 @@ from lapse_request.access_scope import (
 from lapse_request.operations.cancel_request import withdraw_request
 from lapse_request.operations.preview_revocation import fingerprint_of
 from lapse_request.operations.set_lockdown import set_lockdown
+from lapse_request.refusals import Refusal
 from lapse_request.revocation_request import covering_grants, request_revocation
 
 
@@ -59,7 +60,8 @@ async def revoke_scope(
     ):
         raise ScopeRefused(
             f"the access in this scope changed since the preview ({len(grants)} grant(s) now): "
-            "preview again before confirming"
+            "preview again before confirming",
+            kind=Refusal.CONFLICT,
         )
     run = RunStarted(run_id=f"run-{uuid.uuid4().hex[:16]}")
     why = f"{actor}: {detail}" if detail else actor
