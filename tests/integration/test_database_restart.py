@@ -4,16 +4,15 @@ the restart is still revoked, and access requested afterwards works end to end."
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
 import time
 
 import grpc
 import pytest
 from lapse_common.pb.lapse.v1 import common_pb2
 
-from tests.infrastructure import LOCAL_DATABASE, REPO
+from tests.infrastructure import LOCAL_DATABASE
 from tests.integration.clients import StackClients, has_role, wait_for
+from tests.integration.local_outage import outage
 from tests.integration.revocation_support import submit, wait_grant
 from tests.stack import LapseStack
 
@@ -28,22 +27,14 @@ async def test_services_recover_from_a_postgres_restart(
     if stack.infra.database_url != LOCAL_DATABASE:
         pytest.skip("PostgreSQL is not the one deploy/local/postgres.sh runs, so it cannot stop it")
     clients = StackClients(stack)
-    script = str(REPO / "deploy" / "local" / "postgres.sh")
     target, role = stack.infra.target_admin_dsn, stack.bulk_role(24)
     try:
         before = await submit(clients, stack, user="u08", resource="r24", seconds=8)
         await wait_grant(clients, stack, before, status=ACTIVE, timeout=30)
-        await asyncio.to_thread(
-            subprocess.run, [script, "stop"], check=True, capture_output=True, timeout=120
-        )
-        stopped = time.monotonic()
-        await asyncio.sleep(10)  # the grant falls due while the database is down
-        await asyncio.to_thread(
-            subprocess.run, [script, "start"], check=True, capture_output=True, timeout=120
-        )
-        back = time.monotonic()
-        await wait_grant(clients, stack, before, status=REVOKED, timeout=90)
-        recovered = time.monotonic() - back
+        # The grant falls due while the database is down.
+        async with outage("postgres.sh", seconds=10) as down:
+            await wait_grant(clients, stack, before, status=REVOKED, timeout=90)
+            recovered = time.monotonic() - down.back_at
         assert not await has_role(target, login=stack.login_for("u08"), role=role)
 
         async def submitted() -> str:
@@ -57,12 +48,9 @@ async def test_services_recover_from_a_postgres_restart(
         await wait_grant(clients, stack, after, status=REVOKED, timeout=60)
         assert not await has_role(target, login=stack.login_for("u09"), role=role)
     finally:
-        await asyncio.to_thread(
-            subprocess.run, [script, "start"], check=False, capture_output=True, timeout=120
-        )
         await clients.close()
     with capsys.disabled():
         print(
-            f"\n[postgres restart] database down {back - stopped:.0f}s while a grant fell due; "
+            f"\n[postgres restart] database down {down.lasted:.0f}s while a grant fell due; "
             f"REVOKED {recovered:.1f}s after it came back; a new request then ran end to end"
         )

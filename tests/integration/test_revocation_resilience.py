@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
-import subprocess
 import time
 import uuid
 from collections import Counter
@@ -19,9 +18,10 @@ from lapse_common.command_signing import CommandSigner
 from lapse_common.messaging.codec import build_envelope
 from lapse_common.pb.lapse.v1 import commands_pb2, common_pb2, events_pb2
 
-from tests.infrastructure import LOCAL_KAFKA, REPO
+from tests.infrastructure import LOCAL_KAFKA
 from tests.integration.clients import StackClients, has_role, run_cli, wait_for
 from tests.integration.kafka_records import publish_raw
+from tests.integration.local_outage import outage
 from tests.integration.revocation_support import (
     SRE_ROLES,
     agent_results,
@@ -143,34 +143,23 @@ async def test_kafka_outage_while_grants_fall_due_loses_nothing(
             "Kafka is not the broker deploy/local/kafka.sh runs, so this test cannot stop it"
         )
     clients = StackClients(stack)
-    script = str(REPO / "deploy" / "local" / "kafka.sh")
     try:
         request_ids = [
             await submit(clients, stack, user=user, permission="write", seconds=8) for user in USERS
         ]
         await wait_all(clients, stack, request_ids, status=ACTIVE, timeout=60)
-        await asyncio.to_thread(
-            subprocess.run, [script, "stop"], check=True, capture_output=True, timeout=60
-        )
-        stopped = time.monotonic()
-        await asyncio.sleep(30)  # every grant falls due while the broker is down
-        await asyncio.to_thread(
-            subprocess.run, [script, "start"], check=True, capture_output=True, timeout=120
-        )
-        back = time.monotonic()
-        grants = await wait_all(clients, stack, request_ids, status=REVOKED, timeout=180)
-        recovered = time.monotonic() - back
+        # Every grant falls due while the broker is down.
+        async with outage("kafka.sh", seconds=30) as down:
+            grants = await wait_all(clients, stack, request_ids, status=REVOKED, timeout=180)
+            recovered = time.monotonic() - down.back_at
         logins = [stack.login_for(u) for u in USERS]
         assert [m for m in await memberships(stack, [stack.write_role]) if m[1] in logins] == []
         assert all(g.history[-1].status == "REVOKED" for g in grants)
     finally:
-        await asyncio.to_thread(
-            subprocess.run, [script, "start"], check=False, capture_output=True, timeout=120
-        )
         await clients.close()
     with capsys.disabled():
         print(
-            f"\n[outage] broker down {back - stopped:.0f}s while 10 grants fell due; "
+            f"\n[outage] broker down {down.lasted:.0f}s while 10 grants fell due; "
             f"all REVOKED {recovered:.1f}s after it came back"
         )
 
