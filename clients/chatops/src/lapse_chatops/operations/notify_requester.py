@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, timedelta
 from typing import Protocol
@@ -31,16 +30,12 @@ from lapse_chatops.requester_notices import (
 
 logger = logging.getLogger(__name__)
 
-# Extension events carry no requester: it is remembered from the request's earlier events.
-# Bounded, since the process runs for months; an evicted or never-seen request (a restart)
-# means that one extension goes unannounced, which is logged.
-REMEMBERED_REQUESTS = 10_000
-
-
 _CARRY_REQUESTER = (
     events_pb2.RequestDecided,
     events_pb2.GrantStatusChanged,
     events_pb2.GrantExpiringSoon,
+    events_pb2.ExtensionApproved,
+    events_pb2.ExtensionRefused,
 )
 
 
@@ -68,7 +63,6 @@ class RequesterNotifier:
         self._attempts = attempts
         self._retry_seconds = retry_seconds
         self._max_age = max_age
-        self._requesters: OrderedDict[str, str] = OrderedDict()
 
     async def notify(self, event: DecodedEvent) -> bool:
         """True when at least one message reached the requester. Never raises for a failed
@@ -83,29 +77,12 @@ class RequesterNotifier:
             logger.info("%s %s is %s old: not announced", event.type, event.event_id, age)
             return False
         if not requester:
-            logger.info(
-                "%s %s: requester unknown (not seen since this process started): not announced",
-                event.type,
-                event.event_id,
-            )
+            logger.info("%s %s names no requester: not announced", event.type, event.event_id)
             return False
         return await self._deliver(requester, notice)
 
     def _requester_of(self, payload: Message) -> str:
-        if isinstance(payload, _CARRY_REQUESTER):
-            self._remember(payload.request_id, payload.requester)
-            return payload.requester
-        if isinstance(payload, (events_pb2.ExtensionApproved, events_pb2.ExtensionRefused)):
-            return self._requesters.get(payload.request_id, "")
-        return ""
-
-    def _remember(self, request_id: str, requester: str) -> None:
-        if not request_id or not requester:
-            return
-        self._requesters[request_id] = requester
-        self._requesters.move_to_end(request_id)
-        while len(self._requesters) > REMEMBERED_REQUESTS:
-            self._requesters.popitem(last=False)
+        return payload.requester if isinstance(payload, _CARRY_REQUESTER) else ""
 
     def _notice_for(self, payload: Message) -> Notice | None:
         if isinstance(payload, events_pb2.RequestDecided):

@@ -104,6 +104,7 @@ async def extend_grant(
     number = await approve_extension(
         session,
         request_id=request_id,
+        requester=case.requester,
         grant_id=grant_id,
         extend_by_seconds=seconds,
         approved_by=f"flow {flow.name}",

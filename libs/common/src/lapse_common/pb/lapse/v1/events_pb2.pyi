@@ -242,6 +242,7 @@ class ExtensionApproved(_message.Message):
     APPROVED_BY_FIELD_NUMBER: _builtins.int
     EXTENSION_NUMBER_FIELD_NUMBER: _builtins.int
     EXTENSION_ID_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     grant_id: _builtins.str
     extend_by_seconds: _builtins.int
@@ -249,6 +250,8 @@ class ExtensionApproved(_message.Message):
     extension_number: _builtins.int
     extension_id: _builtins.str
     """Set when approvers decided the extension: the id `lapse approve` took."""
+    requester: _builtins.str
+    """Who asked for it, so a notice reaches them without looking the request up."""
     def __init__(
         self,
         *,
@@ -258,10 +261,11 @@ class ExtensionApproved(_message.Message):
         approved_by: _builtins.str = ...,
         extension_number: _builtins.int = ...,
         extension_id: _builtins.str = ...,
+        requester: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved_by", b"approved_by", "extend_by_seconds", b"extend_by_seconds", "extension_id", b"extension_id", "extension_number", b"extension_number", "grant_id", b"grant_id", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved_by", b"approved_by", "extend_by_seconds", b"extend_by_seconds", "extension_id", b"extension_id", "extension_number", b"extension_number", "grant_id", b"grant_id", "request_id", b"request_id", "requester", b"requester"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -281,12 +285,14 @@ class ExtensionRefused(_message.Message):
     DECISION_FIELD_NUMBER: _builtins.int
     DECIDED_BY_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     grant_id: _builtins.str
     extension_id: _builtins.str
     decision: _common_pb2.RequestStatus.ValueType
     decided_by: _builtins.str
     detail: _builtins.str
+    requester: _builtins.str
     def __init__(
         self,
         *,
@@ -296,10 +302,11 @@ class ExtensionRefused(_message.Message):
         decision: _common_pb2.RequestStatus.ValueType = ...,
         decided_by: _builtins.str = ...,
         detail: _builtins.str = ...,
+        requester: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decided_by", b"decided_by", "decision", b"decision", "detail", b"detail", "extension_id", b"extension_id", "grant_id", b"grant_id", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decided_by", b"decided_by", "decision", b"decision", "detail", b"detail", "extension_id", b"extension_id", "grant_id", b"grant_id", "request_id", b"request_id", "requester", b"requester"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
