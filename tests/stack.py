@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import asyncpg
 from lapse_common.auth import ensure_keypair, mint_token
 
 from tests.infrastructure import Infrastructure
+from tests.integration.waiting import ProgressWatch
 
 SERVICES = ("audit", "approval", "request", "grant-scheduler", "revoker", "agent")
 # Resources on demo-pg with a flow of their own (permission `read`): the flow's approval
@@ -92,6 +92,7 @@ class ServiceProcess:
         self.log_path = log_dir / f"{name}.log"
         self.process: subprocess.Popen[str] | None = None
         self._ready = threading.Event()
+        self._lines = 0
 
     def start(self) -> None:
         self._ready.clear()
@@ -111,16 +112,21 @@ class ServiceProcess:
             for line in process.stdout:
                 log.write(line)
                 log.flush()
+                self._lines += 1
                 if line.strip().endswith("ready"):
                     self._ready.set()
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
+    def wait_ready(self) -> None:
+        """Until the process says it is ready; a starting process that keeps logging may take
+        as long as the machine needs, one that goes quiet (or exits) fails with its log."""
+        watch = ProgressWatch()
         while not self._ready.wait(0.2):
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited early:\n{self.tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} not ready after {timeout}s:\n{self.tail()}")
+            watch.observe(self._lines)
+            why = watch.exhausted()
+            if why is not None:
+                raise RuntimeError(f"{self.name} not ready: {why}:\n{self.tail()}")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -466,12 +472,12 @@ integrations:
             self.processes[agent] = process
             process.start()
         for process in self.processes.values():
-            process.wait_ready(timeout=90)
+            process.wait_ready()
 
     def restart(self, name: str) -> None:
         process = self.processes[name]
         process.start()
-        process.wait_ready(timeout=90)
+        process.wait_ready()
 
     def stop_all(self) -> None:
         for process in self.processes.values():

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import asyncpg
 import grpc
@@ -20,9 +16,8 @@ from lapse_common.pb.lapse.v1 import (
     request_service_pb2_grpc,
 )
 
+from tests.integration.waiting import run_watched
 from tests.stack import LapseStack
-
-T = TypeVar("T")
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
@@ -71,27 +66,6 @@ class StackClients:
         return list(response.events)
 
 
-async def wait_for(
-    probe: Callable[[], Awaitable[T]],
-    accept: Callable[[T], bool],
-    *,
-    timeout: float,
-    interval: float = 0.1,
-    what: str = "condition",
-) -> T:
-    """Poll `probe` until `accept` holds; fail with the last value seen."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if accept(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout}s waiting for {what}; last value:\n{value}"
-            )
-        await asyncio.sleep(interval)
-
-
 async def has_role(target_dsn: str, *, login: str, role: str) -> bool:
     """Direct membership as the target records it (pg_auth_members), not inherited rights."""
     connection = await asyncpg.connect(target_dsn)
@@ -116,18 +90,16 @@ async def has_role(target_dsn: str, *, login: str, role: str) -> bool:
 def run_cli(
     stack: LapseStack, *args: str, token: str | None = None, answer: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """The `lapse` command as a user runs it, against this stack."""
+    """The `lapse` command as a user runs it, against this stack; it may take as long as it
+    keeps printing (a panic's progress), and is stopped only when it goes quiet."""
     env = stack.environment()
     if token is not None:
         env["LAPSE_TOKEN"] = token
-    return subprocess.run(
+    return run_watched(
         [sys.executable, "-m", "lapse_cli", *args],
         env=env,
-        input=answer,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        answer=answer,
+        what="lapse " + " ".join(args),
     )
 
 

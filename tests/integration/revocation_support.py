@@ -3,6 +3,8 @@ what the revoker and agents put on Kafka."""
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -10,8 +12,9 @@ from lapse_common.clock import as_utc
 from lapse_common.messaging.codec import decode
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2, request_service_pb2
 
-from tests.integration.clients import StackClients, bearer, wait_for
+from tests.integration.clients import StackClients, bearer
 from tests.integration.kafka_records import read_all
+from tests.integration.waiting import wait_for
 from tests.stack import LapseStack
 
 SRE_ROLES = ("sre",)
@@ -46,28 +49,35 @@ def grant_of(view: request_service_pb2.AccessRequestView) -> request_service_pb2
     return view.grants[0] if view.grants else None
 
 
+def has_reached(grant: request_service_pb2.GrantView, status: int) -> bool:
+    """The grant is in `status` now or has been: a grant that lives a few seconds may
+    already have moved on by the time a wait over hundreds of them looks again."""
+    name = common_pb2.GrantStatus.Name(status).removeprefix("GRANT_STATUS_")  # type: ignore[arg-type]
+    return grant.status == status or any(step.status == name for step in grant.history)
+
+
 async def wait_grant(
     clients: StackClients,
     stack: LapseStack,
     request_id: str,
     *,
     status: int,
-    timeout: float,
     stuck: bool | None = None,
+    or_later: bool = False,
 ) -> request_service_pb2.GrantView:
+    """Wait until the request's grant is in `status` (or, with `or_later`, has been in it);
+    any change to the request (a new step in its history) counts as progress."""
     admin = stack.token("ops", roles=("admin",))
 
     def reached(view: request_service_pb2.AccessRequestView) -> bool:
         grant = grant_of(view)
-        return (
-            grant is not None and grant.status == status and (stuck is None or grant.stuck == stuck)
-        )
+        if grant is None or (stuck is not None and grant.stuck != stuck):
+            return False
+        return has_reached(grant, status) if or_later else grant.status == status
 
     view = await wait_for(
         lambda: clients.get_request(request_id, admin),
         reached,
-        timeout=timeout,
-        interval=0.2,
         what=f"{request_id} to reach {common_pb2.GrantStatus.Name(status)}"  # type: ignore[arg-type]
         + ("" if stuck is None else f" stuck={stuck}"),
     )
@@ -105,28 +115,54 @@ async def wait_all(
     request_ids: Sequence[str],
     *,
     status: int,
-    timeout: float,
     or_later: bool = False,
 ) -> list[request_service_pb2.GrantView]:
-    """Wait until every request's grant is in `status` (or, with `or_later`, has been in it:
-    short-lived grants may already have moved on); one Activity query per poll, so
-    waiting on hundreds of grants does not load the system it measures."""
+    """Wait until every request's grant is in `status` (or, with `or_later`, has been in it).
+    The wait goes on while grants keep moving, however slowly the machine gets them there,
+    and fails only when none has moved for the stall interval, saying where they stand. One
+    Activity query per poll, so waiting on hundreds of grants does not load the system it
+    measures."""
     wanted = set(request_ids)
-    name = common_pb2.GrantStatus.Name(status).removeprefix("GRANT_STATUS_")  # type: ignore[arg-type]
+    target = common_pb2.GrantStatus.Name(status)  # type: ignore[arg-type]
 
     def reached(grant: request_service_pb2.GrantView) -> bool:
-        if grant.status == status:
-            return True
-        return or_later and any(step.status == name for step in grant.history)
+        return has_reached(grant, status) if or_later else grant.status == status
+
+    def moves(found: dict[str, request_service_pb2.GrantView]) -> object:
+        return sorted((rid, grant.status, len(grant.history)) for rid, grant in found.items())
+
+    def where_they_stand(found: dict[str, request_service_pb2.GrantView]) -> str:
+        behind = {rid: g for rid, g in found.items() if not reached(g)}
+        missing = sorted(wanted - set(found))
+        standing = Counter(common_pb2.GrantStatus.Name(g.status) for g in behind.values())
+        return (
+            f"{len(wanted) - len(behind) - len(missing)} of {len(wanted)} reached {target}; "
+            f"not yet: {dict(standing)}"
+            + (f", {len(missing)} without a grant yet (e.g. {missing[:3]})" if missing else "")
+            + "".join(
+                f"\n  {rid}: {common_pb2.GrantStatus.Name(g.status)} stuck={g.stuck} "
+                f"last step: {g.history[-1].status if g.history else '-'} "
+                f"{g.history[-1].detail if g.history else ''}"
+                for rid, g in list(behind.items())[:5]
+            )
+        )
 
     grants = await wait_for(
         lambda: latest_grants(clients, stack, request_ids),
         lambda found: len(found) == len(wanted) and all(reached(g) for g in found.values()),
-        timeout=timeout,
+        what=f"{len(wanted)} grants to reach {target}" + (" or later" if or_later else ""),
+        progress=moves,
+        describe=where_they_stand,
         interval=1.0,
-        what=f"{len(wanted)} grants to reach {common_pb2.GrantStatus.Name(status)}",  # type: ignore[arg-type]
     )
     return [grants[rid] for rid in request_ids]
+
+
+def lifetime_after_setup(granted_in: float, *, at_least: int) -> int:
+    """A lifetime for a batch like one this machine just took `granted_in` seconds to grant:
+    twice that (the pace varies while a run goes on) plus a few seconds, so the whole batch is
+    ACTIVE before its first grant falls due on a slow machine too; `at_least` on a fast one."""
+    return max(at_least, math.ceil(2 * granted_in) + 5)
 
 
 def transition_time(grant: request_service_pb2.GrantView, status: str) -> datetime:
@@ -160,18 +196,31 @@ async def revocation_lateness(
     ]
 
 
-async def agent_results(stack: LapseStack, grant_id: str) -> list[events_pb2.AgentResult]:
+async def results_by_grant(stack: LapseStack) -> dict[str, list[events_pb2.AgentResult]]:
+    """Every agent result on lapse.agent-results.v1, once per event id, by grant, in one
+    pass over the topic."""
     records = await read_all(
         stack.infra.kafka_bootstrap, stack.topic_prefix + "lapse.agent-results.v1"
     )
     unique: dict[str, events_pb2.AgentResult] = {}
     for record in records:
-        if record.key != grant_id.encode():
-            continue
         event = decode(record.value)
         assert isinstance(event.payload, events_pb2.AgentResult)
         unique[event.event_id] = event.payload
-    return list(unique.values())
+    found: dict[str, list[events_pb2.AgentResult]] = {}
+    for result in unique.values():
+        found.setdefault(result.grant_id, []).append(result)
+    return found
+
+
+async def agent_results(stack: LapseStack, grant_id: str) -> list[events_pb2.AgentResult]:
+    return (await results_by_grant(stack)).get(grant_id, [])
+
+
+def target_changes(results: Sequence[events_pb2.AgentResult], kind: int) -> int:
+    """How many times the agent changed the target for this kind of command (a repeated
+    command answers `changed=False`)."""
+    return sum(1 for r in results if r.kind == kind and r.changed)
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

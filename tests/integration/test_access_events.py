@@ -20,9 +20,10 @@ from lapse_common.messaging.codec import decode
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2, request_service_pb2
 from lapse_common.settings import KafkaSettings
 
-from tests.integration.clients import StackClients, bearer, has_role, wait_for
+from tests.integration.clients import StackClients, bearer, has_role
 from tests.integration.kafka_records import read_all
 from tests.integration.revocation_support import submit, wait_grant
+from tests.integration.waiting import wait_for
 from tests.stack import LapseStack
 
 pytestmark = [pytest.mark.integration]
@@ -66,7 +67,7 @@ async def test_offboarding_ends_access_and_pending_requests_and_strangers_change
         ]
         pending = await submit(clients, stack, user="p06", resource="g-any", seconds=600)
         for request_id in active:
-            await wait_grant(clients, stack, request_id, status=ACTIVE, timeout=30)
+            await wait_grant(clients, stack, request_id, status=ACTIVE)
 
         # An unregistered key, and a registered producer not allowed to offboard anyone.
         await publish(stack, "intruder", UserOffboarded(subject="p06", reason="forged"))
@@ -74,7 +75,6 @@ async def test_offboarding_ends_access_and_pending_requests_and_strangers_change
         reasons = await wait_for(
             lambda: quarantined_reasons(stack),
             lambda found: len(found) >= 2,
-            timeout=20,
             what="both refused events on the quarantine topic",
         )
         assert any("unknown producer" in r and "intruder" in r for r in reasons), reasons
@@ -91,7 +91,7 @@ async def test_offboarding_ends_access_and_pending_requests_and_strangers_change
             stack, "hr-offboarding", UserOffboarded(subject="p06", reason="left the company")
         )
         for index, request_id in zip((27, 28), active, strict=True):
-            grant = await wait_grant(clients, stack, request_id, status=REVOKED, timeout=30)
+            grant = await wait_grant(clients, stack, request_id, status=REVOKED)
             assert grant.history[-1].reason == common_pb2.REASON_OFFBOARDING
             assert not await has_role(
                 target, login=stack.login_for("p06"), role=stack.bulk_role(index)
@@ -99,7 +99,6 @@ async def test_offboarding_ends_access_and_pending_requests_and_strangers_change
         canceled = await wait_for(
             lambda: clients.get_request(pending, stack.token("p06")),
             lambda view: view.status == common_pb2.REQUEST_STATUS_CANCELED,
-            timeout=10,
             what="the pending request to be canceled",
         )
         assert "left the company" in canceled.decision_detail
@@ -113,7 +112,7 @@ async def test_incident_panics_and_locks_its_scope_until_resolved(stack: LapseSt
         inside = await submit(clients, stack, user="p07", resource="r29", seconds=600)
         outside = await submit(clients, stack, user="p07", resource="r30", seconds=600)
         for request_id in (inside, outside):
-            await wait_grant(clients, stack, request_id, status=ACTIVE, timeout=30)
+            await wait_grant(clients, stack, request_id, status=ACTIVE)
         await publish(
             stack,
             "incident-bot",
@@ -124,7 +123,7 @@ async def test_incident_panics_and_locks_its_scope_until_resolved(stack: LapseSt
                 lockdown=True,
             ),
         )
-        grant = await wait_grant(clients, stack, inside, status=REVOKED, timeout=30)
+        grant = await wait_grant(clients, stack, inside, status=REVOKED)
         assert grant.history[-1].reason == common_pb2.REASON_PANIC
         assert (await clients.get_request(outside, stack.token("p07"))).grants[0].status == ACTIVE
 
@@ -135,9 +134,7 @@ async def test_incident_panics_and_locks_its_scope_until_resolved(stack: LapseSt
                 return error.details() or ""
             return "accepted"
 
-        message = await wait_for(
-            refused_in_scope, lambda m: "lockdown" in m, timeout=10, what="the lockdown"
-        )
+        message = await wait_for(refused_in_scope, lambda m: "lockdown" in m, what="the lockdown")
         assert "incident INC-42" in message or "credential leak" in message
 
         await publish(
@@ -150,8 +147,8 @@ async def test_incident_panics_and_locks_its_scope_until_resolved(stack: LapseSt
             except grpc.aio.AioRpcError:
                 return ""
 
-        again = await wait_for(accepted, bool, timeout=20, what="requests in scope to be accepted")
-        await wait_grant(clients, stack, again, status=ACTIVE, timeout=30)
+        again = await wait_for(accepted, bool, what="requests in scope to be accepted")
+        await wait_grant(clients, stack, again, status=ACTIVE)
     finally:
         await clients.close()
 
@@ -181,8 +178,8 @@ async def test_a_ci_pipeline_requests_access_as_a_machine_identity(stack: LapseS
             )
             return [r for r in listed.requests if r.requester == "machine:ci-deploy"]
 
-        found = await wait_for(machine_requests, bool, timeout=20, what="the machine's request")
-        grant = await wait_grant(clients, stack, found[0].request_id, status=ACTIVE, timeout=30)
+        found = await wait_for(machine_requests, bool, what="the machine's request")
+        grant = await wait_grant(clients, stack, found[0].request_id, status=ACTIVE)
         assert grant.spec.agent_id == "demo-agent"
         assert await has_role(
             stack.infra.target_admin_dsn,

@@ -14,8 +14,9 @@ from lapse_common.pb.lapse.v1 import (
     request_service_pb2,
 )
 
-from tests.integration.clients import StackClients, bearer, has_role, run_cli, wait_for
+from tests.integration.clients import StackClients, bearer, has_role, run_cli
 from tests.integration.revocation_support import submit
+from tests.integration.waiting import wait_for
 from tests.stack import LapseStack
 
 pytestmark = [pytest.mark.integration]
@@ -70,7 +71,6 @@ async def settled(
     await wait_for(
         lambda: request_status(clients, stack, request_id, user),
         lambda s: s == status,
-        timeout=30,
         what=f"{request_id} {common_pb2.RequestStatus.Name(status)}",  # type: ignore[arg-type]
     )
 
@@ -81,7 +81,6 @@ async def until_listed(
     await wait_for(
         lambda: approvals.pending(approver, groups),
         lambda ids: request_id in ids,
-        timeout=20,
         what=f"{approver} to see it",
     )
 
@@ -131,7 +130,6 @@ async def test_quorum_policies(
                     stack.infra.target_admin_dsn, login=login, role=stack.gated_role(resource)
                 ),
                 bool,
-                timeout=30,
                 what="the approved access in the target",
             )
         else:
@@ -164,9 +162,7 @@ async def test_approvers_see_and_decide_only_their_requests(stack: LapseStack) -
             request_service_pb2.CancelRequestRequest(request_id=request_id, reason="not needed"),
             metadata=bearer(stack.token("u06")),
         )
-        await wait_for(
-            lambda: approvals.pending("approver-a"), lambda ids: request_id not in ids, timeout=20
-        )
+        await wait_for(lambda: approvals.pending("approver-a"), lambda ids: request_id not in ids)
         with pytest.raises(grpc.aio.AioRpcError) as late:
             await approvals.decide("approver-a", request_id, approve=True)
         assert late.value.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -9,8 +9,9 @@ import pytest
 from lapse_common.messaging.codec import decode
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2, request_service_pb2
 
-from tests.integration.clients import StackClients, bearer, wait_for
+from tests.integration.clients import StackClients, bearer
 from tests.integration.kafka_records import end_offsets, publish_raw, read_all
+from tests.integration.waiting import wait_for
 from tests.stack import LapseStack
 
 pytestmark = [pytest.mark.integration]
@@ -150,7 +151,6 @@ async def test_undecodable_message_is_quarantined_and_consumers_keep_going(
     found = await wait_for(
         quarantined,
         lambda q: all(sum(1 for x in q if x.consumer == c) >= 2 for c in consumers),
-        timeout=30,
         what="both records quarantined by request and scheduler consumers",
     )
     assert all(q.reason for q in found)
@@ -164,7 +164,6 @@ async def test_undecodable_message_is_quarantined_and_consumers_keep_going(
         await wait_for(
             lambda: clients.get_request(response.request.request_id, token),
             lambda v: bool(v.grants) and v.grants[0].status == common_pb2.GRANT_STATUS_ACTIVE,
-            timeout=30,
             what="grant ACTIVE after garbage",
         )
     finally:

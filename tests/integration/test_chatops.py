@@ -30,7 +30,8 @@ from lapse_common.pb.lapse.v1 import (
 )
 
 from tests.integration.chatops_recorder import ChatRecorder, RecordedCall
-from tests.integration.clients import StackClients, bearer, has_role, wait_for
+from tests.integration.clients import StackClients, bearer, has_role
+from tests.integration.waiting import wait_for
 from tests.stack import LapseStack, ServiceProcess, free_port
 
 pytestmark = [pytest.mark.integration]
@@ -246,7 +247,6 @@ async def test_slack_request_approved_with_a_button_reaches_the_target(
         await wait_for(
             lambda: pending_for(stack, "approver-a"),
             lambda ids: request_id in ids,
-            timeout=20,
             what="approver-a to be asked",
         )
 
@@ -283,13 +283,11 @@ async def test_slack_request_approved_with_a_button_reaches_the_target(
                 stack.infra.target_admin_dsn, login=login, role=stack.gated_role("g-any")
             ),
             bool,
-            timeout=30,
             what="the access approved in Slack to reach the target",
         )
         view = await wait_for(
             lambda: clients.get_request(request_id, stack.token("u03")),
             lambda v: bool(v.grants) and v.grants[0].status == common_pb2.GRANT_STATUS_ACTIVE,
-            timeout=30,
             what="the grant ACTIVE in the Activity view",
         )
         assert view.status == common_pb2.REQUEST_STATUS_APPROVED
@@ -317,7 +315,6 @@ async def test_slack_request_approved_with_a_button_reaches_the_target(
         soon = await recorder.wait_for(
             "/api/chat.postMessage",
             dm(REQUESTER, request_id, "Your access ends in"),
-            timeout=75,
         )
         assert await has_role(
             stack.infra.target_admin_dsn, login=login, role=stack.gated_role("g-any")
@@ -329,7 +326,6 @@ async def test_slack_request_approved_with_a_button_reaches_the_target(
         await wait_for(
             lambda: clients.get_request(request_id, stack.token("u03")),
             lambda v: v.grants[0].status == common_pb2.GRANT_STATUS_REVOKED,
-            timeout=60,
             what="the grant REVOKED at its expiry",
         )
         told = [

@@ -20,8 +20,9 @@ from lapse_common.pb.lapse.v1 import common_pb2, events_pb2, request_service_pb2
 from lapse_common.settings import KafkaSettings
 from sqlalchemy import Column, MetaData, String, Table, insert
 
-from tests.integration.clients import StackClients, bearer, has_role, wait_for
+from tests.integration.clients import StackClients, bearer, has_role
 from tests.integration.kafka_records import publish_raw, read_all
+from tests.integration.waiting import wait_for
 from tests.stack import LapseStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -64,7 +65,6 @@ async def test_redelivered_command_and_event_cause_one_effect(stack: LapseStack)
         view = await wait_for(
             lambda: clients.get_request(request_id, token),
             lambda v: status_of(v) == common_pb2.GRANT_STATUS_ACTIVE,
-            timeout=30,
             what="grant ACTIVE",
         )
         grant_id = view.grants[0].grant_id
@@ -93,7 +93,6 @@ async def test_redelivered_command_and_event_cause_one_effect(stack: LapseStack)
         answers = await wait_for(
             lambda: records_for_grant(stack, "lapse.agent-results.v1", grant_id),
             lambda rs: len(rs) >= 3,
-            timeout=30,
             what="the agent's answer to the duplicate command",
         )
         # Keyed by event id: the re-published result is the same event, not a new effect.
@@ -118,7 +117,6 @@ async def test_redelivered_command_and_event_cause_one_effect(stack: LapseStack)
         events = await wait_for(
             lambda: clients.audit_events(token=auditor, grant_id=grant_id),
             lambda evs: any(e.type == "lapse.v1.SignedCommand" for e in evs),
-            timeout=30,
             what="audit to record the grant command",
         )
         assert len({e.event_id for e in events}) == len(events)
@@ -127,7 +125,6 @@ async def test_redelivered_command_and_event_cause_one_effect(stack: LapseStack)
         revoked = await wait_for(
             lambda: clients.get_request(request_id, token),
             lambda v: status_of(v) == common_pb2.GRANT_STATUS_REVOKED,
-            timeout=60,
             what="grant REVOKED",
         )
         assert [s.status for s in revoked.grants[0].history].count("REVOKED") == 1
@@ -149,7 +146,6 @@ async def test_scheduler_killed_while_active_still_revokes_after_restart(stack: 
         view = await wait_for(
             lambda: clients.get_request(request_id, token),
             lambda v: status_of(v) == common_pb2.GRANT_STATUS_ACTIVE,
-            timeout=30,
             what="grant ACTIVE",
         )
         expires_at = as_utc(view.grants[0].expires_at.ToDatetime())
@@ -167,7 +163,6 @@ async def test_scheduler_killed_while_active_still_revokes_after_restart(stack: 
         revoked = await wait_for(
             lambda: clients.get_request(request_id, token),
             lambda v: status_of(v) == common_pb2.GRANT_STATUS_REVOKED,
-            timeout=60,
             what="grant REVOKED after restart",
         )
         assert not await has_role(stack.infra.target_admin_dsn, login=login, role=stack.write_role)

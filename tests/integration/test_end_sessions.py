@@ -48,9 +48,7 @@ async def active_grant_with_open_session(
     finally:
         await target.close()
     request_id = await submit(clients, stack, user=user, seconds=600)
-    grant = await wait_grant(
-        clients, stack, request_id, status=common_pb2.GRANT_STATUS_ACTIVE, timeout=30
-    )
+    grant = await wait_grant(clients, stack, request_id, status=common_pb2.GRANT_STATUS_ACTIVE)
     session = await asyncpg.connect(stack.infra.target_admin_dsn, user=login, password="x")
     assert await session.fetchval("SELECT pg_has_role(session_user, $1, 'MEMBER')", stack.read_role)
     return request_id, grant, session
@@ -115,9 +113,7 @@ async def test_revoke_asking_to_end_sessions_closes_the_open_connection(
             await session.execute(f'SET ROLE "{stack.read_role}"')
             started = time.monotonic()
             await request_revoke(stack, request_id, grant, end_sessions=True)
-            await wait_grant(
-                clients, stack, request_id, status=common_pb2.GRANT_STATUS_REVOKED, timeout=30
-            )
+            await wait_grant(clients, stack, request_id, status=common_pb2.GRANT_STATUS_REVOKED)
             to_revoked = time.monotonic() - started
             assert not await has_role(
                 stack.infra.target_admin_dsn, login=login, role=stack.read_role
@@ -150,9 +146,7 @@ async def test_revoke_without_end_sessions_leaves_the_connection_without_the_rol
         try:
             started = time.monotonic()
             await request_revoke(stack, request_id, grant, end_sessions=False)
-            await wait_grant(
-                clients, stack, request_id, status=common_pb2.GRANT_STATUS_REVOKED, timeout=30
-            )
+            await wait_grant(clients, stack, request_id, status=common_pb2.GRANT_STATUS_REVOKED)
             to_revoked = time.monotonic() - started
             assert not await has_role(
                 stack.infra.target_admin_dsn, login=login, role=stack.read_role

@@ -8,15 +8,9 @@ import pytest
 from lapse_common.clock import as_utc
 from lapse_common.pb.lapse.v1 import approval_service_pb2, approval_service_pb2_grpc, common_pb2
 
-from tests.integration.clients import (
-    StackClients,
-    bearer,
-    has_role,
-    pending_approvals,
-    run_cli,
-    wait_for,
-)
+from tests.integration.clients import StackClients, bearer, has_role, pending_approvals, run_cli
 from tests.integration.revocation_support import submit, wait_grant
+from tests.integration.waiting import wait_for
 from tests.stack import LapseStack
 
 pytestmark = [pytest.mark.integration]
@@ -26,7 +20,7 @@ async def test_auto_approve_budget_is_enforced(stack: LapseStack) -> None:
     clients = StackClients(stack)
     try:
         first = await submit(clients, stack, user="u01", resource="g-budget", seconds=20)
-        await wait_grant(clients, stack, first, status=common_pb2.GRANT_STATUS_ACTIVE, timeout=30)
+        await wait_grant(clients, stack, first, status=common_pb2.GRANT_STATUS_ACTIVE)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await submit(clients, stack, user="u01", resource="g-budget", seconds=20)
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -35,7 +29,7 @@ async def test_auto_approve_budget_is_enforced(stack: LapseStack) -> None:
         )
         # The budget is per requester: another engineer still gets it.
         other = await submit(clients, stack, user="u02", resource="g-budget", seconds=20)
-        await wait_grant(clients, stack, other, status=common_pb2.GRANT_STATUS_ACTIVE, timeout=30)
+        await wait_grant(clients, stack, other, status=common_pb2.GRANT_STATUS_ACTIVE)
     finally:
         await clients.close()
 
@@ -56,9 +50,7 @@ async def test_extension_moves_the_expiry_once_then_is_refused(stack: LapseStack
     login = stack.login_for("u04")
     try:
         request_id = await submit(clients, stack, user="u04", resource="g-extend", seconds=8)
-        grant = await wait_grant(
-            clients, stack, request_id, status=common_pb2.GRANT_STATUS_ACTIVE, timeout=30
-        )
+        grant = await wait_grant(clients, stack, request_id, status=common_pb2.GRANT_STATUS_ACTIVE)
         before = as_utc(grant.expires_at.ToDatetime())
 
         extended = run_cli(stack, "extend", request_id, "--for", "20s", token=stack.token("u04"))
@@ -70,7 +62,7 @@ async def test_extension_moves_the_expiry_once_then_is_refused(stack: LapseStack
             moved = as_utc(view.grants[0].expires_at.ToDatetime())
             return common_pb2.GRANT_STATUS_ACTIVE if (moved - before).total_seconds() == 20 else 0
 
-        await wait_for(later_expiry, bool, timeout=20, what="the expiry to move by 20 s")
+        await wait_for(later_expiry, bool, what="the expiry to move by 20 s")
         view = await clients.get_request(request_id, stack.token("u04"))
         assert view.grants[0].epoch > grant.epoch
 
@@ -81,9 +73,7 @@ async def test_extension_moves_the_expiry_once_then_is_refused(stack: LapseStack
         assert too_long.returncode == 1
 
         # Still there after the original expiry; gone after the extended one.
-        await wait_grant(
-            clients, stack, request_id, status=common_pb2.GRANT_STATUS_REVOKED, timeout=40
-        )
+        await wait_grant(clients, stack, request_id, status=common_pb2.GRANT_STATUS_REVOKED)
         assert not await has_role(
             stack.infra.target_admin_dsn, login=login, role=stack.gated_role("g-extend")
         )
@@ -130,7 +120,7 @@ async def test_dropping_a_requestor_revokes_their_grant_and_rejects_their_pendin
     )
     try:
         active = await submit(clients, stack, user="u05", resource="g-policy", seconds=600)
-        await wait_grant(clients, stack, active, status=common_pb2.GRANT_STATUS_ACTIVE, timeout=30)
+        await wait_grant(clients, stack, active, status=common_pb2.GRANT_STATUS_ACTIVE)
         assert await has_role(
             stack.infra.target_admin_dsn, login=login, role=stack.gated_role("g-policy")
         )
@@ -143,7 +133,6 @@ async def test_dropping_a_requestor_revokes_their_grant_and_rejects_their_pendin
                 metadata=bearer(stack.token("approver-a")),
             ),
             lambda r: any(p.request_id == pending for p in r.approvals),
-            timeout=20,
         )
         await channel.close()
 
@@ -152,9 +141,7 @@ async def test_dropping_a_requestor_revokes_their_grant_and_rejects_their_pendin
         assert "pending requests rejected: 1" in applied.stdout
         assert "approvals withdrawn (grants revoked): 1" in applied.stdout
 
-        revoked = await wait_grant(
-            clients, stack, active, status=common_pb2.GRANT_STATUS_REVOKED, timeout=40
-        )
+        revoked = await wait_grant(clients, stack, active, status=common_pb2.GRANT_STATUS_REVOKED)
         assert revoked.history[-1].reason == common_pb2.REASON_POLICY_CHANGE
         assert not await has_role(
             stack.infra.target_admin_dsn, login=login, role=stack.gated_role("g-policy")
@@ -162,7 +149,6 @@ async def test_dropping_a_requestor_revokes_their_grant_and_rejects_their_pendin
         await wait_for(
             lambda: clients.get_request(pending, stack.token("u05")),
             lambda v: v.status == common_pb2.REQUEST_STATUS_REJECTED,
-            timeout=20,
             what="the pending request REJECTED",
         )
         with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -179,9 +165,7 @@ async def test_requester_revokes_own_grant_early_and_nobody_elses(stack: LapseSt
     login = stack.login_for("u06")
     try:
         request_id = await submit(clients, stack, user="u06", resource="r15", seconds=600)
-        grant = await wait_grant(
-            clients, stack, request_id, status=common_pb2.GRANT_STATUS_ACTIVE, timeout=30
-        )
+        grant = await wait_grant(clients, stack, request_id, status=common_pb2.GRANT_STATUS_ACTIVE)
         other = run_cli(stack, "revoke", grant.grant_id, token=stack.token("u07"))
         assert other.returncode == 1 and "PERMISSION_DENIED" in other.stderr
 
@@ -190,7 +174,7 @@ async def test_requester_revokes_own_grant_early_and_nobody_elses(stack: LapseSt
         )
         assert own.returncode == 0, own.stderr
         revoked = await wait_grant(
-            clients, stack, request_id, status=common_pb2.GRANT_STATUS_REVOKED, timeout=30
+            clients, stack, request_id, status=common_pb2.GRANT_STATUS_REVOKED
         )
         assert revoked.history[-1].reason == common_pb2.REASON_USER
         assert not await has_role(
@@ -210,14 +194,11 @@ async def test_extension_that_needs_approval_waits_for_the_approvers(stack: Laps
         await wait_for(
             lambda: pending_approvals(stack, "approver-a"),
             lambda pending: any(p.request_id == request_id for p in pending),
-            timeout=20,
             what="the request to reach approver-a",
         )
         approved = run_cli(stack, "approve", request_id, token=approver)
         assert approved.returncode == 0, approved.stderr
-        grant = await wait_grant(
-            clients, stack, request_id, status=common_pb2.GRANT_STATUS_ACTIVE, timeout=30
-        )
+        grant = await wait_grant(clients, stack, request_id, status=common_pb2.GRANT_STATUS_ACTIVE)
         before = as_utc(grant.expires_at.ToDatetime())
 
         asked = run_cli(stack, "extend", request_id, "--for", "30s", token=stack.token(user))
@@ -244,7 +225,7 @@ async def test_extension_that_needs_approval_waits_for_the_approvers(stack: Laps
             current = await clients.get_request(request_id, stack.token(user))
             return (as_utc(current.grants[0].expires_at.ToDatetime()) - before).total_seconds()
 
-        await wait_for(expiry, lambda moved: moved == 30, timeout=20, what="the expiry to move")
+        await wait_for(expiry, lambda moved: moved == 30, what="the expiry to move")
 
         # The second extension is rejected by the approver: the expiry stays where it is.
         asked = run_cli(stack, "extend", request_id, "--for", "30s", token=stack.token(user))
@@ -255,7 +236,6 @@ async def test_extension_that_needs_approval_waits_for_the_approvers(stack: Laps
         await wait_for(
             lambda: pending_approvals(stack, "approver-a"),
             lambda listed: all(p.request_id != second for p in listed),
-            timeout=10,
             what="the rejected extension to leave the queue",
         )
         assert await expiry() == 30
@@ -280,15 +260,12 @@ async def test_groups_from_the_directory_file_count_for_requestors_and_approvers
         await wait_for(
             lambda: pending_approvals(stack, "approver-d"),
             lambda pending: any(p.request_id == request_id for p in pending),
-            timeout=20,
             what="approver-d (a directory member of db-approvers) to see it",
         )
         assert all(p.request_id != request_id for p in await pending_approvals(stack, "approver-e"))
         approved = run_cli(stack, "approve", request_id, token=stack.token("approver-d", groups=()))
         assert approved.returncode == 0, approved.stderr
-        await wait_grant(
-            clients, stack, request_id, status=common_pb2.GRANT_STATUS_ACTIVE, timeout=30
-        )
+        await wait_grant(clients, stack, request_id, status=common_pb2.GRANT_STATUS_ACTIVE)
         assert await has_role(
             stack.infra.target_admin_dsn,
             login=stack.login_for("u07"),

@@ -14,8 +14,9 @@ import pytest
 from lapse_common.clock import as_utc
 from lapse_common.pb.lapse.v1 import common_pb2
 
-from tests.integration.clients import StackClients, has_role, wait_for
+from tests.integration.clients import StackClients, has_role
 from tests.integration.kafka_records import read_all
+from tests.integration.waiting import wait_for
 from tests.stack import LapseStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -27,7 +28,6 @@ def run_cli(stack: LapseStack, *args: str) -> subprocess.CompletedProcess[str]:
         env=stack.environment(),
         capture_output=True,
         text=True,
-        timeout=60,
         check=False,
     )
 
@@ -68,7 +68,6 @@ async def test_request_to_revoked_through_every_service(
         active = await wait_for(
             lambda: clients.get_request(request_id, alice),
             lambda v: bool(v.grants) and v.grants[0].status == common_pb2.GRANT_STATUS_ACTIVE,
-            timeout=30,
             what="grant ACTIVE",
         )
         to_active = time.monotonic() - started
@@ -80,7 +79,6 @@ async def test_request_to_revoked_through_every_service(
         revoked = await wait_for(
             lambda: clients.get_request(request_id, alice),
             lambda v: v.grants[0].status == common_pb2.GRANT_STATUS_REVOKED,
-            timeout=60,
             what="grant REVOKED",
         )
         assert not await has_role(stack.infra.target_admin_dsn, login=login, role=stack.read_role)
@@ -108,7 +106,6 @@ async def test_request_to_revoked_through_every_service(
         events = await wait_for(
             lambda: clients.audit_events(token=auditor, grant_id=grant.grant_id),
             lambda evs: Counter(e.type for e in evs) >= expected,
-            timeout=30,
             what="audit to hold the grant's events",
         )
         assert Counter(e.type for e in events) == expected

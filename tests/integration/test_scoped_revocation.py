@@ -8,15 +8,9 @@ import grpc
 import pytest
 from lapse_common.pb.lapse.v1 import common_pb2, request_service_pb2
 
-from tests.integration.clients import (
-    StackClients,
-    bearer,
-    has_role,
-    pending_approvals,
-    run_cli,
-    wait_for,
-)
+from tests.integration.clients import StackClients, bearer, has_role, pending_approvals, run_cli
 from tests.integration.revocation_support import submit, wait_grant
+from tests.integration.waiting import wait_for
 from tests.stack import LapseStack
 
 pytestmark = [pytest.mark.integration]
@@ -43,13 +37,12 @@ async def test_each_caller_revokes_only_within_their_reach(stack: LapseStack) ->
         await wait_for(
             lambda: pending_approvals(stack, "approver-a"),
             lambda pending: any(p.request_id == gated for p in pending),
-            timeout=20,
             what="p02's request to reach approver-a",
         )
         approved = run_cli(stack, "approve", gated, token=stack.token("approver-a", groups=()))
         assert approved.returncode == 0, approved.stderr
-        own_grant = await wait_grant(clients, stack, own, status=ACTIVE, timeout=30)
-        gated_grant = await wait_grant(clients, stack, gated, status=ACTIVE, timeout=30)
+        own_grant = await wait_grant(clients, stack, own, status=ACTIVE)
+        gated_grant = await wait_grant(clients, stack, gated, status=ACTIVE)
 
         # Another user, and an approver of the flow who did not approve this request.
         for caller, grant_id in (
@@ -75,9 +68,9 @@ async def test_each_caller_revokes_only_within_their_reach(stack: LapseStack) ->
         # The approver ends what they approved; the requester ends their own.
         await _revoke(clients, stack, gated_grant.grant_id, "approver-a")
         await _revoke(clients, stack, own_grant.grant_id, "p01")
-        ended = await wait_grant(clients, stack, gated, status=REVOKED, timeout=30)
+        ended = await wait_grant(clients, stack, gated, status=REVOKED)
         assert ended.history[-1].reason == common_pb2.REASON_APPROVER
-        mine = await wait_grant(clients, stack, own, status=REVOKED, timeout=30)
+        mine = await wait_grant(clients, stack, own, status=REVOKED)
         assert mine.history[-1].reason == common_pb2.REASON_USER
         assert not await has_role(
             target, login=stack.login_for("p02"), role=stack.gated_role("g-any")
@@ -95,7 +88,7 @@ async def test_a_user_revokes_all_their_access_by_scope_with_progress(stack: Lap
             for resource in ("r20", "r21", "r22")
         ]
         for request_id in requests:
-            await wait_grant(clients, stack, request_id, status=ACTIVE, timeout=30)
+            await wait_grant(clients, stack, request_id, status=ACTIVE)
         # Without --yes the CLI asks; a wrong answer revokes nothing.
         declined = run_cli(
             stack, "revoke", "--scope", "user=p04", token=stack.token("p04"), answer="no\n"
@@ -120,7 +113,7 @@ async def test_a_user_revokes_all_their_access_by_scope_with_progress(stack: Lap
         assert rest.returncode == 0, rest.stderr
         assert "all 2 grant(s) revoked and confirmed" in rest.stdout
         for index, request_id in enumerate(requests):
-            await wait_grant(clients, stack, request_id, status=REVOKED, timeout=10)
+            await wait_grant(clients, stack, request_id, status=REVOKED)
             assert not await has_role(
                 stack.infra.target_admin_dsn,
                 login=stack.login_for("p04"),
@@ -169,7 +162,7 @@ async def test_lockdown_refuses_requests_in_scope_until_lifted(stack: LapseStack
         )
         # Outside the scope, requests go through.
         outside = await submit(clients, stack, user="p05", resource="r26", seconds=60)
-        await wait_grant(clients, stack, outside, status=ACTIVE, timeout=30)
+        await wait_grant(clients, stack, outside, status=ACTIVE)
 
         listed = run_cli(stack, "lockdown", "list", token=admin)
         assert lockdown_id in listed.stdout
@@ -179,7 +172,7 @@ async def test_lockdown_refuses_requests_in_scope_until_lifted(stack: LapseStack
         assert lifted.returncode == 0, lifted.stderr
         assert "lifted by admin-1" in lifted.stdout
         again = await submit(clients, stack, user="p05", resource="r25", seconds=60)
-        await wait_grant(clients, stack, again, status=ACTIVE, timeout=30)
+        await wait_grant(clients, stack, again, status=ACTIVE)
         twice = run_cli(stack, "lockdown", "lift", lockdown_id, token=admin)
         assert twice.returncode == 1 and "NOT_FOUND" in twice.stderr
     finally:
@@ -191,17 +184,17 @@ async def test_revoking_one_of_two_overlapping_grants_keeps_the_access(stack: La
     target, login, role = stack.infra.target_admin_dsn, stack.login_for("p08"), stack.bulk_role(23)
     try:
         first = await submit(clients, stack, user="p08", resource="r23", seconds=300)
-        first_grant = await wait_grant(clients, stack, first, status=ACTIVE, timeout=30)
+        first_grant = await wait_grant(clients, stack, first, status=ACTIVE)
         second = await submit(clients, stack, user="p08", resource="r23", seconds=600)
-        second_grant = await wait_grant(clients, stack, second, status=ACTIVE, timeout=30)
+        second_grant = await wait_grant(clients, stack, second, status=ACTIVE)
 
         await _revoke(clients, stack, first_grant.grant_id, "p08")
-        ended = await wait_grant(clients, stack, first, status=REVOKED, timeout=30)
+        ended = await wait_grant(clients, stack, first, status=REVOKED)
         assert f"overlapping grant {second_grant.grant_id}" in ended.history[-1].detail
         assert await has_role(target, login=login, role=role)
 
         await _revoke(clients, stack, second_grant.grant_id, "p08")
-        await wait_grant(clients, stack, second, status=REVOKED, timeout=30)
+        await wait_grant(clients, stack, second, status=REVOKED)
         assert not await has_role(target, login=login, role=role)
     finally:
         await clients.close()

@@ -12,7 +12,7 @@ from lapse_common.clock import as_utc
 from lapse_common.messaging.codec import decode
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
 
-from tests.integration.clients import StackClients, has_role, run_cli, wait_for
+from tests.integration.clients import StackClients, has_role, run_cli
 from tests.integration.kafka_records import read_all
 from tests.integration.revocation_support import (
     SRE_ROLES,
@@ -20,6 +20,7 @@ from tests.integration.revocation_support import (
     submit,
     wait_grant,
 )
+from tests.integration.waiting import wait_for
 from tests.stack import LapseStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -39,12 +40,10 @@ async def dead_letters(stack: LapseStack, grant_id: str) -> list[tuple[object, d
 async def stuck_grant(clients: StackClients, stack: LapseStack, *, user: str) -> str:
     """An ACTIVE grant whose agent dies before it expires; returns once it is stuck."""
     request_id = await submit(clients, stack, user=user, seconds=8)
-    grant = await wait_grant(
-        clients, stack, request_id, status=common_pb2.GRANT_STATUS_ACTIVE, timeout=30
-    )
+    grant = await wait_grant(clients, stack, request_id, status=common_pb2.GRANT_STATUS_ACTIVE)
     stack.processes["agent"].kill(signal.SIGKILL)
     await wait_grant(
-        clients, stack, request_id, status=common_pb2.GRANT_STATUS_REVOKING, stuck=True, timeout=60
+        clients, stack, request_id, status=common_pb2.GRANT_STATUS_REVOKING, stuck=True
     )
     return grant.grant_id
 
@@ -59,9 +58,7 @@ async def test_dead_agent_dead_letters_then_sre_replay_revokes(
         grant_id = await stuck_grant(clients, stack, user="alice")
         assert await has_role(stack.infra.target_admin_dsn, login=login, role=stack.read_role)
 
-        letters = await wait_for(
-            lambda: dead_letters(stack, grant_id), bool, timeout=20, what="dead letter"
-        )
+        letters = await wait_for(lambda: dead_letters(stack, grant_id), bool, what="dead letter")
         record, headers = letters[0]
         assert isinstance(record, events_pb2.RevocationDeadLettered)
         assert (record.spec.principal, record.spec.agent_id) == (login, "demo-agent")
@@ -100,7 +97,6 @@ async def test_dead_agent_dead_letters_then_sre_replay_revokes(
             stack,
             (await clients.get_request_for_grant(grant_id, sre)),
             status=common_pb2.GRANT_STATUS_REVOKED,
-            timeout=30,
         )
         assert not await has_role(stack.infra.target_admin_dsn, login=login, role=stack.read_role)
         assert [s.status for s in final.history][-3:] == ["REVOKING", "REVOKING", "REVOKED"]
@@ -144,7 +140,7 @@ async def test_cancel_leaves_unverified_access_visible_and_is_never_executed(
         assert "WARNING" in canceled.stderr and "1 of 1 done" in canceled.stdout
         request_id = await clients.get_request_for_grant(grant_id, sre)
         grant = await wait_grant(
-            clients, stack, request_id, status=common_pb2.GRANT_STATUS_REVOKE_CANCELED, timeout=20
+            clients, stack, request_id, status=common_pb2.GRANT_STATUS_REVOKE_CANCELED
         )
         assert "may still exist in the target" in grant.history[-1].detail
 
@@ -161,7 +157,6 @@ async def test_cancel_leaves_unverified_access_visible_and_is_never_executed(
                 any("REVOKE_CANCELED" in e.payload_json for e in evs)
                 and any(e.type == "lapse.v1.StuckRevocationResolved" for e in evs)
             ),
-            timeout=20,
             what="the cancel in the audit log",
         )
         cancel_fact = next(e for e in events if "REVOKE_CANCELED" in e.payload_json)
@@ -172,7 +167,6 @@ async def test_cancel_leaves_unverified_access_visible_and_is_never_executed(
         answered = await wait_for(
             lambda: agent_results(stack, grant_id),
             lambda results: sum(r.kind == common_pb2.COMMAND_KIND_REVOKE for r in results) >= 3,
-            timeout=30,
             what="the agent to answer the abandoned revoke commands",
         )
         revokes = [r for r in answered if r.kind == common_pb2.COMMAND_KIND_REVOKE]
