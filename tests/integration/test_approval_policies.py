@@ -162,7 +162,11 @@ async def test_approvers_see_and_decide_only_their_requests(stack: LapseStack) -
             request_service_pb2.CancelRequestRequest(request_id=request_id, reason="not needed"),
             metadata=bearer(stack.token("u06")),
         )
-        await wait_for(lambda: approvals.pending("approver-a"), lambda ids: request_id not in ids)
+        await wait_for(
+            lambda: approvals.pending("approver-a"),
+            lambda ids: request_id not in ids,
+            what="the canceled request to leave approver-a's inbox",
+        )
         with pytest.raises(grpc.aio.AioRpcError) as late:
             await approvals.decide("approver-a", request_id, approve=True)
         assert late.value.code() == grpc.StatusCode.FAILED_PRECONDITION

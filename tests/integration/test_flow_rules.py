@@ -133,6 +133,7 @@ async def test_dropping_a_requestor_revokes_their_grant_and_rejects_their_pendin
                 metadata=bearer(stack.token("approver-a")),
             ),
             lambda r: any(p.request_id == pending for p in r.approvals),
+            what="the gated request in approver-a's inbox",
         )
         await channel.close()
 

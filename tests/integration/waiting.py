@@ -82,7 +82,7 @@ async def wait_for(
     progress: Callable[[T], object] | None = None,
     describe: Callable[[T], str] | None = None,
     stall: float = STALL_SECONDS,
-    interval: float = 0.2,
+    interval: float = 0.1,
 ) -> T:
     """Poll `probe` until `accept` holds for its value.
 
