@@ -4,15 +4,14 @@ thing the chat tests fake. It records every call and answers as the real ones do
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from tests.integration.waiting import wait_for
 from tests.stack import free_port
 
 
@@ -86,17 +85,19 @@ class ChatRecorder:
     def matching(self, path: str, accept: Callable[[RecordedCall], bool]) -> list[RecordedCall]:
         return [c for c in self.calls if c.path == path and accept(c)]
 
-    async def wait_for(
-        self, path: str, accept: Callable[[RecordedCall], bool], *, timeout: float = 20
-    ) -> RecordedCall:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = self.matching(path, accept)
-            if found:
-                return found[0]
-            if time.monotonic() > deadline:
-                seen = "\n".join(f"{c.path} {json.dumps(c.body)[:300]}" for c in self.calls)
-                raise AssertionError(
-                    f"no call to {path} as expected after {timeout}s; saw:\n{seen}"
-                )
-            await asyncio.sleep(0.1)
+    async def wait_for(self, path: str, accept: Callable[[RecordedCall], bool]) -> RecordedCall:
+        """The first call to `path` that `accept` likes; waits while calls keep coming in."""
+
+        async def matches() -> list[RecordedCall]:
+            return self.matching(path, accept)
+
+        found = await wait_for(
+            matches,
+            bool,
+            what=f"a call to {path} as expected",
+            progress=lambda _: len(self.calls),
+            describe=lambda _: (
+                "saw:\n" + "\n".join(f"{c.path} {json.dumps(c.body)[:300]}" for c in self.calls)
+            ),
+        )
+        return found[0]

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
+from tests.integration.waiting import ProgressWatch, Stalled
 
-async def read_all(
-    bootstrap: str, topic: str, *, settle: float = 1.0
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record currently on the topic, from the beginning."""
+
+async def read_all(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record currently on the topic, from the beginning: read up to the end offsets
+    it had when asked, however long a loaded machine takes, and never a silent part of it."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
@@ -29,7 +29,7 @@ async def read_all(
         await consumer.seek_to_beginning(*assignment)
         end = await consumer.end_offsets(assignment)
         records: list[ConsumerRecord[bytes, bytes]] = []
-        deadline = asyncio.get_running_loop().time() + 10 + settle
+        watch = ProgressWatch()
         while True:
             positions = {tp: await consumer.position(tp) for tp in assignment}
             if all(positions[tp] >= end[tp] for tp in assignment):
@@ -37,8 +37,10 @@ async def read_all(
             batch = await consumer.getmany(timeout_ms=500)
             for partition_records in batch.values():
                 records.extend(partition_records)
-            if asyncio.get_running_loop().time() > deadline:
-                break
+            watch.observe(sum(positions.values()))
+            why = watch.exhausted()
+            if why is not None:
+                raise Stalled(f"reading {topic} to its end offsets {end}: {why}; at {positions}")
         return records
     finally:
         await consumer.stop()

@@ -98,7 +98,7 @@ teams:
     process.start()
     http = aiohttp.ClientSession()
     try:
-        await asyncio.to_thread(process.wait_ready, 60)
+        await asyncio.to_thread(process.wait_ready)
         yield Chatops(url=f"http://127.0.0.1:{port}", recorder=recorder, http=http)
     finally:
         process.stop()

@@ -43,6 +43,7 @@ from sqlalchemy.engine import make_url
 from services.audit.tests.audit_events import decoded, grant_fact, request_submitted, signed_command
 from tests.infrastructure import provide_infrastructure
 from tests.integration.kafka_records import read_all
+from tests.integration.waiting import wait_for
 from tests.stack import ServiceProcess, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -99,7 +100,7 @@ async def audit(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Runni
     process.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
-        await asyncio.to_thread(process.wait_ready, 90)
+        await asyncio.to_thread(process.wait_ready)
         yield RunningAudit(
             bootstrap=infra.kafka_bootstrap,
             topics=topics,
@@ -154,7 +155,7 @@ async def test_every_event_is_stored_once_garbage_is_quarantined_and_the_chain_v
         quarantined = [e for e in events if e.type == "lapse.v1.QuarantinedMessage"]
         return events if wanted <= stored and quarantined else None
 
-    events = await _eventually(all_five, within=90, process=audit.process)
+    events = await _eventually(all_five, process=audit.process)
 
     assert len(events) == 5, [(e.sequence, e.type, e.topic) for e in events]
     assert len({event.event_id for event in events}) == 5
@@ -280,17 +281,18 @@ async def _publish(
         await producer.stop()
 
 
-async def _eventually(
-    probe: Callable[[], Awaitable[T | None]], *, within: float, process: ServiceProcess
-) -> T:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        result = await probe()
-        if result is not None:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not reached after {within}s; audit log:\n{process.tail(80)}")
-        await asyncio.sleep(0.5)
+async def _eventually(probe: Callable[[], Awaitable[T | None]], *, process: ServiceProcess) -> T:
+    """The probe's first answer; waits while the audit log keeps growing."""
+    found = await wait_for(
+        probe,
+        lambda result: result is not None,
+        what="audit to store every event",
+        progress=lambda _: process.log_path.stat().st_size if process.log_path.exists() else 0,
+        describe=lambda _: f"audit log:\n{process.tail(80)}",
+        interval=0.5,
+    )
+    assert found is not None
+    return found
 
 
 async def _create_database(base_url: str, name: str) -> str:

@@ -32,6 +32,7 @@ from services.agent.tests.integration.target_roles import (
 )
 from tests.infrastructure import provide_infrastructure
 from tests.integration.kafka_records import publish_raw, read_all
+from tests.integration.waiting import wait_for
 from tests.stack import ServiceProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -91,11 +92,8 @@ class RunningAgent:
             key=grant_id.encode(),
         )
 
-    async def results_for(
-        self, command_id: str, *, count: int = 1, wait_seconds: float = 45.0
-    ) -> list[events_pb2.AgentResult]:
-        deadline = asyncio.get_running_loop().time() + wait_seconds
-        while True:
+    async def results_for(self, command_id: str, *, count: int = 1) -> list[events_pb2.AgentResult]:
+        async def answers() -> list[events_pb2.AgentResult]:
             found = []
             for record in await read_all(self.bootstrap, self.topics.agent_results):
                 event = decode(record.value)
@@ -104,14 +102,16 @@ class RunningAgent:
                     assert record.key == event.payload.grant_id.encode()
                     assert event.envelope.producer == f"agent:{self.agent_id}"
                     found.append(event.payload)
-            if len(found) >= count:
-                return found
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(
-                    f"{len(found)} result(s) for {command_id} after {wait_seconds}s\n"
-                    + self.process.tail(80)
-                )
-            await asyncio.sleep(0.5)
+            return found
+
+        return await wait_for(
+            answers,
+            lambda found: len(found) >= count,
+            what=f"{count} result(s) for {command_id}",
+            progress=len,
+            describe=lambda found: f"{len(found)} result(s)\n" + self.process.tail(80),
+            interval=0.5,
+        )
 
 
 @pytest.fixture
@@ -152,7 +152,7 @@ integrations:
     process = ServiceProcess("agent", "lapse_agent", env, tmp_path)
     process.start()
     try:
-        await asyncio.to_thread(process.wait_ready, 90)
+        await asyncio.to_thread(process.wait_ready)
         yield RunningAgent(
             agent_id=agent_id,
             bootstrap=infra.kafka_bootstrap,
@@ -208,7 +208,7 @@ async def test_grant_duplicate_restart_revoke_and_stale_grant(agent: RunningAgen
     assert agent.process.process is not None
     assert agent.process.process.returncode == 0, agent.process.tail(40)
     await asyncio.to_thread(agent.process.start)
-    await asyncio.to_thread(agent.process.wait_ready, 90)
+    await asyncio.to_thread(agent.process.wait_ready)
     await agent.send(signed_grant, grant_id="g-1")
     *_, after_restart = await agent.results_for(grant.command_id, count=3)
     assert after_restart.detail.startswith("duplicate delivery")
@@ -271,14 +271,15 @@ async def test_forged_foreign_and_garbage_commands_do_nothing(agent: RunningAgen
 
 
 async def test_heartbeats_name_the_agent_and_its_integrations(agent: RunningAgent) -> None:
-    deadline = asyncio.get_running_loop().time() + 30
-    while True:
-        records = await read_all(agent.bootstrap, agent.topics.agent_heartbeats)
-        beats = [decode(record.value).payload for record in records]
-        if len(beats) >= 2:
-            break
-        assert asyncio.get_running_loop().time() < deadline, agent.process.tail(60)
-        await asyncio.sleep(0.5)
+    records = await wait_for(
+        lambda: read_all(agent.bootstrap, agent.topics.agent_heartbeats),
+        lambda found: len(found) >= 2,
+        what="two heartbeats",
+        progress=len,
+        describe=lambda _: agent.process.tail(60),
+        interval=0.5,
+    )
+    beats = [decode(record.value).payload for record in records]
     assert all(record.key == agent.agent_id.encode() for record in records)
     beat = beats[-1]
     assert isinstance(beat, events_pb2.AgentHeartbeat)
