@@ -41,12 +41,30 @@ LAPSE_REVOKER_COMMAND_SIGNING_KEY_FILE=$KEY_DIR/command-signing.key
 LAPSE_APPROVAL_FLOW_FILES=${LAPSE_APPROVAL_FLOW_FILES:-$REPO/deploy/demo/flows.yaml}
 LAPSE_AUTH_DIRECTORY_FILE=${LAPSE_AUTH_DIRECTORY_FILE:-$REPO/deploy/demo/directory.yaml}
 LAPSE_REQUEST_ACCESS_EVENT_PRODUCERS_FILE=$KEY_DIR/producers/registry.yaml
+ENV
+}
+
+# What only the agent gets: the target's credentials never reach the central services (nor
+# the shell that sources lapse.env to use the CLI).
+agent_environment() {
+  cat <<ENV
 LAPSE_AGENT_AGENT_ID=demo-agent
 LAPSE_AGENT_CONFIG_FILE=$REPO/deploy/demo/agent.yaml
 LAPSE_AGENT_COMMAND_PUBLIC_KEY_FILE=$KEY_DIR/command-signing.pub
 LAPSE_AGENT_STATE_PATH=$STATE_DIR/agent-demo-agent.db
 LAPSE_DEMO_TARGET_DSN=${LAPSE_DEMO_TARGET_DSN:-postgresql://lapse_agent:lapse_agent@127.0.0.1:${LAPSE_PG_PORT:-55432}/demo_target}
 ENV
+}
+
+# write_private FILE FUNCTION: FUNCTION's output becomes FILE, mode 0600 from its first byte
+# (umask 077 for the staging file, then an atomic rename), so a secret is never readable by
+# others, not even while it is written.
+write_private() {
+  local file="$1" staged
+  staged="$(umask 077 && mktemp "$file.XXXXXX")"
+  "$2" >"$staged" || { rm -f "$staged"; return 1; }
+  chmod 600 "$staged"
+  mv -f "$staged" "$file"
 }
 
 pid_of() { cat "$RUN_DIR/$1.pid" 2>/dev/null || true; }
@@ -61,6 +79,7 @@ start_service() {
   : >"$LOG_DIR/$name.log"
   (
     set -a; . "$STATE_DIR/lapse.env"; set +a
+    if [ "$name" = agent ]; then set -a; . "$STATE_DIR/agent.env"; set +a; fi
     cd "$REPO"
     exec nohup "$REPO/.venv/bin/python" -m "$module" >>"$LOG_DIR/$name.log" 2>&1
   ) &
@@ -89,7 +108,8 @@ cmd_up() {
   "$REPO/deploy/local/kafka.sh" start
   "$REPO/deploy/local/postgres.sh" start
   "$REPO/.venv/bin/python" -m lapse_common.dev_keys "$KEY_DIR" >/dev/null
-  environment >"$STATE_DIR/lapse.env"
+  write_private "$STATE_DIR/lapse.env" environment
+  write_private "$STATE_DIR/agent.env" agent_environment
   for name in "${SERVICES[@]}"; do start_service "$name"; done
   for name in "${SERVICES[@]}"; do wait_ready "$name"; done
   cat <<DONE

@@ -18,6 +18,7 @@ from lapse_common.pb.lapse.v1 import (
     common_pb2,
     request_service_pb2,
 )
+from lapse_common.private_files import write_private_file
 
 from lapse_cli.access_scope_option import SCOPE_HELP, parse_scope
 from lapse_cli.approvals import approve, list_approvals, reject
@@ -90,9 +91,7 @@ def login(
         issuer=settings.auth_issuer,
         audience=settings.auth_audience,
     )
-    settings.cli_home.mkdir(parents=True, exist_ok=True)
-    settings.token_file.write_text(token)
-    settings.token_file.chmod(0o600)
+    write_private_file(settings.token_file, token.encode())
     typer.echo(f"logged in as {user} (dev token, {ttl}); token in {settings.token_file}")
 
 

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from lapse_common.group_directory import GroupDirectory, watch_group_directory
+from lapse_common.private_files import write_private_file
 from lapse_common.settings import AuthSettings
 from lapse_common.watched_file import WatchedFile
 
@@ -140,14 +141,14 @@ def ensure_keypair(directory: Path, name: str) -> tuple[Path, Path]:
     private_path, public_path = directory / f"{name}.key", directory / f"{name}.pub"
     if not private_path.exists():
         key = Ed25519PrivateKey.generate()
-        private_path.write_bytes(
+        write_private_file(
+            private_path,
             key.private_bytes(
                 serialization.Encoding.PEM,
                 serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
-            )
+            ),
         )
-        private_path.chmod(0o600)
         public_path.write_bytes(
             key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
