@@ -46,6 +46,9 @@ def stack(infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> It
                 "s01",
                 "s02",
                 *(f"p{i:02d}" for i in range(1, 9)),
+                # The forged-results tests.
+                "f01",
+                "f02",
             ),
             # r00-r19 for the revocation tests (which count every member); r20-r30 for the
             # scoped-revocation and access-event tests.

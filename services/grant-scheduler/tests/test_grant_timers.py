@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ from lapse_common.clock import ManualClock, as_utc
 from lapse_common.command_signing import CommandSigner, CommandVerifier
 from lapse_common.db import Base, create_engine_for_service, create_schema, session_factory
 from lapse_common.messaging.codec import decode
+from lapse_common.messaging.consumer import RefusedMessage
 from lapse_common.messaging.outbox import OutboxMessage
 from lapse_common.pb.lapse.v1 import commands_pb2, common_pb2, events_pb2
 from lapse_common.topics import Topics
@@ -145,6 +147,7 @@ async def granted(
             result=events_pb2.AgentResult(
                 grant_id=grant.grant_id,
                 epoch=1,
+                command_id=grant.command_id,
                 kind=common_pb2.COMMAND_KIND_GRANT,
                 outcome=events_pb2.RESULT_OUTCOME_SUCCEEDED,
                 changed=True,
@@ -211,9 +214,11 @@ async def test_stale_or_failed_grant_answers(
     failure = events_pb2.AgentResult(
         grant_id=grant.grant_id,
         epoch=7,
+        command_id=grant.command_id,
         kind=common_pb2.COMMAND_KIND_GRANT,
         outcome=events_pb2.RESULT_OUTCOME_FAILED_PERMANENT,
         detail="login alice does not exist in target",
+        agent_id="demo-agent",
     )
     async with sessions() as session, session.begin():
         await record_grant_result(
@@ -230,6 +235,57 @@ async def test_stale_or_failed_grant_answers(
         failed = (await session.execute(select(Grant))).scalar_one()
     assert failed.status == GrantState.GRANT_FAILED
     assert failed.expires_at is None
+
+
+@pytest.mark.parametrize(
+    ("forged", "reason"),
+    [
+        ({"command_id": "cmd-made-up"}, "names command 'cmd-made-up', but the grant command"),
+        ({"agent_id": "far-agent"}, "comes from agent 'far-agent', but its command was sent"),
+        ({"grant_id": "grant-never-made"}, "answers no grant command the scheduler sent"),
+    ],
+)
+async def test_a_grant_result_that_answers_no_sent_command_is_refused(
+    sessions: async_sessionmaker[AsyncSession],
+    clock: ManualClock,
+    keys: tuple[Path, Path],
+    forged: dict[str, str],
+    reason: str,
+) -> None:
+    """A forged failure must not make the scheduler give up on a grant the agent may still
+    execute (nor a forged success start its clock): it is refused, and nothing changes."""
+    signer = CommandSigner(
+        private_key_pem=keys[0].read_bytes(), key_id="k", clock=clock, ttl=timedelta(minutes=10)
+    )
+    async with sessions() as session, session.begin():
+        await create_grants(
+            session=session, decided=approval(), signer=signer, topics=TOPICS, clock=clock
+        )
+    await drain_outbox(sessions)
+    async with sessions() as session:
+        grant = (await session.execute(select(Grant))).scalar_one()
+    fields = {
+        "grant_id": grant.grant_id,
+        "command_id": grant.command_id,
+        "agent_id": "demo-agent",
+        **forged,
+    }
+    for outcome in (
+        events_pb2.RESULT_OUTCOME_FAILED_PERMANENT,
+        events_pb2.RESULT_OUTCOME_SUCCEEDED,
+    ):
+        result = events_pb2.AgentResult(
+            epoch=1, kind=common_pb2.COMMAND_KIND_GRANT, outcome=outcome, **fields
+        )
+        with pytest.raises(RefusedMessage, match=re.escape(reason)):
+            async with sessions() as session, session.begin():
+                await record_grant_result(
+                    session=session, result=result, topics=TOPICS, clock=clock, expiry_notice=NOTICE
+                )
+    async with sessions() as session:
+        unchanged = (await session.execute(select(Grant))).scalar_one()
+    assert (unchanged.status, unchanged.expires_at) == (GrantState.GRANTING, None)
+    assert await drain_outbox(sessions) == []
 
 
 # ---------------------------------------------------------------- expiry reminders

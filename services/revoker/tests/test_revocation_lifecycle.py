@@ -4,6 +4,7 @@ with the whole attempt history."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ from lapse_common.clock import ManualClock
 from lapse_common.command_signing import CommandSigner
 from lapse_common.db import Base, create_engine_for_service, create_schema, session_factory
 from lapse_common.messaging.codec import decode
+from lapse_common.messaging.consumer import RefusedMessage
 from lapse_common.messaging.outbox import OutboxMessage
 from lapse_common.pb.lapse.v1 import commands_pb2, common_pb2, events_pb2
 from lapse_common.topics import Topics
@@ -164,6 +166,49 @@ async def test_verified_ack_revokes(
     assert (await revocation(sessions)).state == RevocationState.CONFIRMED
     await answer(sessions, ctx, command_id=command_id)
     assert await drain(sessions) == [], "a duplicate ack changes nothing"
+
+
+@pytest.mark.parametrize(
+    ("forged", "reason"),
+    [
+        ({"command_id": "cmd-made-up"}, "command id 'cmd-made-up' is unknown"),
+        ({"grant_id": "grant-2"}, "answers no revoke command the revoker sent"),
+        ({"epoch": 3}, "was sent for grant 'grant-1' epoch 2"),
+        ({"agent_id": "far-agent"}, "comes from agent 'far-agent', but its command was sent"),
+    ],
+)
+async def test_a_revoke_result_that_answers_no_sent_command_is_refused(
+    sessions: async_sessionmaker[AsyncSession],
+    ctx: RevokerContext,
+    forged: dict[str, object],
+    reason: str,
+) -> None:
+    """A verified "it is gone" that does not answer the command sent (made up, for another
+    grant or epoch, from another agent) must not end a revocation while the access may still
+    be in the target: it is refused, and the revocation keeps waiting for the real answer."""
+    command_id = await start(sessions, ctx)
+    await drain(sessions)
+    fields: dict[str, object] = {
+        "grant_id": "grant-1",
+        "epoch": 2,
+        "command_id": command_id,
+        "agent_id": "demo-agent",
+        **forged,
+    }
+    result = events_pb2.AgentResult(
+        kind=common_pb2.COMMAND_KIND_REVOKE,
+        outcome=events_pb2.RESULT_OUTCOME_SUCCEEDED,
+        verified=True,
+        changed=True,
+        **fields,  # type: ignore[arg-type]
+    )
+    with pytest.raises(RefusedMessage, match=re.escape(reason)):
+        async with sessions() as session, session.begin():
+            await record_revoke_result(session=session, result=result, ctx=ctx)
+    assert (await revocation(sessions)).state == RevocationState.AWAITING_ACK
+    assert await drain(sessions) == []
+    await answer(sessions, ctx, command_id=command_id)
+    assert statuses(await drain(sessions)) == ["GRANT_STATUS_REVOKED"]
 
 
 async def test_end_sessions_rides_on_every_command_of_the_revocation(
@@ -370,12 +415,19 @@ async def test_permanent_failure_dead_letters_at_once(
 async def test_stale_epochs_are_ignored(
     sessions: async_sessionmaker[AsyncSession], ctx: RevokerContext
 ) -> None:
-    command_id = await start(sessions, ctx, epoch=3)
+    older = await start(sessions, ctx, epoch=2)
+    newer = await start(sessions, ctx, epoch=3)
+    assert older != newer
     await drain(sessions)
     await start(sessions, ctx, epoch=2)  # an older revoke request arriving late
     assert await drain(sessions) == []
-    await answer(sessions, ctx, command_id=command_id, epoch=2)
+    # The answer to the epoch-2 command, after epoch 3 took over: ignored.
+    await answer(sessions, ctx, command_id=older, epoch=2)
     assert await drain(sessions) == []
+    assert (await revocation(sessions)).state == RevocationState.AWAITING_ACK
+    # The epoch-3 command's id with epoch 2 answers nothing that was sent: refused.
+    with pytest.raises(RefusedMessage, match="was sent for grant 'grant-1' epoch 3"):
+        await answer(sessions, ctx, command_id=newer, epoch=2)
     assert (await revocation(sessions)).state == RevocationState.AWAITING_ACK
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from lapse_common.clock import Clock
+from lapse_common.messaging.consumer import RefusedMessage
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
 from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,9 +27,11 @@ async def record_grant_result(
     """Returns True when a new expiry timer was set (the timer should look again)."""
     if result.kind != common_pb2.COMMAND_KIND_GRANT:
         return False
-    grant = await session.get(Grant, result.grant_id, with_for_update=True)
-    if grant is None or grant.status != GrantState.GRANTING or result.epoch != grant.epoch:
-        # Unknown grant, a duplicate answer, or an answer to a superseded command.
+    grant = _the_grant_it_answers(
+        result, await session.get(Grant, result.grant_id, with_for_update=True)
+    )
+    if grant.status != GrantState.GRANTING or result.epoch != grant.epoch:
+        # A duplicate answer, or an answer to a command a revoke request superseded.
         return False
     now = clock.now()
     if result.outcome == events_pb2.RESULT_OUTCOME_SUCCEEDED:
@@ -63,3 +66,26 @@ async def record_grant_result(
         clock=clock,
     )
     return False
+
+
+def _the_grant_it_answers(result: events_pb2.AgentResult, grant: Grant | None) -> Grant:
+    """A grant result counts only as the answer to the grant command this scheduler sent:
+    that command id, for that grant, from the agent it was sent to. Anything else (a made-up
+    command id, another agent) is refused and quarantined, and changes nothing: a forged
+    failure must not make Lapse forget a grant the agent may still execute."""
+    if grant is None:
+        raise RefusedMessage(
+            f"grant result for grant {result.grant_id!r} answers no grant command the "
+            "scheduler sent (no such grant)"
+        )
+    if result.command_id != grant.command_id:
+        raise RefusedMessage(
+            f"grant result for grant {result.grant_id!r} names command {result.command_id!r}, "
+            f"but the grant command sent was {grant.command_id!r}"
+        )
+    if result.agent_id != grant.agent_id:
+        raise RefusedMessage(
+            f"grant result for grant {result.grant_id!r} comes from agent {result.agent_id!r}, "
+            f"but its command was sent to agent {grant.agent_id!r}"
+        )
+    return grant

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from lapse_common.clock import as_utc
+from lapse_common.messaging.consumer import RefusedMessage
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
 from opentelemetry import metrics
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_revoker.models import Revocation, RevocationState, RevokeAttemptRecord
@@ -23,8 +23,13 @@ async def record_revoke_result(
 ) -> None:
     if result.kind != common_pb2.COMMAND_KIND_REVOKE:
         return
-    revocation = await session.get(Revocation, result.grant_id, with_for_update=True)
-    if revocation is None or result.epoch != revocation.epoch:
+    attempt, revocation = _the_command_it_answers(
+        result,
+        await session.get(RevokeAttemptRecord, result.command_id),
+        await session.get(Revocation, result.grant_id, with_for_update=True),
+    )
+    if result.epoch != revocation.epoch:
+        # The answer to a command of an earlier epoch: a newer revoke request took over.
         return
     if revocation.state in (
         RevocationState.CONFIRMED,
@@ -33,11 +38,8 @@ async def record_revoke_result(
     ):
         return
     now = ctx.clock.now()
-    attempt = await session.scalar(
-        select(RevokeAttemptRecord).where(RevokeAttemptRecord.command_id == result.command_id)
-    )
     succeeded = result.outcome == events_pb2.RESULT_OUTCOME_SUCCEEDED and result.verified
-    if attempt is not None and attempt.finished_at is None:
+    if attempt.finished_at is None:
         attempt.finished_at = now
         if not succeeded:
             attempt.error = _describe_failure(result)
@@ -74,6 +76,33 @@ async def record_revoke_result(
         revocation.next_attempt_at = now + ctx.policy.backoff(revocation.attempt)
     # Either way this revocation no longer holds an in-flight slot of its agent.
     await promote_queued(session, agent_id=revocation.agent_id, ctx=ctx)
+
+
+def _the_command_it_answers(
+    result: events_pb2.AgentResult,
+    attempt: RevokeAttemptRecord | None,
+    revocation: Revocation | None,
+) -> tuple[RevokeAttemptRecord, Revocation]:
+    """A result counts only as the answer to a revoke command this revoker sent: that command
+    id, for that grant and epoch, from the agent it was sent to. Anything else (a made-up
+    command id, another grant's command, another agent) is refused and quarantined, and
+    changes nothing."""
+    if attempt is None or revocation is None:
+        raise RefusedMessage(
+            f"revoke result for grant {result.grant_id!r} answers no revoke command the "
+            f"revoker sent (command id {result.command_id!r} is unknown)"
+        )
+    if (attempt.grant_id, attempt.epoch) != (result.grant_id, result.epoch):
+        raise RefusedMessage(
+            f"revoke result names grant {result.grant_id!r} epoch {result.epoch}, but command "
+            f"{result.command_id!r} was sent for grant {attempt.grant_id!r} epoch {attempt.epoch}"
+        )
+    if result.agent_id != revocation.agent_id:
+        raise RefusedMessage(
+            f"revoke result for grant {result.grant_id!r} comes from agent {result.agent_id!r}, "
+            f"but its command was sent to agent {revocation.agent_id!r}"
+        )
+    return attempt, revocation
 
 
 def _describe_failure(result: events_pb2.AgentResult) -> str:
