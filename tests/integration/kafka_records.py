@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from google.protobuf.message import Message
+from lapse_common.messaging.codec import decode
 
 from tests.integration.waiting import ProgressWatch, Stalled
+
+M = TypeVar("M", bound=Message)
 
 
 async def read_all(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
@@ -79,3 +84,13 @@ async def publish_raw(
         await producer.send_and_wait(topic, value=value, key=key, headers=headers or [])
     finally:
         await producer.stop()
+
+
+async def read_payloads(bootstrap: str, topic: str, kind: type[M]) -> list[M]:
+    """The payloads of every Lapse envelope on the topic, each checked to be a `kind`."""
+    payloads = []
+    for record in await read_all(bootstrap, topic):
+        payload = decode(record.value).payload
+        assert isinstance(payload, kind), f"{topic} carries a {type(payload).__name__}"
+        payloads.append(payload)
+    return payloads

@@ -12,11 +12,11 @@ import signal
 from datetime import UTC, datetime
 
 import pytest
-from lapse_common.messaging.codec import build_envelope, decode
+from lapse_common.messaging.codec import build_envelope
 from lapse_common.pb.lapse.v1 import commands_pb2, common_pb2, events_pb2
 
 from tests.integration.clients import StackClients, has_role
-from tests.integration.kafka_records import publish_raw, read_all
+from tests.integration.kafka_records import publish_raw, read_payloads
 from tests.integration.revocation_support import submit, wait_grant
 from tests.integration.waiting import wait_for
 from tests.stack import LapseStack
@@ -50,15 +50,14 @@ async def quarantined_for(
     `count` of them."""
 
     async def reasons() -> list[str]:
-        found = []
-        for record in await read_all(
-            stack.infra.kafka_bootstrap, stack.topic_prefix + "lapse.quarantine.v1"
-        ):
-            payload = decode(record.value).payload
-            assert isinstance(payload, events_pb2.QuarantinedMessage)
-            if payload.consumer == consumer and payload.key == grant_id.encode():
-                found.append(payload.reason)
-        return found
+        quarantined = await read_payloads(
+            stack.infra.kafka_bootstrap,
+            stack.topic_prefix + "lapse.quarantine.v1",
+            events_pb2.QuarantinedMessage,
+        )
+        return [
+            q.reason for q in quarantined if (q.consumer, q.key) == (consumer, grant_id.encode())
+        ]
 
     return await wait_for(
         reasons,
@@ -72,17 +71,17 @@ async def sent_revoke_command_id(stack: LapseStack, grant_id: str) -> str:
     attacker who can read that topic sees too."""
 
     async def revoke_commands() -> list[str]:
-        found = []
-        for record in await read_all(
+        signed = await read_payloads(
             stack.infra.kafka_bootstrap,
             stack.topic_prefix + "lapse.agent.demo-agent.commands.v1",
-        ):
-            signed = decode(record.value).payload
-            assert isinstance(signed, commands_pb2.SignedCommand)
-            command = commands_pb2.AgentCommand.FromString(signed.command)
-            if command.grant_id == grant_id and command.kind == common_pb2.COMMAND_KIND_REVOKE:
-                found.append(command.command_id)
-        return found
+            commands_pb2.SignedCommand,
+        )
+        commands = [commands_pb2.AgentCommand.FromString(s.command) for s in signed]
+        return [
+            c.command_id
+            for c in commands
+            if (c.grant_id, c.kind) == (grant_id, common_pb2.COMMAND_KIND_REVOKE)
+        ]
 
     return (await wait_for(revoke_commands, bool, what=f"the revoke command of {grant_id}"))[0]
 
