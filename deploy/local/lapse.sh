@@ -57,13 +57,12 @@ ENV
 }
 
 # write_private FILE FUNCTION: FUNCTION's output becomes FILE, mode 0600 from its first byte
-# (umask 077 for the staging file, then an atomic rename), so a secret is never readable by
-# others, not even while it is written.
+# (mktemp creates the staging file 0600, then an atomic rename), so a secret is never
+# readable by others, not even while it is written.
 write_private() {
   local file="$1" staged
-  staged="$(umask 077 && mktemp "$file.XXXXXX")"
+  staged="$(mktemp "$file.XXXXXX")"
   "$2" >"$staged" || { rm -f "$staged"; return 1; }
-  chmod 600 "$staged"
   mv -f "$staged" "$file"
 }
 
