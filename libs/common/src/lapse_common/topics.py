@@ -37,6 +37,10 @@ class Topics:
         return self._name("lapse.grants.v1")
 
     @property
+    def end_requests(self) -> str:
+        return self._name("lapse.end-requests.v1")
+
+    @property
     def revoke_requests(self) -> str:
         return self._name("lapse.revoke-requests.v1")
 
@@ -74,6 +78,7 @@ class Topics:
             self.requests,
             self.decisions,
             self.grants,
+            self.end_requests,
             self.revoke_requests,
             self.agent_results,
             self.agent_heartbeats,

@@ -66,10 +66,10 @@ async def run() -> None:
         handler=handlers.on_agent_result,
     )
     service.subscribe(
-        topic=service.topics.revoke_requests,
-        consumer="grant-scheduler-revokes",
-        accepts=(events_pb2.RevokeRequested,),
-        handler=handlers.on_revoke_requested,
+        topic=service.topics.end_requests,
+        consumer="grant-scheduler-end-requests",
+        accepts=(events_pb2.GrantEndRequested,),
+        handler=handlers.on_end_requested,
     )
     service.background.append(timer.run)
     await service.run()

@@ -67,11 +67,19 @@ def request_revocation(
     topics: Topics,
     clock: Clock,
     covering: Grant | None = None,
+    end_sessions: bool = False,
+    run_id: str = "",
+    new_epoch: bool = True,
 ) -> None:
     """Hand the grant to the revoker: mark it, bump its epoch, publish the revoke request
-    (within the grant's own trace)."""
+    (within the grant's own trace). Only the scheduler writes revoke requests, so the
+    revoker can take the epoch and the covering grant as the scheduler's decision.
+
+    Without `new_epoch` the request repeats the epoch the revoker already has: it adds to
+    the revocation running (ending sessions) instead of starting another."""
     grant.status = GrantState.REVOKE_REQUESTED
-    grant.epoch += 1
+    if new_epoch:
+        grant.epoch += 1
     grant.revoke_requested_at = clock.now()
     revoke = events_pb2.RevokeRequested(
         grant_id=grant.grant_id,
@@ -81,6 +89,8 @@ def request_revocation(
         reason=reason,
         actor=actor,
         requester=grant.requester,
+        end_sessions=end_sessions,
+        run_id=run_id,
     )
     revoke.due_at.FromDatetime(as_utc(due_at))
     if covering is not None and covering.expires_at is not None:

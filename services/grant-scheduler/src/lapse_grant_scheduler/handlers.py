@@ -19,8 +19,8 @@ from lapse_grant_scheduler.operations.apply_approval_change import (
     withdraw_approval,
 )
 from lapse_grant_scheduler.operations.create_grants import create_grants
+from lapse_grant_scheduler.operations.end_grant_early import end_grant_early
 from lapse_grant_scheduler.operations.record_grant_result import record_grant_result
-from lapse_grant_scheduler.operations.stop_timer_on_revoke import stop_timer_on_revoke
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,8 @@ class SchedulerHandlers:
             # but its sleep is then bounded by timer_max_sleep_seconds.
             self.timer.timers_changed()
 
-    async def on_revoke_requested(self, *, session: AsyncSession, event: DecodedEvent) -> None:
-        assert isinstance(event.payload, events_pb2.RevokeRequested)
-        await stop_timer_on_revoke(session=session, requested=event.payload, clock=self.clock)
+    async def on_end_requested(self, *, session: AsyncSession, event: DecodedEvent) -> None:
+        assert isinstance(event.payload, events_pb2.GrantEndRequested)
+        await end_grant_early(
+            session=session, requested=event.payload, topics=self.topics, clock=self.clock
+        )

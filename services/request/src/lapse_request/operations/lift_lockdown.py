@@ -43,7 +43,7 @@ async def lift_lockdown(
         row.lifted_by = actor
         enqueue(
             session,
-            topic=topics.revoke_requests,
+            topic=topics.end_requests,
             key=row.lockdown_id,
             payload=events_pb2.LockdownLifted(
                 lockdown_id=row.lockdown_id, actor=actor, reason=reason

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_request.models import AccessRequest, GrantActivity
 from lapse_request.refusals import Refusal, Refused
-from lapse_request.revocation_request import covering_grants, request_revocation
+from lapse_request.revocation_request import request_revocation
 
 
 class RevokeRefused(Refused):
@@ -56,6 +56,5 @@ async def revoke_grant(
         actor=identity.subject + (f": {reason}" if reason else ""),
         topics=topics,
         clock=clock,
-        covering=(await covering_grants(session, ending=[grant])).get(grant.grant_id),
     )
     return grant

@@ -25,7 +25,7 @@ from lapse_request.operations.cancel_request import withdraw_request
 from lapse_request.operations.preview_revocation import fingerprint_of
 from lapse_request.operations.set_lockdown import set_lockdown
 from lapse_request.refusals import Refusal
-from lapse_request.revocation_request import covering_grants, request_revocation
+from lapse_request.revocation_request import request_revocation
 
 
 @dataclass
@@ -65,7 +65,6 @@ async def revoke_scope(
         )
     run = RunStarted(run_id=f"run-{uuid.uuid4().hex[:16]}")
     why = f"{actor}: {detail}" if detail else actor
-    covered = await covering_grants(session, ending=grants)
     for grant in grants:
         request_revocation(
             session,
@@ -76,7 +75,6 @@ async def revoke_scope(
             clock=clock,
             end_sessions=end_sessions,
             run_id=run.run_id,
-            covering=covered.get(grant.grant_id),
         )
         run.grant_ids.append(grant.grant_id)
     if cancel_pending:
@@ -98,7 +96,7 @@ async def revoke_scope(
         run.lockdown_id = locked.lockdown_id
     enqueue(
         session,
-        topic=topics.revoke_requests,
+        topic=topics.end_requests,
         key=run.run_id,
         payload=events_pb2.RevocationRunStarted(
             run_id=run.run_id,

@@ -39,7 +39,7 @@ async def set_lockdown(
     session.add(row)
     enqueue(
         session,
-        topic=topics.revoke_requests,
+        topic=topics.end_requests,
         key=row.lockdown_id,
         payload=events_pb2.LockdownSet(
             lockdown_id=row.lockdown_id,

@@ -412,7 +412,9 @@ Global___GrantExpiringSoon: _TypeAlias = GrantExpiringSoon  # noqa: Y015
 
 @_typing.final
 class RevokeRequested(_message.Message):
-    """lapse.revoke-requests.v1 (key: grant id)"""
+    """lapse.revoke-requests.v1 (key: grant id), written by the grant-scheduler only: it alone
+    decides the epoch and whether an overlapping grant keeps the access.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -732,8 +734,50 @@ class QuarantinedMessage(_message.Message):
 Global___QuarantinedMessage: _TypeAlias = QuarantinedMessage  # noqa: Y015
 
 @_typing.final
+class GrantEndRequested(_message.Message):
+    """lapse.end-requests.v1 (key: grant id): the request service asks the grant-scheduler to
+    end a grant before its expiry (the requester, an approver or admin, a scoped revocation,
+    panic, offboarding). It says which grant and why, nothing more: the scheduler decides the
+    epoch and the covering grant from its own grants and sends the RevokeRequested.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRANT_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    END_SESSIONS_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    grant_id: _builtins.str
+    request_id: _builtins.str
+    reason: _common_pb2.Reason.ValueType
+    actor: _builtins.str
+    end_sessions: _builtins.bool
+    """Also end the principal's open sessions in the target (panic, offboarding)."""
+    run_id: _builtins.str
+    """The scoped revocation (panic, offboarding, incident) this end belongs to."""
+    def __init__(
+        self,
+        *,
+        grant_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        reason: _common_pb2.Reason.ValueType = ...,
+        actor: _builtins.str = ...,
+        end_sessions: _builtins.bool = ...,
+        run_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "end_sessions", b"end_sessions", "grant_id", b"grant_id", "reason", b"reason", "request_id", b"request_id", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GrantEndRequested: _TypeAlias = GrantEndRequested  # noqa: Y015
+
+@_typing.final
 class RevocationRunStarted(_message.Message):
-    """lapse.revoke-requests.v1 (key: run id): someone ended access by scope (panic button,
+    """lapse.end-requests.v1 (key: run id): someone ended access by scope (panic button,
     scoped revoke, offboarding, incident). Audited with who and why.
     """
 
@@ -781,7 +825,7 @@ Global___RevocationRunStarted: _TypeAlias = RevocationRunStarted  # noqa: Y015
 
 @_typing.final
 class LockdownSet(_message.Message):
-    """lapse.revoke-requests.v1 (key: lockdown id): while a lockdown holds, new requests in its
+    """lapse.end-requests.v1 (key: lockdown id): while a lockdown holds, new requests in its
     scope are refused.
     """
 
