@@ -157,6 +157,7 @@ def main() -> None:
             },
         )
         stack.prepare()
+        asyncio.run(stack.provision_kafka())
         asyncio.run(stack.create_databases())
         print("starting every service and two agents ...", flush=True)
         try:

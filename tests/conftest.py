@@ -20,6 +20,7 @@ def infra() -> Infrastructure:
 def running_stack(lapse: LapseStack) -> Iterator[LapseStack]:
     """Start every process of `lapse`; stop them and drop its databases and roles after."""
     lapse.prepare()
+    asyncio.run(lapse.provision_kafka())
     asyncio.run(lapse.create_databases())
     try:
         lapse.start_all()

@@ -3,6 +3,11 @@
 KAFKA_BOOTSTRAP_SERVERS / LAPSE_TEST_DATABASE_URL always win. Otherwise a Docker engine,
 when there is one, runs them with testcontainers; otherwise the repo's own scripts start
 the real broker and a local PostgreSQL (deploy/local/).
+
+The broker is authenticated and authorized like production: tests act on it as its super
+user (the admin step, and an operator's tools reading topics) from the settings in
+LAPSE_TEST_KAFKA_ADMIN_ENV (default: the file deploy/local/kafka.sh writes), and every
+Lapse process gets a principal of its own.
 """
 
 from __future__ import annotations
@@ -13,10 +18,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from lapse_common.settings import KafkaSettings
+
 REPO = Path(__file__).resolve().parent.parent
 LOCAL_KAFKA = "127.0.0.1:9092"
 LOCAL_DATABASE = "postgresql+asyncpg://lapse:lapse@127.0.0.1:55432/lapse_test"
 LOCAL_TARGET_ADMIN = "postgresql://lapse_agent:lapse_agent@127.0.0.1:55432/demo_target"
+LOCAL_KAFKA_ADMIN_ENV = REPO / ".lapse" / "kafka" / "admin.env"
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,32 @@ class Infrastructure:
     database_url: str
     # A PostgreSQL database the connector targets, with a login that has CREATEROLE.
     target_admin_dsn: str
+
+    @property
+    def kafka_admin(self) -> KafkaSettings:
+        """The broker's super user, for the admin step and for reading topics."""
+        return kafka_admin_settings(self.kafka_bootstrap)
+
+
+def kafka_admin_settings(bootstrap: str) -> KafkaSettings:
+    env_file = Path(os.environ.get("LAPSE_TEST_KAFKA_ADMIN_ENV") or LOCAL_KAFKA_ADMIN_ENV)
+    try:
+        lines = env_file.read_text().splitlines()
+    except OSError as error:
+        raise RuntimeError(
+            f"no Kafka admin settings at {env_file} ({error.strerror}): start the broker with "
+            "deploy/local/kafka.sh start, or point LAPSE_TEST_KAFKA_ADMIN_ENV at the file "
+            "with the super user's LAPSE_KAFKA_* settings"
+        ) from error
+    values = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+    fields = {
+        name.removeprefix("LAPSE_KAFKA_").lower(): value.strip().strip("'\"")
+        for name, value in values.items()
+        if name.startswith("LAPSE_KAFKA_")
+    }
+    fields["bootstrap_servers"] = bootstrap
+    fields.pop("topic_prefix", None)
+    return KafkaSettings(**fields)
 
 
 def _docker_engine_available() -> bool:

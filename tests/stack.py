@@ -18,9 +18,12 @@ from pathlib import Path
 
 import asyncpg
 from lapse_common.auth import ensure_keypair, mint_token
+from lapse_common.kafka_admin.provisioning import Installation
+from lapse_common.settings import KafkaSettings
 
 from tests.infrastructure import Infrastructure
 from tests.integration.waiting import ProgressWatch
+from tests.kafka_principals import ADMIN, InstallationCredentials
 
 SERVICES = ("audit", "approval", "request", "grant-scheduler", "revoker", "agent")
 # Resources on demo-pg with a flow of their own (permission `read`): the flow's approval
@@ -248,6 +251,36 @@ class LapseStack:
         finally:
             await admin.close()
 
+    @property
+    def agents(self) -> list[str]:
+        return ["demo-agent", *(["far-agent"] if self.far_agent else []), *self.extra_agents]
+
+    @property
+    def kafka(self) -> InstallationCredentials:
+        return InstallationCredentials(
+            admin=self.infra.kafka_admin,
+            installation=Installation(
+                topic_prefix=self.topic_prefix,
+                agents=tuple(self.agents),
+                producers=tuple(PRODUCERS),
+            ),
+            credentials_dir=self.workdir / "kafka-credentials",
+        )
+
+    async def provision_kafka(self) -> None:
+        await self.kafka.provision()
+
+    def kafka_as(self, principal: str) -> KafkaSettings:
+        return self.kafka.settings(principal)
+
+    def kafka_env(self, principal: str) -> dict[str, str]:
+        return self.kafka.env(principal)
+
+    @property
+    def observer(self) -> KafkaSettings:
+        """How tests read topics: as an operator's tools would, with the super user."""
+        return self.kafka.settings(ADMIN)
+
     def prepare(self) -> None:
         keys = self.workdir / "keys"
         self.dev_key, self.dev_public = ensure_keypair(keys, "dev-token")
@@ -448,12 +481,16 @@ integrations:
         env = self.environment()
         for name in SERVICES:
             module = "lapse_" + name.replace("-", "_")
-            process = ServiceProcess(name, module, env, self.log_dir)
+            principal = "lapse-agent-demo-agent" if name == "agent" else f"lapse-{name}"
+            process = ServiceProcess(
+                name, module, {**env, **self.kafka_env(principal)}, self.log_dir
+            )
             self.processes[name] = process
             process.start()
         if self.far_agent:
             far_env = {
                 **env,
+                **self.kafka_env("lapse-agent-far-agent"),
                 "LAPSE_AGENT_AGENT_ID": "far-agent",
                 "LAPSE_AGENT_CONFIG_FILE": str(self.far_agent_file),
                 "LAPSE_AGENT_STATE_PATH": str(self.workdir / "far-agent-state.db"),
@@ -464,6 +501,7 @@ integrations:
         for agent in self.extra_agents:
             agent_env = {
                 **env,
+                **self.kafka_env(f"lapse-agent-{agent}"),
                 "LAPSE_AGENT_AGENT_ID": agent,
                 "LAPSE_AGENT_CONFIG_FILE": str(self.workdir / f"{agent}.yaml"),
                 "LAPSE_AGENT_STATE_PATH": str(self.workdir / f"{agent}-state.db"),

@@ -15,8 +15,12 @@ STATE_DIR="${LAPSE_STATE_DIR:-$REPO/.lapse}"
 RUN_DIR="$STATE_DIR/run"
 LOG_DIR="$STATE_DIR/logs"
 KEY_DIR="$STATE_DIR/keys"
+# One Kafka principal per process; the admin step writes each one's password here (0600).
+KAFKA_CREDENTIALS="$STATE_DIR/kafka-credentials"
 SERVICES=(audit approval request grant-scheduler revoker agent)
 READY_TIMEOUT="${LAPSE_READY_TIMEOUT:-120}"
+# The demo's access-event producers (lapse_common.dev_keys), each a Kafka principal too.
+DEMO_PRODUCERS="--producer hr-offboarding --producer incident-bot --producer ci-pipelines"
 
 log() { printf '[lapse] %s\n' "$*"; }
 die() { printf '[lapse] error: %s\n' "$*" >&2; exit 1; }
@@ -33,6 +37,9 @@ ensure_python_env() {
 environment() {
   cat <<ENV
 LAPSE_KAFKA_BOOTSTRAP_SERVERS=${LAPSE_KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:${KAFKA_PORT:-9092}}
+LAPSE_KAFKA_SECURITY_PROTOCOL=SASL_SSL
+LAPSE_KAFKA_SASL_MECHANISM=SCRAM-SHA-512
+LAPSE_KAFKA_SSL_CAFILE=$STATE_DIR/kafka/tls/ca.crt
 LAPSE_DATABASE_URL=${LAPSE_DATABASE_URL:-postgresql+asyncpg://lapse:lapse@127.0.0.1:${LAPSE_PG_PORT:-55432}/lapse}
 LAPSE_AUTH_PUBLIC_KEY_FILE=$KEY_DIR/dev-token.pub
 LAPSE_DEV_TOKEN_KEY_FILE=$KEY_DIR/dev-token.key
@@ -76,9 +83,13 @@ start_service() {
     return
   fi
   : >"$LOG_DIR/$name.log"
+  local principal="lapse-$name"
+  [ "$name" = agent ] && principal="lapse-agent-demo-agent"
   (
     set -a; . "$STATE_DIR/lapse.env"; set +a
     if [ "$name" = agent ]; then set -a; . "$STATE_DIR/agent.env"; set +a; fi
+    export LAPSE_KAFKA_USERNAME="$principal"
+    export LAPSE_KAFKA_PASSWORD_FILE="$KAFKA_CREDENTIALS/$principal.password"
     cd "$REPO"
     exec nohup "$REPO/.venv/bin/python" -m "$module" >>"$LOG_DIR/$name.log" 2>&1
   ) &
@@ -107,6 +118,12 @@ cmd_up() {
   "$REPO/deploy/local/kafka.sh" start
   "$REPO/deploy/local/postgres.sh" start
   "$REPO/.venv/bin/python" -m lapse_common.dev_keys "$KEY_DIR" >/dev/null
+  # The admin step, as the broker's super user: topics, a principal per process, its ACLs.
+  (
+    set -a; . "$STATE_DIR/kafka/admin.env"; set +a
+    "$REPO/.venv/bin/python" -m lapse_common.kafka_admin setup \
+      --credentials-dir "$KAFKA_CREDENTIALS" --agent demo-agent $DEMO_PRODUCERS  # (word-split on purpose)
+  ) || die "the Kafka admin step failed (output above)"
   write_private "$STATE_DIR/lapse.env" environment
   write_private "$STATE_DIR/agent.env" agent_environment
   for name in "${SERVICES[@]}"; do start_service "$name"; done

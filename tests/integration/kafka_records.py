@@ -1,4 +1,6 @@
-"""Reading and writing raw Kafka records in tests (what an operator's tools would see)."""
+"""Reading and writing raw Kafka records in tests (what an operator's tools would see), as
+the principal whose settings are passed: the super user to observe, an agent's or a
+producer's credential to act as that party (or as an attacker holding it)."""
 
 from __future__ import annotations
 
@@ -8,18 +10,21 @@ from typing import TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from google.protobuf.message import Message
 from lapse_common.messaging.codec import decode
+from lapse_common.messaging.kafka_security import aiokafka_security_options
+from lapse_common.settings import KafkaSettings
 
 from tests.integration.waiting import ProgressWatch, Stalled
 
 M = TypeVar("M", bound=Message)
 
 
-async def read_all(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+async def read_all(kafka: KafkaSettings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record currently on the topic, from the beginning: read up to the end offsets
     it had when asked, however long a loaded machine takes, and never a silent part of it."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        bootstrap_servers=kafka.bootstrap_servers,
         group_id=None,
+        **aiokafka_security_options(kafka),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
@@ -51,8 +56,12 @@ async def read_all(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, byt
         await consumer.stop()
 
 
-async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+async def end_offsets(kafka: KafkaSettings, topic: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers,
+        group_id=None,
+        **aiokafka_security_options(kafka),
+    )
     await consumer.start()
     try:
         await consumer._client.force_metadata_update()
@@ -66,7 +75,7 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 
 async def publish_raw(
-    bootstrap: str,
+    kafka: KafkaSettings,
     topic: str,
     *,
     value: bytes,
@@ -74,7 +83,8 @@ async def publish_raw(
     headers: list[tuple[str, bytes]] | None = None,
 ) -> None:
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        bootstrap_servers=kafka.bootstrap_servers,
+        **aiokafka_security_options(kafka),
         enable_idempotence=True,
         acks="all",
         client_id=f"test-{uuid.uuid4().hex[:6]}",
@@ -86,10 +96,10 @@ async def publish_raw(
         await producer.stop()
 
 
-async def read_payloads(bootstrap: str, topic: str, kind: type[M]) -> list[M]:
+async def read_payloads(kafka: KafkaSettings, topic: str, kind: type[M]) -> list[M]:
     """The payloads of every Lapse envelope on the topic, each checked to be a `kind`."""
     payloads = []
-    for record in await read_all(bootstrap, topic):
+    for record in await read_all(kafka, topic):
         payload = decode(record.value).payload
         assert isinstance(payload, kind), f"{topic} carries a {type(payload).__name__}"
         payloads.append(payload)

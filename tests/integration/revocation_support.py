@@ -177,9 +177,7 @@ async def revocation_lateness(
     read the target back (the verified revoke's completed_at), read from
     lapse.agent-results.v1 in one pass. Unlike the Activity view's timestamps this does not
     include how fast the request service records the fact."""
-    records = await read_all(
-        stack.infra.kafka_bootstrap, stack.topic_prefix + "lapse.agent-results.v1"
-    )
+    records = await read_all(stack.observer, stack.topic_prefix + "lapse.agent-results.v1")
     removed: dict[str, datetime] = {}
     for record in records:
         result = decode(record.value).payload
@@ -199,9 +197,7 @@ async def revocation_lateness(
 async def results_by_grant(stack: LapseStack) -> dict[str, list[events_pb2.AgentResult]]:
     """Every agent result on lapse.agent-results.v1, once per event id, by grant, in one
     pass over the topic."""
-    records = await read_all(
-        stack.infra.kafka_bootstrap, stack.topic_prefix + "lapse.agent-results.v1"
-    )
+    records = await read_all(stack.observer, stack.topic_prefix + "lapse.agent-results.v1")
     unique: dict[str, events_pb2.AgentResult] = {}
     for record in records:
         event = decode(record.value)

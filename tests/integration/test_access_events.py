@@ -16,13 +16,12 @@ from lapse_common.access_events import (
 )
 from lapse_common.messaging.codec import decode
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2, request_service_pb2
-from lapse_common.settings import KafkaSettings
 
 from tests.integration.clients import StackClients, bearer, has_role
 from tests.integration.kafka_records import read_all
 from tests.integration.revocation_support import submit, wait_grant
 from tests.integration.waiting import wait_for
-from tests.stack import LapseStack
+from tests.stack import PRODUCERS, LapseStack
 
 pytestmark = [pytest.mark.integration]
 ACTIVE = common_pb2.GRANT_STATUS_ACTIVE
@@ -30,8 +29,10 @@ REVOKED = common_pb2.GRANT_STATUS_REVOKED
 
 
 async def publish(stack: LapseStack, producer: str, event: object) -> str:
-    kafka = KafkaSettings(
-        bootstrap_servers=stack.infra.kafka_bootstrap, topic_prefix=stack.topic_prefix
+    # The intruder's key is registered nowhere; it sends with a real producer's Kafka
+    # credential, as an attacker who stole one would.
+    kafka = stack.kafka_as(
+        f"lapse-producer-{producer if producer in PRODUCERS else 'ci-pipelines'}"
     )
     key = (stack.producer_keys / f"{producer}.key").read_bytes()
     async with AccessEventPublisher.connect(
@@ -41,9 +42,7 @@ async def publish(stack: LapseStack, producer: str, event: object) -> str:
 
 
 async def quarantined_reasons(stack: LapseStack) -> list[str]:
-    records = await read_all(
-        stack.infra.kafka_bootstrap, stack.topic_prefix + "lapse.quarantine.v1"
-    )
+    records = await read_all(stack.observer, stack.topic_prefix + "lapse.quarantine.v1")
     reasons = []
     for record in records:
         payload = decode(record.value).payload

@@ -102,7 +102,7 @@ async def test_refused_requests_say_why_and_publish_nothing(
 ) -> None:
     clients = StackClients(stack)
     requests_topic = stack.topic_prefix + "lapse.requests.v1"
-    before = await end_offsets(stack.infra.kafka_bootstrap, requests_topic)
+    before = await end_offsets(stack.observer, requests_topic)
     token = stack.token("bob", groups=groups)
     metadata: tuple[tuple[str, str], ...] = ()
     if token_kind == "valid":
@@ -121,24 +121,25 @@ async def test_refused_requests_say_why_and_publish_nothing(
         assert not [r for r in listed.requests if r.justification == "bad input test"]
     finally:
         await clients.close()
-    assert await end_offsets(stack.infra.kafka_bootstrap, requests_topic) == before
+    assert await end_offsets(stack.observer, requests_topic) == before
 
 
 async def test_undecodable_message_is_quarantined_and_consumers_keep_going(
     stack: LapseStack,
 ) -> None:
-    bootstrap = stack.infra.kafka_bootstrap
+    # Only the approval service may write decisions: this is it gone wrong (or compromised).
+    approval = stack.kafka_as("lapse-approval")
     decisions = stack.topic_prefix + "lapse.decisions.v1"
     await publish_raw(
-        bootstrap, decisions, value=b"\xff\x00not a protobuf envelope", key=b"req-garbage"
+        approval, decisions, value=b"\xff\x00not a protobuf envelope", key=b"req-garbage"
     )
     await publish_raw(
-        bootstrap, decisions, value=b'{"json": "from a foreign producer"}', key=b"req-json"
+        approval, decisions, value=b'{"json": "from a foreign producer"}', key=b"req-json"
     )
 
     async def quarantined() -> list[events_pb2.QuarantinedMessage]:
         found = []
-        for record in await read_all(bootstrap, stack.topic_prefix + "lapse.quarantine.v1"):
+        for record in await read_all(stack.observer, stack.topic_prefix + "lapse.quarantine.v1"):
             payload = decode(record.value).payload
             assert isinstance(payload, events_pb2.QuarantinedMessage)
             if payload.source_topic == decisions:

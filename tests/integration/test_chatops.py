@@ -81,6 +81,7 @@ teams:
     port = free_port()
     env = {
         **stack.environment(),
+        **stack.kafka_env("lapse-chatops"),
         "LAPSE_CHATOPS_LISTEN_ADDRESS": f"127.0.0.1:{port}",
         "LAPSE_CHATOPS_REQUEST_ADDRESS": f"127.0.0.1:{stack.ports['request']}",
         "LAPSE_CHATOPS_APPROVAL_ADDRESS": f"127.0.0.1:{stack.ports['approval']}",

@@ -17,7 +17,6 @@ from lapse_common.messaging.codec import decode
 from lapse_common.messaging.outbox import OutboxRelay, enqueue
 from lapse_common.messaging.publishing import BrokerPublisher
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2, request_service_pb2
-from lapse_common.settings import KafkaSettings
 from sqlalchemy import Column, MetaData, String, Table, insert
 
 from tests.integration.clients import StackClients, bearer, has_role
@@ -50,7 +49,7 @@ def status_of(view: request_service_pb2.AccessRequestView) -> int:
 
 
 async def records_for_grant(stack: LapseStack, topic: str, grant_id: str) -> list:  # type: ignore[type-arg]
-    records = await read_all(stack.infra.kafka_bootstrap, stack.topic_prefix + topic)
+    records = await read_all(stack.observer, stack.topic_prefix + topic)
     return [r for r in records if r.key == grant_id.encode()]
 
 
@@ -73,20 +72,25 @@ async def test_redelivered_command_and_event_cause_one_effect(stack: LapseStack)
         results = await records_for_grant(stack, "lapse.agent-results.v1", grant_id)
         decisions = [
             r
-            for r in await read_all(
-                stack.infra.kafka_bootstrap, stack.topic_prefix + "lapse.decisions.v1"
-            )
+            for r in await read_all(stack.observer, stack.topic_prefix + "lapse.decisions.v1")
             if r.key == request_id.encode()
         ]
         assert len(commands) == 1 and len(results) == 1 and len(decisions) == 1
 
         # The same grant command, the same agent result and the same decision, again.
+        # Each sent again by the principal that sent it first.
         await publish_raw(
-            stack.infra.kafka_bootstrap, command_topic, value=commands[0].value, key=commands[0].key
+            stack.kafka_as("lapse-grant-scheduler"),
+            command_topic,
+            value=commands[0].value,
+            key=commands[0].key,
         )
-        for record in (results[0], decisions[0]):
+        for record, sender in (
+            (results[0], "lapse-agent-demo-agent"),
+            (decisions[0], "lapse-approval"),
+        ):
             await publish_raw(
-                stack.infra.kafka_bootstrap, record.topic, value=record.value, key=record.key
+                stack.kafka_as(sender), record.topic, value=record.value, key=record.key
             )
 
         # The agent answers the duplicate without executing it again.
@@ -202,14 +206,10 @@ async def test_outbox_event_committed_before_a_crash_is_published_later(stack: L
         )
     await engine.dispose()  # the crash: nothing was relayed
 
-    assert not [
-        r for r in await read_all(stack.infra.kafka_bootstrap, topic) if r.key == grant_id.encode()
-    ]
+    assert not [r for r in await read_all(stack.observer, topic) if r.key == grant_id.encode()]
 
     engine = create_engine_for_service(stack.database_url, schema="outbox_crash_probe")
-    broker = create_broker(
-        KafkaSettings(bootstrap_servers=stack.infra.kafka_bootstrap), client_id="outbox-probe"
-    )
+    broker = create_broker(stack.kafka_as("lapse-grant-scheduler"), client_id="outbox-probe")
     await broker.connect()
     try:
         relay = OutboxRelay(
@@ -220,7 +220,5 @@ async def test_outbox_event_committed_before_a_crash_is_published_later(stack: L
     finally:
         await broker.stop()
         await engine.dispose()
-    published = [
-        r for r in await read_all(stack.infra.kafka_bootstrap, topic) if r.key == grant_id.encode()
-    ]
+    published = [r for r in await read_all(stack.observer, topic) if r.key == grant_id.encode()]
     assert [decode(r.value).event_id for r in published] == [event_id]

@@ -78,7 +78,7 @@ async def request_revoke(
         grant_id=grant.grant_id,
     )
     await publish_raw(
-        stack.infra.kafka_bootstrap,
+        stack.kafka_as("lapse-request"),
         stack.topic_prefix + "lapse.revoke-requests.v1",
         value=envelope.SerializeToString(deterministic=True),
         key=grant.grant_id.encode(),

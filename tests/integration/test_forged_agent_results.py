@@ -29,14 +29,15 @@ REVOKING = common_pb2.GRANT_STATUS_REVOKING
 
 
 async def forge_result(stack: LapseStack, **fields: object) -> None:
-    """Publish an AgentResult the way an attacker with the contracts would."""
+    """Publish an AgentResult the way an attacker with the contracts and the demo agent's
+    Kafka credential (the strongest an agent holds) would."""
     result = events_pb2.AgentResult(**fields)  # type: ignore[arg-type]
     result.completed_at.FromDatetime(datetime.now(UTC))
     envelope = build_envelope(
         result, producer="agent:demo-agent", occurred_at=datetime.now(UTC), grant_id=result.grant_id
     )
     await publish_raw(
-        stack.infra.kafka_bootstrap,
+        stack.kafka_as("lapse-agent-demo-agent"),
         stack.topic_prefix + "lapse.agent-results.v1",
         value=envelope.SerializeToString(),
         key=result.grant_id.encode(),
@@ -51,7 +52,7 @@ async def quarantined_for(
 
     async def reasons() -> list[str]:
         quarantined = await read_payloads(
-            stack.infra.kafka_bootstrap,
+            stack.observer,
             stack.topic_prefix + "lapse.quarantine.v1",
             events_pb2.QuarantinedMessage,
         )
@@ -72,7 +73,7 @@ async def sent_revoke_command_id(stack: LapseStack, grant_id: str) -> str:
 
     async def revoke_commands() -> list[str]:
         signed = await read_payloads(
-            stack.infra.kafka_bootstrap,
+            stack.kafka_as("lapse-agent-demo-agent"),
             stack.topic_prefix + "lapse.agent.demo-agent.commands.v1",
             commands_pb2.SignedCommand,
         )

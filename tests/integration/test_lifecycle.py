@@ -120,7 +120,7 @@ async def test_request_to_revoked_through_every_service(
             "lapse.grants.v1",
             "lapse.revoke-requests.v1",
         ):
-            records = await read_all(stack.infra.kafka_bootstrap, stack.topic_prefix + topic)
+            records = await read_all(stack.observer, stack.topic_prefix + topic)
             for record in records:
                 if record.key in (request_id.encode(), grant.grant_id.encode()):
                     traceparent = dict(record.headers)["traceparent"].decode()

@@ -286,11 +286,11 @@ async def test_commands_out_of_order_duplicated_or_stale_end_right(stack: LapseS
     topic = stack.topic_prefix + "lapse.agent.demo-agent.commands.v1"
     login = stack.login_for("u05")
     grant_id = f"grant-disorder-{uuid.uuid4()}"
-    bootstrap = stack.infra.kafka_bootstrap
+    revoker = stack.kafka_as("lapse-revoker")
     key = grant_id.encode()
 
     async def send(value: bytes) -> None:
-        await publish_raw(bootstrap, topic, key=key, value=value)
+        await publish_raw(revoker, topic, key=key, value=value)
 
     def command(epoch: int, kind: int) -> bytes:
         return signed(stack, grant_id=grant_id, epoch=epoch, kind=kind, principal=login)

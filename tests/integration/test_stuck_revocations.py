@@ -27,9 +27,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 async def dead_letters(stack: LapseStack, grant_id: str) -> list[tuple[object, dict[str, str]]]:
-    records = await read_all(
-        stack.infra.kafka_bootstrap, stack.topic_prefix + "lapse.revoking-dead-letter.v1"
-    )
+    records = await read_all(stack.observer, stack.topic_prefix + "lapse.revoking-dead-letter.v1")
     return [
         (decode(r.value).payload, {k: v.decode() for k, v in r.headers})
         for r in records

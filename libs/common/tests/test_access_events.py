@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from faststream.kafka import TestKafkaBroker
@@ -37,7 +36,8 @@ from lapse_common.access_events.keys import generate_producer_keys, load_private
 from lapse_common.access_events.kinds import wrap
 from lapse_common.clock import ManualClock, SystemClock
 from lapse_common.db import Base, create_engine_for_service, create_schema, session_factory
-from lapse_common.messaging.broker import create_broker, ensure_topics
+from lapse_common.kafka_admin.provisioning import Installation
+from lapse_common.messaging.broker import create_broker
 from lapse_common.messaging.codec import DecodedEvent, build_envelope, decode
 from lapse_common.messaging.consumer import subscribe_events
 from lapse_common.messaging.inbox import InboxRecord
@@ -51,6 +51,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.integration.kafka_records import read_all
+from tests.kafka_principals import ADMIN, provisioned
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 PRODUCERS = ("hr-offboarding", "incident-bot", "ci-pipelines")
@@ -559,7 +560,11 @@ async def test_a_refused_message_is_quarantined_with_nothing_written_and_not_red
     setup: Setup, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     topics = Topics(prefix="unit.")
-    broker = create_broker(KafkaSettings(topic_prefix="unit."), client_id="lapse-probe")
+    # TestKafkaBroker connects nowhere, so no credential is involved.
+    broker = create_broker(
+        KafkaSettings(topic_prefix="unit.", security_protocol="PLAINTEXT", allow_plaintext=True),
+        client_id="lapse-probe",
+    )
     quarantine = Quarantine(
         publisher=BrokerPublisher(broker),
         topic=topics.quarantine,
@@ -628,13 +633,15 @@ async def test_a_refused_message_is_quarantined_with_nothing_written_and_not_red
 
 
 @pytest.mark.integration
-async def test_publish_to_kafka_and_verify_the_record_read_back(setup: Setup) -> None:
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-    settings = KafkaSettings(
-        bootstrap_servers=bootstrap, topic_prefix=f"it-ae-{uuid.uuid4().hex[:8]}."
+async def test_publish_to_kafka_and_verify_the_record_read_back(
+    setup: Setup, tmp_path: Path
+) -> None:
+    kafka = await provisioned(
+        Installation(topic_prefix=f"it-ae-{uuid.uuid4().hex[:8]}.", producers=("hr-offboarding",)),
+        tmp_path,
     )
+    settings = kafka.settings("lapse-producer-hr-offboarding")
     topic = Topics(prefix=settings.topic_prefix).access_events
-    await ensure_topics(settings, [topic], timeout=30)
     pem = (setup.directory / "keys" / "hr-offboarding.key").read_bytes()
     try:
         async with AccessEventPublisher.connect(
@@ -642,7 +649,7 @@ async def test_publish_to_kafka_and_verify_the_record_read_back(setup: Setup) ->
         ) as publisher:
             event_id = await publisher.publish(UserOffboarded(subject="bob", reason="left"))
 
-        [record] = await read_all(bootstrap, topic)
+        [record] = await read_all(kafka.settings(ADMIN), topic)
         print(f"read back {record.topic}[{record.partition}]@{record.offset} key={record.key!r}")
         assert record.key == b"bob"
         headers = {name: value.decode() for name, value in record.headers}
@@ -653,12 +660,7 @@ async def test_publish_to_kafka_and_verify_the_record_read_back(setup: Setup) ->
         assert event.producer == "hr-offboarding"
         assert event.user_offboarded == UserOffboarded(subject="bob", reason="left")
     finally:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            await admin.delete_topics([topic])
-        finally:
-            await admin.close()
+        await kafka.delete_topics()
 
 
 # --- publish: the CLI -----------------------------------------------------------------
@@ -989,6 +991,9 @@ async def test_publish_exits_1_when_kafka_refuses_the_connection(
     setup: Setup, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LAPSE_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    # Nothing listens there to authenticate to: the failure under test is the connection.
+    monkeypatch.setenv("LAPSE_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+    monkeypatch.setenv("LAPSE_KAFKA_ALLOW_PLAINTEXT", "true")
     key = setup.directory / "keys" / "hr-offboarding.key"
     # In a thread: the CLI runs its own event loop, as it does from a shell.
     code = await asyncio.to_thread(
@@ -1014,6 +1019,9 @@ async def test_publish_gives_up_on_a_silent_kafka_after_the_timeout(
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     monkeypatch.setenv("LAPSE_KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
+    # Nothing listens there to authenticate to: the failure under test is the connection.
+    monkeypatch.setenv("LAPSE_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+    monkeypatch.setenv("LAPSE_KAFKA_ALLOW_PLAINTEXT", "true")
     key = setup.directory / "keys" / "incident-bot.key"
     argv = ["publish", "--producer", "incident-bot", "--key", str(key), "--timeout", "0.5"]
     started = asyncio.get_running_loop().time()
@@ -1034,15 +1042,21 @@ async def test_publish_gives_up_on_a_silent_kafka_after_the_timeout(
 
 @pytest.mark.integration
 async def test_publish_cli_sends_a_signed_event_consumers_verify(
-    setup: Setup, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    setup: Setup,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     prefix = f"it-ae-cli-{uuid.uuid4().hex[:8]}."
-    monkeypatch.setenv("LAPSE_KAFKA_BOOTSTRAP_SERVERS", bootstrap)
+    kafka = await provisioned(
+        Installation(topic_prefix=prefix, producers=("ci-pipelines",)), tmp_path / "kafka"
+    )
+    # The CLI reads its Kafka identity from the environment, as an operator sets it.
+    monkeypatch.setenv("LAPSE_KAFKA_BOOTSTRAP_SERVERS", kafka.admin.bootstrap_servers)
     monkeypatch.setenv("LAPSE_KAFKA_TOPIC_PREFIX", prefix)
-    settings = KafkaSettings()
+    for name, value in kafka.env("lapse-producer-ci-pipelines").items():
+        monkeypatch.setenv(name, value)
     topic = Topics(prefix=prefix).access_events
-    await ensure_topics(settings, [topic], timeout=30)
     key = setup.directory / "keys" / "ci-pipelines.key"
     try:
         code = await asyncio.to_thread(
@@ -1061,7 +1075,7 @@ async def test_publish_cli_sends_a_signed_event_consumers_verify(
         fields = dict(part.split("=", 1) for part in line.split())
         assert fields["topic"] == topic
 
-        [record] = await read_all(bootstrap, topic)
+        [record] = await read_all(kafka.settings(ADMIN), topic)
         print(f"read back {record.topic}[{record.partition}]@{record.offset} key={record.key!r}")
         assert record.key == b"ci-deploy"
         headers = {name: value.decode() for name, value in record.headers}
@@ -1082,9 +1096,4 @@ async def test_publish_cli_sends_a_signed_event_consumers_verify(
             justification="deploy",
         )
     finally:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            await admin.delete_topics([topic])
-        finally:
-            await admin.close()
+        await kafka.delete_topics()

@@ -30,7 +30,10 @@ async def service(tmp_path: Path) -> AsyncIterator[Service]:
         name="audit",
         database_url=f"sqlite+aiosqlite:///{tmp_path}/lapse.db",
         metadatas=[AuditBase.metadata],
-        kafka=KafkaSettings(topic_prefix="unit."),
+        # TestKafkaBroker-style wiring: nothing connects, so no credential is involved.
+        kafka=KafkaSettings(
+            topic_prefix="unit.", security_protocol="PLAINTEXT", allow_plaintext=True
+        ),
     )
     subscribe_audit_consumers(service)
     yield service

@@ -18,7 +18,6 @@ import asyncpg
 import grpc
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 from google.protobuf.message import Message
 from lapse_audit.handlers import fixed_topic, recording_handler
 from lapse_audit.models import AuditBase, AuditEventRecord
@@ -26,9 +25,10 @@ from lapse_audit.operations.verify_chain import verify_chain
 from lapse_common.auth import ensure_keypair, mint_token
 from lapse_common.clock import SystemClock
 from lapse_common.db import Base, create_engine_for_service, create_schema, session_factory
-from lapse_common.messaging.broker import ensure_topics
+from lapse_common.kafka_admin.provisioning import Installation
 from lapse_common.messaging.codec import DecodedEvent, build_envelope
 from lapse_common.messaging.inbox import first_delivery
+from lapse_common.messaging.kafka_security import aiokafka_security_options
 from lapse_common.pb.lapse.v1 import (
     audit_service_pb2,
     audit_service_pb2_grpc,
@@ -44,6 +44,7 @@ from services.audit.tests.audit_events import decoded, grant_fact, request_submi
 from tests.infrastructure import provide_infrastructure
 from tests.integration.kafka_records import read_all
 from tests.integration.waiting import wait_for
+from tests.kafka_principals import ADMIN, InstallationCredentials
 from tests.stack import ServiceProcess, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -55,7 +56,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class RunningAudit:
-    bootstrap: str
+    # The super user: this module feeds audit every topic, as every producer at once.
+    kafka: KafkaSettings
     topics: Topics
     stub: audit_service_pb2_grpc.AuditServiceAsyncStub
     keys: Path
@@ -78,12 +80,12 @@ async def audit(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Runni
     run_id = uuid.uuid4().hex[:8]
     topics = Topics(prefix=f"it-audit-{run_id}.")
     _, public_key = ensure_keypair(tmp_path / "keys", "dev-token")
-    # The pattern subscription sees topics that exist when it starts; a topic created
-    # later is only found at the next metadata refresh.
-    await ensure_topics(
-        KafkaSettings(bootstrap_servers=infra.kafka_bootstrap),
-        [*topics.shared(), topics.agent_commands(AGENT_ID)],
+    kafka = InstallationCredentials(
+        admin=infra.kafka_admin,
+        installation=Installation(topic_prefix=topics.prefix, agents=(AGENT_ID,)),
+        credentials_dir=tmp_path / "kafka-credentials",
     )
+    await kafka.provision()
     database_url = await _create_database(infra.database_url, f"lapse_audit_test_{run_id}")
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("LAPSE_")}
@@ -91,6 +93,7 @@ async def audit(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Runni
         {
             "LAPSE_KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap,
             "LAPSE_KAFKA_TOPIC_PREFIX": topics.prefix,
+            **kafka.env("lapse-audit"),
             "LAPSE_DATABASE_URL": database_url,
             "LAPSE_AUTH_PUBLIC_KEY_FILE": str(public_key),
             "LAPSE_AUDIT_GRPC_ADDRESS": f"127.0.0.1:{port}",
@@ -102,7 +105,7 @@ async def audit(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Runni
     try:
         await asyncio.to_thread(process.wait_ready)
         yield RunningAudit(
-            bootstrap=infra.kafka_bootstrap,
+            kafka=kafka.settings(ADMIN),
             topics=topics,
             stub=audit_service_pb2_grpc.AuditServiceStub(channel),  # type: ignore[arg-type]
             keys=tmp_path / "keys",
@@ -114,9 +117,7 @@ async def audit(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Runni
     finally:
         await channel.close()
         await asyncio.to_thread(process.stop)
-        await _delete_topics(
-            infra.kafka_bootstrap, [*topics.shared(), topics.agent_commands(AGENT_ID)]
-        )
+        await kafka.delete_topics()
         await _drop_database(infra.database_url, make_url(database_url).database or "")
 
 
@@ -131,7 +132,7 @@ async def test_every_event_is_stored_once_garbage_is_quarantined_and_the_chain_v
         events_pb2.RequestCanceled(request_id="r-1", canceled_by="alice"), request_id="r-1"
     )
     await _publish(
-        audit.bootstrap,
+        audit.kafka,
         [
             (topics.requests, b"r-1", submitted),
             # The outbox relay is at-least-once: the same event may arrive twice.
@@ -174,7 +175,7 @@ async def test_every_event_is_stored_once_garbage_is_quarantined_and_the_chain_v
         events_pb2.QuarantinedMessage.FromString(
             envelope_pb2.Envelope.FromString(record.value).payload
         )
-        for record in await read_all(audit.bootstrap, topics.quarantine)
+        for record in await read_all(audit.kafka, topics.quarantine)
     ]
     assert [(q.source_topic, q.key, q.value, q.consumer) for q in on_quarantine] == [
         (topics.grants, b"g-bad", GARBAGE, "audit")
@@ -269,9 +270,14 @@ def _envelope(payload: Message, **fields: str) -> envelope_pb2.Envelope:
 
 
 async def _publish(
-    bootstrap: str, records: list[tuple[str, bytes, envelope_pb2.Envelope | bytes]]
+    kafka: KafkaSettings, records: list[tuple[str, bytes, envelope_pb2.Envelope | bytes]]
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap_servers,
+        enable_idempotence=True,
+        acks="all",
+        **aiokafka_security_options(kafka),
+    )
     await producer.start()
     try:
         for topic, key, value in records:
@@ -315,12 +321,3 @@ async def _drop_database(base_url: str, name: str) -> None:
 
 def _plain_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-async def _delete_topics(bootstrap: str, names: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics(names)
-    finally:
-        await admin.close()

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from lapse_common.messaging.broker import consumer_options, create_broker, ensure_topics
+from lapse_common.messaging.broker import consumer_options, create_broker, require_topics
 from lapse_common.messaging.codec import DecodedEvent, UndecodableMessage, decode
 from lapse_common.settings import KafkaSettings
 from lapse_common.topics import Topics
@@ -78,7 +78,7 @@ class RequesterFeed:
             try:
                 # As the services do: wait for the broker (and the topics) before starting a
                 # client, since a client that fails to start is never closed and leaks.
-                await ensure_topics(self._kafka, self.topics)
+                await require_topics(self._kafka, self.topics)
                 broker = self._broker()
                 await broker.start()
             except Exception as error:

@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from lapse_common.clock import Clock, SystemClock
 from lapse_common.db import Base, create_engine_for_service, create_schema, session_factory
-from lapse_common.messaging.broker import create_broker, ensure_topics
+from lapse_common.kafka_admin import principals
+from lapse_common.messaging.broker import create_broker, require_topics
 from lapse_common.messaging.consumer import EventHandler, subscribe_events
 from lapse_common.messaging.outbox import OutboxRelay
 from lapse_common.messaging.publishing import BrokerPublisher
@@ -129,16 +130,25 @@ class Service:
             deduplicate=deduplicate,
         )
 
+    def _topics_of_principal(self) -> list[str]:
+        """The topics this service's Kafka principal reads or writes (prefix rights, such as
+        every agent's command topic, are checked by use)."""
+        rights = principals.service(self.name)
+        return [
+            self.topics.prefix + name
+            for name in (*rights.reads, *rights.writes)
+            if not name.endswith("*")
+        ]
+
     async def run(
         self,
         *,
         grpc_servicers: Sequence[Callable[[grpc.aio.Server], None]] = (),
         grpc_address: str | None = None,
         grpc_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
-        extra_topics: Sequence[str] = (),
     ) -> None:
         """Run until SIGTERM/SIGINT: consumers, relay, background loops and gRPC."""
-        await ensure_topics(self.kafka, [*self.topics.shared(), *extra_topics])
+        await require_topics(self.kafka, self._topics_of_principal())
         await self.broker.start()
         server: grpc.aio.Server | None = None
         if grpc_address:

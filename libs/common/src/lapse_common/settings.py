@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,8 +21,20 @@ class KafkaSettings(BaseSettings):
     # Stable identity of this process among replicas of the same service (static group
     # membership). Give each replica its own; the default suits one replica per host.
     instance_id: str = Field(default_factory=socket.gethostname)
-    security_protocol: str = Field(default="PLAINTEXT", pattern="^(PLAINTEXT|SSL)$")
+    # How this client proves who it is (lapse_common.messaging.kafka_security): SASL_SSL
+    # with SCRAM and a password file, or SSL with a client certificate. PLAINTEXT (no
+    # authentication, anyone on the network can read and forge) only with allow_plaintext.
+    security_protocol: Literal["SASL_SSL", "SSL", "PLAINTEXT"] = "SASL_SSL"
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
+    username: str = ""
+    # A file rather than a variable, so the password is not in the process environment.
+    password_file: Path | None = None
+    # CA that signed the broker's certificate; unset: the system's trusted CAs.
     ssl_cafile: Path | None = None
+    # The client certificate and key for SSL (mutual TLS) instead of SASL.
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    allow_plaintext: bool = False
 
     @field_validator("topic_prefix")
     @classmethod

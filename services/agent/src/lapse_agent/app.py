@@ -12,9 +12,8 @@ from pathlib import Path
 
 from lapse_common.clock import Clock, SystemClock
 from lapse_common.command_signing import CommandVerifier
-from lapse_common.messaging.broker import create_broker, ensure_topics
+from lapse_common.messaging.broker import create_broker, require_topics
 from lapse_common.messaging.publishing import BrokerPublisher, Publisher
-from lapse_common.messaging.quarantine import Quarantine
 from lapse_common.settings import KafkaSettings
 from lapse_common.topics import Topics
 
@@ -111,12 +110,6 @@ async def run_agent(
             connectors=connectors,
             ledger=ledger,
             publisher=publisher,
-            quarantine=Quarantine(
-                publisher=publisher,
-                topic=topics.quarantine,
-                producer=f"agent:{agent_id}",
-                clock=clock,
-            ),
             clock=clock,
             instance_id=kafka.instance_id,
         ),
@@ -128,10 +121,7 @@ async def run_agent(
         loop.add_signal_handler(sig, stop.set)
     heartbeats: asyncio.Task[None] | None = None
     try:
-        await ensure_topics(
-            kafka,
-            [commands_topic, topics.agent_results, topics.agent_heartbeats, topics.quarantine],
-        )
+        await require_topics(kafka, [commands_topic, topics.agent_results, topics.agent_heartbeats])
         await broker.start()
         heartbeats = asyncio.create_task(
             heartbeat_forever(

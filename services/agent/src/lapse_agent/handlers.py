@@ -20,7 +20,6 @@ from lapse_common.command_signing import CommandVerifier
 from lapse_common.messaging.broker import consumer_options
 from lapse_common.messaging.codec import UndecodableMessage, decode
 from lapse_common.messaging.publishing import Publisher
-from lapse_common.messaging.quarantine import Quarantine
 from lapse_common.pb.lapse.v1 import commands_pb2
 from lapse_common.topics import Topics
 
@@ -45,7 +44,6 @@ class CommandHandling:
     connectors: Mapping[str, Connector]
     ledger: CommandLedger
     publisher: Publisher
-    quarantine: Quarantine
     clock: Clock
     # Static group membership: a restarted agent resumes its partitions without a rebalance.
     instance_id: str = ""
@@ -56,8 +54,10 @@ class CommandHandling:
 
 
 def subscribe_commands(broker: KafkaBroker, handling: CommandHandling) -> None:
-    # The body is taken raw: FastStream must not try to parse it, since anything that is
-    # not a Lapse envelope belongs in quarantine.
+    # The body is taken raw: FastStream must not try to parse it. What is not a Lapse
+    # envelope is logged and skipped: an agent may write only results and heartbeats (the
+    # quarantine is not its to write), and audit, which reads every command topic,
+    # quarantines it with the reason.
     async def on_command(message: KafkaMessage) -> None:
         try:
             event = decode(
@@ -65,8 +65,14 @@ def subscribe_commands(broker: KafkaBroker, handling: CommandHandling) -> None:
                 expected=(commands_pb2.SignedCommand, commands_pb2.AgentCommand),
             )
         except UndecodableMessage as problem:
-            await handling.quarantine.put(
-                record=message.raw_message, reason=problem.reason, consumer=handling.consumer
+            record = message.raw_message
+            assert not isinstance(record, tuple), "read one record at a time"
+            logger.warning(
+                "skipped undecodable record %s[%s]@%s: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                problem.reason,
             )
             return
         assert isinstance(event.payload, commands_pb2.SignedCommand | commands_pb2.AgentCommand)

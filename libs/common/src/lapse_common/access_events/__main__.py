@@ -39,6 +39,7 @@ from lapse_common.access_events.producer_registry import validate_producer_name
 from lapse_common.access_events.publisher import AccessEventPublisher
 from lapse_common.access_events.signing import AccessEventSigner
 from lapse_common.clock import SystemClock
+from lapse_common.messaging.kafka_security import KafkaSecurityMisconfigured, broker_security
 from lapse_common.pb.lapse.v1 import common_pb2
 from lapse_common.settings import KafkaSettings
 from lapse_common.topics import Topics
@@ -302,14 +303,10 @@ def kafka_settings() -> KafkaSettings:
             for detail in error.errors()
         )
         raise ValueError(f"invalid Kafka settings: {problems}") from error
-    if settings.security_protocol == "SSL" and settings.ssl_cafile is not None:
-        try:
-            settings.ssl_cafile.read_bytes()
-        except OSError as error:
-            raise ValueError(
-                f"LAPSE_KAFKA_SSL_CAFILE: cannot read {settings.ssl_cafile}: "
-                f"{error.strerror or error}"
-            ) from error
+    try:
+        broker_security(settings)  # a missing credential is a usage error, said up front
+    except KafkaSecurityMisconfigured as error:
+        raise ValueError(str(error)) from error
     return settings
 
 

@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import ssl
 from collections.abc import Iterable
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaConnectionError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
-from faststream.security import BaseSecurity
 
+from lapse_common.messaging.kafka_security import aiokafka_security_options, broker_security
 from lapse_common.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
-
-
-def _security(settings: KafkaSettings) -> BaseSecurity | None:
-    if settings.security_protocol != "SSL":
-        return None
-    context = ssl.create_default_context(
-        cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None
-    )
-    return BaseSecurity(ssl_context=context, use_ssl=True)
 
 
 def create_broker(settings: KafkaSettings, *, client_id: str) -> KafkaBroker:
@@ -40,7 +29,7 @@ def create_broker(settings: KafkaSettings, *, client_id: str) -> KafkaBroker:
         acks="all",
         # Pattern subscriptions (audit) notice a new agent's command topic within this time.
         metadata_max_age_ms=5_000,
-        security=_security(settings),
+        security=broker_security(settings),
         middlewares=[KafkaTelemetryMiddleware()],
         logger=logging.getLogger(f"lapse.{client_id}.kafka"),
         log_level=logging.DEBUG,
@@ -69,30 +58,35 @@ def consumer_options(*, group_id: str, instance_id: str = "") -> dict[str, Any]:
     return options
 
 
-async def ensure_topics(
-    settings: KafkaSettings,
-    topics: Iterable[str],
-    *,
-    partitions: int = 3,
-    timeout: float = 60.0,
+class MissingTopics(RuntimeError):
+    """Topics this process needs do not exist (or its principal may not see them)."""
+
+
+async def require_topics(
+    settings: KafkaSettings, topics: Iterable[str], *, timeout: float = 60.0
 ) -> None:
-    """Create the topics if they do not exist yet; waits for the broker up to `timeout`."""
+    """Fail at start, naming them, if topics this process needs are missing: no service
+    creates topics (the broker refuses it and auto-creation is off), so without this a
+    consumer would wait on a topic that never comes. Waits up to `timeout` for the broker."""
     wanted = list(dict.fromkeys(topics))
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers.split(","))
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=settings.bootstrap_servers.split(","),
+            **aiokafka_security_options(settings),
+        )
         try:
             await admin.start()
-            existing = set(await admin.list_topics())
-            missing = [t for t in wanted if t not in existing]
+            # A topic that is missing, or that this principal may not see, has an error.
+            found = await admin.describe_topics(wanted)
+            visible = {t["topic"] for t in found if t["error_code"] == 0}
+            missing = [t for t in wanted if t not in visible]
             if missing:
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics(
-                        [
-                            NewTopic(t, num_partitions=partitions, replication_factor=1)
-                            for t in missing
-                        ]
-                    )
+                raise MissingTopics(
+                    f"Kafka topics missing or not readable by {settings.username or 'this client'}"
+                    f": {', '.join(missing)}. Topics and ACLs are made by the admin step "
+                    "(python -m lapse_common.kafka_admin setup), never by services"
+                )
             return
         except KafkaConnectionError:
             if asyncio.get_running_loop().time() > deadline:
