@@ -379,10 +379,11 @@ async def test_dead_agent_does_not_delay_other_agents(
         second_lifetime = lifetime_after_setup(first.granted_in, at_least=20)
         second = await revoke_batch(clients, stack, far_down=True, seconds=second_lifetime)
         degraded, far = second.lateness, second.far
-        # The healthy agent's revocations finished while the dead agent's were still
-        # retrying: none of them is stuck yet, so nothing waited for the dead agent.
+        # revoke_batch returned once every healthy-agent grant was REVOKED, while the dead
+        # agent stayed down: none of them waited for the dead agent. (Whether its retries
+        # had run out by then depends on how fast this machine is, so that is not asserted.)
         far_grants = await wait_all(clients, stack, far, status=common_pb2.GRANT_STATUS_REVOKING)
-        assert not any(g.stuck for g in far_grants)
+        assert all(g.status == common_pb2.GRANT_STATUS_REVOKING for g in far_grants)
         agents = run_cli(stack, "agents", token=sre)
         assert "far-agent" in agents.stdout, agents.stderr
         # Until its heartbeat goes stale (offline after 6 s).

@@ -58,7 +58,7 @@ class RequesterFeed:
             logger.exception("notifying about %s %s failed; skipped", event.type, event.event_id)
 
     def _broker(self) -> KafkaBroker:
-        broker = create_broker(self._kafka, client_id="lapse-chatops")
+        broker = create_broker(self._kafka, client_id="lapse-chatops", produces=False)
 
         # The body is taken raw: FastStream must not try to parse it as JSON or text.
         async def on_message(message: KafkaMessage) -> None:

@@ -19,13 +19,19 @@ from lapse_common.settings import KafkaSettings
 logger = logging.getLogger(__name__)
 
 
-def create_broker(settings: KafkaSettings, *, client_id: str) -> KafkaBroker:
+def create_broker(
+    settings: KafkaSettings, *, client_id: str, produces: bool = True
+) -> KafkaBroker:
     """A broker whose producer is idempotent with acks=all and whose messages carry
-    OpenTelemetry trace context in their headers."""
+    OpenTelemetry trace context in their headers.
+
+    `produces=False` for a process that only consumes (the chat front end): its principal
+    may write no topic, so the broker would refuse the idempotent producer FastStream
+    starts anyway (InitProducerId needs a WRITE right)."""
     return KafkaBroker(
         settings.bootstrap_servers.split(","),
         client_id=client_id,
-        enable_idempotence=True,
+        enable_idempotence=produces,
         acks="all",
         # Pattern subscriptions (audit) notice a new agent's command topic within this time.
         metadata_max_age_ms=5_000,
