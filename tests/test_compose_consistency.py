@@ -1,9 +1,9 @@
 """deploy/compose.yml and deploy/docker/Dockerfile checked against the code, without Docker.
 
 No container runs here and nothing touches the network. What is checked is everything the
-two files name: modules, settings, files, services, addresses and ports. A renamed
-setting, a moved module, a new service or a typo in an address then fails this unit test
-instead of someone's `docker compose up`.
+two files name: modules, commands, helper scripts, settings, files, services, addresses and
+ports. A renamed setting, a moved module, a new service or a typo in an address then fails
+this unit test instead of someone's `docker compose up`.
 
 Which environment variables a container may set is computed from the code it runs: the
 entry module and every `lapse_*` module it imports (transitively), the pydantic-settings
@@ -269,9 +269,40 @@ def argv(service: Mapping[str, Any]) -> list[str]:
     return _words(service.get("entrypoint")) + _words(service.get("command"))
 
 
+SHELLS = {"sh", "bash"}
+
+
+def _starts_lapse_command(words: list[str]) -> bool:
+    return bool(words) and (
+        words[0] in console_scripts()
+        or (words[0] in {"python", "python3"} and words[1:2] == ["-m"])
+    )
+
+
+def helper_script(service: Mapping[str, Any]) -> str | None:
+    """The script of a container that runs `sh SCRIPT ...` (a helper from deploy/docker)."""
+    words = argv(service)
+    if len(words) >= 2 and words[0] in SHELLS and not words[1].startswith("-"):
+        return words[1]
+    return None
+
+
+def lapse_command(service: Mapping[str, Any]) -> list[str]:
+    """The Lapse command line a container runs: its argv, or, for a helper script that wraps
+    one (`sh SCRIPT [OPTIONS] lapse ...`), the part from the Lapse command on. Empty if it
+    runs none (a helper script of its own, a third-party image)."""
+    words = argv(service)
+    if helper_script(service) is None:
+        return words if _starts_lapse_command(words) else []
+    for index in range(2, len(words)):
+        if _starts_lapse_command(words[index:]):
+            return words[index:]
+    return []
+
+
 def entry_module(service: Mapping[str, Any]) -> str | None:
     """The module a container runs: `python -m X`, or a console script of the workspace."""
-    words = argv(service)
+    words = lapse_command(service)
     if len(words) >= 3 and words[0] in {"python", "python3"} and words[1] == "-m":
         return words[2]
     if words and words[0] in console_scripts():
@@ -300,6 +331,8 @@ class Mount:
     source: str
     target: PurePosixPath
     read_only: bool
+    # A named volume's subpath (`volume: {subpath: ...}`): what is mounted at target.
+    subpath: PurePosixPath | None = None
 
     @property
     def bind(self) -> Path | None:
@@ -316,21 +349,25 @@ def mounts(service: Mapping[str, Any]) -> list[Mount]:
             mode = parts[2] if len(parts) > 2 else ""
             found.append(Mount(parts[0], PurePosixPath(parts[1]), "ro" in mode.split(",")))
         else:
+            subpath = (volume.get("volume") or {}).get("subpath")
             found.append(
                 Mount(
                     str(volume["source"]),
                     PurePosixPath(volume["target"]),
                     bool(volume.get("read_only", False)),
+                    PurePosixPath(subpath) if subpath else None,
                 )
             )
     return found
 
 
 def mount_for(service: Mapping[str, Any], path: str) -> tuple[Mount, PurePosixPath] | None:
+    """The mount `path` is on, and where the file is in the mounted volume or host directory."""
     container_path = PurePosixPath(path)
     for mount in mounts(service):
         if container_path == mount.target or mount.target in container_path.parents:
-            return mount, container_path.relative_to(mount.target)
+            relative = container_path.relative_to(mount.target)
+            return mount, (mount.subpath / relative if mount.subpath else relative)
     return None
 
 
@@ -375,39 +412,164 @@ def referenced_hosts(env: Mapping[str, str]) -> Iterator[tuple[str, str, int | N
                 yield key, host, int(port) if port.isdigit() else None
 
 
+def one_shots() -> list[str]:
+    """The set-up jobs: what other containers wait for with service_completed_successfully."""
+    return sorted(
+        {
+            target
+            for service in services().values()
+            for target, condition in depends_on(service).items()
+            if condition == "service_completed_successfully"
+        }
+    )
+
+
+def cli_app() -> Any:
+    """The Typer app behind the `lapse` console script."""
+    import typer
+
+    module = console_scripts()["lapse"].partition(":")[0]
+    app = importlib.import_module(module).app
+    assert isinstance(app, typer.Typer), f"{module}.app is not the CLI's Typer app"
+    return app
+
+
+def parse_cli(words: list[str]) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The subcommand and parameters of `lapse WORDS...`, parsed by the CLI's own parser: an
+    unknown command, option or argument raises here as it would in the container."""
+    import typer.main
+
+    command = typer.main.get_command(cli_app())
+    context = command.make_context("lapse", [], resilient_parsing=True)
+    path: list[str] = []
+    rest = list(words)
+    while rest and hasattr(command, "get_command"):
+        subcommand = command.get_command(context, rest[0])
+        if subcommand is None:
+            break
+        path.append(rest.pop(0))
+        command = subcommand
+        context = command.make_context(path[-1], [], parent=context, resilient_parsing=True)
+    leaf = command.make_context(" ".join(["lapse", *path]), rest, parent=context)
+    return tuple(path), dict(leaf.params)
+
+
+def files_it_would_write(service: Mapping[str, Any]) -> list[PurePosixPath] | None:
+    """What a one-shot that needs the running system (the broker, the revoker) writes, in
+    container paths, from the code that names those files; None for a one-shot this test
+    can run itself (produced_volume_files)."""
+    command = lapse_command(service)
+    prefix = environment(service).get("LAPSE_KAFKA_TOPIC_PREFIX", "")
+    module = entry_module(service)
+    if module == "lapse_common.kafka_admin":
+        from lapse_common.kafka_admin.__main__ import _parser
+        from lapse_common.kafka_admin.provisioning import Installation, password_file
+
+        arguments = _parser().parse_args(command[3:])
+        if arguments.command != "setup":
+            return []
+        installation = Installation(
+            topic_prefix=prefix,
+            agents=tuple(arguments.agent),
+            producers=tuple(arguments.producer),
+        )
+        return [
+            PurePosixPath(password_file(arguments.credentials_dir, installation.user(principal)))
+            for principal in installation.principals()
+        ]
+    if command and command[0] in console_scripts():
+        subcommand, parameters = parse_cli(command[1:])
+        if subcommand == ("agents", "enroll"):
+            from lapse_cli.agent_enrollment import _write_agent_env
+            from lapse_common.auth import ensure_keypair
+            from lapse_common.kafka_admin import principals
+            from lapse_common.kafka_admin.provisioning import Installation, password_file
+            from lapse_common.settings import KafkaSettings
+
+            agent_id, out = parameters["agent_id"], Path(parameters["out"])
+            user = Installation(topic_prefix=prefix).user(principals.agent(agent_id))
+            with tempfile.TemporaryDirectory() as scratch:
+                # The key pair and the env file as the command names them.
+                private, public = ensure_keypair(Path(scratch), agent_id)
+                env_file = _write_agent_env(Path(scratch), agent_id, private, KafkaSettings())
+            names = [private.name, public.name, env_file.name, password_file(out, user).name]
+            return [PurePosixPath(out, name) for name in names]
+        raise AssertionError(
+            f"teach files_it_would_write what `lapse {' '.join(subcommand)}` writes"
+        )
+    return None
+
+
+def _run_one_shot(name: str, service: Mapping[str, Any], scratch: Path) -> set[tuple[str, str]]:
+    """Run a one-shot's command (`python -m ...`, or a helper script) here, on temporary
+    directories for its named volumes, and return the (volume, path) files it wrote."""
+    words = argv(service)
+    mounted = {m.target: m for m in mounts(service)}
+    replaced = [sys.executable] if words[0] in {"python", "python3"} else [words[0]]
+    for word in words[1:]:
+        mount = mounted.get(PurePosixPath(word)) if word.startswith("/") else None
+        if mount is None:
+            replaced.append(word)
+        elif mount.bind is not None:
+            replaced.append(str(mount.bind))  # the helper script itself
+        else:
+            replaced.append(str(scratch / mount.source))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAPSE_")}
+    env.update(environment(service))
+    run = subprocess.run(
+        replaced, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert run.returncode == 0, f"{name}: {words} failed:\n{run.stderr}"
+    written = set()
+    for mount in mounted.values():
+        root = scratch / mount.source
+        if mount.bind is None and root.is_dir():
+            written |= {
+                (mount.source, str(p.relative_to(root))) for p in root.rglob("*") if p.is_file()
+            }
+    return written
+
+
 @cache
-def produced_volume_files() -> dict[str, frozenset[str]]:
-    """Files the one-shot containers (depended on with service_completed_successfully)
-    write into named volumes, found by running their command on a temporary directory."""
-    one_shots = {
-        target
-        for service in services().values()
-        for target, condition in depends_on(service).items()
-        if condition == "service_completed_successfully"
-    }
-    produced: dict[str, frozenset[str]] = {}
-    with tempfile.TemporaryDirectory() as scratch:
-        for name in sorted(one_shots):
-            service = services()[name]
-            words = argv(service)
-            if entry_module(service) is None or words[0] not in {"python", "python3"}:
-                continue
-            volumes = {m.target: m for m in mounts(service) if m.bind is None}
-            replaced = [sys.executable]
-            for word in words[1:]:
-                mount = volumes.get(PurePosixPath(word)) if word.startswith("/") else None
-                replaced.append(str(Path(scratch, name, mount.source)) if mount else word)
-            env = {k: v for k, v in os.environ.items() if not k.startswith("LAPSE_")}
-            env.update(environment(service))
-            run = subprocess.run(
-                replaced, env=env, capture_output=True, text=True, timeout=120, check=False
+def one_shot_output(name: str) -> tuple[frozenset[tuple[str, str]], str | None]:
+    """The (volume, path) files one-shot `name` writes, and why that is unknown if it is."""
+    service = services()[name]
+    try:
+        computed = files_it_would_write(service)
+        if computed is None:
+            with tempfile.TemporaryDirectory() as scratch:
+                return frozenset(_run_one_shot(name, service, Path(scratch))), None
+        written = set()
+        for path in computed:
+            found = mount_for(service, str(path))
+            assert found is not None and found[0].bind is None, (
+                f"{name} writes {path}, which is on no named volume it mounts"
             )
-            assert run.returncode == 0, f"{name}: {words} failed:\n{run.stderr}"
-            for mount in volumes.values():
-                root = Path(scratch, name, mount.source)
-                files = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
-                produced[mount.source] = frozenset(files)
-    return produced
+            written.add((found[0].source, str(found[1])))
+        return frozenset(written), None
+    except (Exception, SystemExit) as error:  # each test that needs the files reports it
+        return frozenset(), f"{name}: {type(error).__name__}: {error}"
+
+
+def produced_volume_files() -> dict[str, frozenset[str]]:
+    """Files the one-shot containers write into named volumes: found by running their
+    command on a temporary directory, or, for those that need the running broker or
+    revoker, from the code that names the files (files_it_would_write)."""
+    produced: dict[str, set[str]] = {}
+    for name in one_shots():
+        for volume, path in one_shot_output(name)[0]:
+            produced.setdefault(volume, set()).add(path)
+    return {volume: frozenset(paths) for volume, paths in produced.items()}
+
+
+def one_shot_failures(volume: str) -> list[str]:
+    """Why what some one-shot mounting `volume` writes is unknown."""
+    return [
+        error
+        for name in one_shots()
+        if (error := one_shot_output(name)[1]) is not None
+        and any(m.source == volume and not m.read_only for m in mounts(services()[name]))
+    ]
 
 
 # ---------------------------------------------------------------- Dockerfile
@@ -487,9 +649,21 @@ def test_settings_env_names_are_unique() -> None:
 def test_command_module_exists(name: str) -> None:
     service = services()[name]
     words = argv(service)
+    script = helper_script(service)
+    if script is not None:
+        source = host_file(service, script)
+        assert source is not None and source.is_file(), (
+            f"{name}: runs {script}, which is not mounted from a file of this repository"
+        )
+        parsed = subprocess.run(
+            [words[0], "-n", str(source)], capture_output=True, text=True, check=False
+        )
+        assert parsed.returncode == 0, f"{name}: {script} does not parse:\n{parsed.stderr}"
     if "image" in service and "build" not in service:
         return  # a third-party image: its command is its own business
     assert words, f"{name}: builds the Lapse image but sets no command"
+    if script is not None and not lapse_command(service):
+        return  # a helper script that runs no Lapse command
     module = entry_module(service)
     assert module is not None, f"{name}: {words} is neither `python -m MODULE` nor a Lapse script"
     spec = importlib.util.find_spec(module)
@@ -497,6 +671,28 @@ def test_command_module_exists(name: str) -> None:
     if spec.submodule_search_locations is not None:
         assert importlib.util.find_spec(f"{module}.__main__") is not None, (
             f"{name}: package {module} has no __main__, so `python -m {module}` fails"
+        )
+    command = lapse_command(service)
+    if command[0] == "lapse" and command[1:2] and not command[1].startswith("-"):
+        try:
+            parse_cli(command[1:])
+        except Exception as refused:
+            pytest.fail(f"{name}: the CLI does not accept `{shlex.join(command)}`: {refused}")
+
+
+@pytest.mark.parametrize("name", one_shots())
+def test_one_shot_outputs_are_known(name: str) -> None:
+    """What each set-up job writes is known: it ran here, or (needing the running broker or
+    revoker) its files follow from the code; a skip marker is a file its command writes."""
+    written, unknown = one_shot_output(name)
+    assert unknown is None, unknown
+    words = argv(services()[name])
+    if "--unless-exists" in words:  # deploy/docker/as-dev-admin.sh: done once, then skipped
+        marker = words[words.index("--unless-exists") + 1]
+        found = mount_for(services()[name], marker)
+        assert found is not None and (found[0].source, str(found[1])) in written, (
+            f"{name}: skipped once {marker} exists, which its command never writes "
+            f"(it writes {sorted(written)}), so it runs again on every `up`"
         )
 
 
@@ -597,10 +793,13 @@ def test_file_settings_point_into_mounts(name: str) -> None:
                     f"{name}: {setting.env}={value} is mounted from {mount.bind / relative}, "
                     "which does not exist"
                 )
-            elif mount.source in produced:
-                assert str(relative) in produced[mount.source], (
-                    f"{name}: {setting.env}={value}, but volume {mount.source} only gets "
-                    f"{sorted(produced[mount.source])}"
+            elif mount.source in produced or one_shot_failures(mount.source):
+                files = produced.get(mount.source, frozenset())
+                unknown = one_shot_failures(mount.source)
+                assert str(relative) in files, (
+                    f"{name}: {setting.env}={value} is {relative} on volume {mount.source}, "
+                    f"which only gets {sorted(files)}"
+                    + (f"; unknown what {unknown} writes" if unknown else "")
                 )
             else:
                 # A volume nothing fills in advance: the process writes the file itself.
@@ -608,6 +807,35 @@ def test_file_settings_point_into_mounts(name: str) -> None:
                     f"{name}: {setting.env}={value} is on read-only volume {mount.source}, "
                     "which no one-shot service fills"
                 )
+
+
+@pytest.mark.parametrize("name", lapse_services())
+def test_kafka_clients_log_in_with_their_own_password(name: str) -> None:
+    """A container that connects to Kafka with SCRAM reads the password file the set-up
+    wrote for its LAPSE_KAFKA_USERNAME (kafka_admin's naming), not another principal's."""
+    from lapse_common.kafka_admin.provisioning import password_file
+
+    service = services()[name]
+    env = environment(service)
+    kafka = settings_class("lapse_common.settings.KafkaSettings")
+    entry = entry_module(service)
+    assert entry is not None
+    if kafka not in settings_used(entry) or "LAPSE_KAFKA_BOOTSTRAP_SERVERS" not in env:
+        return
+    protocol = env.get(
+        "LAPSE_KAFKA_SECURITY_PROTOCOL", kafka.model_fields["security_protocol"].default
+    )
+    if protocol != "SASL_SSL":
+        return
+    user, path = env.get("LAPSE_KAFKA_USERNAME"), env.get("LAPSE_KAFKA_PASSWORD_FILE")
+    assert user and path, (
+        f"{name}: SASL_SSL needs LAPSE_KAFKA_USERNAME and LAPSE_KAFKA_PASSWORD_FILE"
+    )
+    found = mount_for(service, path)
+    assert found is not None, f"{name}: LAPSE_KAFKA_PASSWORD_FILE={path} is in no mounted volume"
+    assert found[1].name == password_file(Path(), user).name, (
+        f"{name}: logs in as {user} with {found[1]} of {found[0].source}, another principal's"
+    )
 
 
 @pytest.mark.parametrize("name", lapse_services())
