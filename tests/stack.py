@@ -17,8 +17,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+import grpc
 from lapse_common.auth import ensure_keypair, mint_token
 from lapse_common.kafka_admin.provisioning import Installation
+from lapse_common.pb.lapse.v1 import revoker_service_pb2, revoker_service_pb2_grpc
 from lapse_common.settings import KafkaSettings
 
 from tests.infrastructure import Infrastructure
@@ -477,40 +479,58 @@ integrations:
         env.update(self.extra_env)
         return env
 
+    def agent_key(self, agent: str) -> tuple[Path, Path]:
+        """The agent's own signing key pair (private, public)."""
+        return ensure_keypair(self.workdir / "keys" / "agents", agent)
+
     def start_all(self) -> None:
+        """The central services, then the agents' enrollment (as an admin would, with
+        `lapse agents enroll`), then the agents."""
         env = self.environment()
         for name in SERVICES:
+            if name == "agent":
+                continue
             module = "lapse_" + name.replace("-", "_")
-            principal = "lapse-agent-demo-agent" if name == "agent" else f"lapse-{name}"
             process = ServiceProcess(
-                name, module, {**env, **self.kafka_env(principal)}, self.log_dir
+                name, module, {**env, **self.kafka_env(f"lapse-{name}")}, self.log_dir
             )
             self.processes[name] = process
             process.start()
-        if self.far_agent:
-            far_env = {
-                **env,
-                **self.kafka_env("lapse-agent-far-agent"),
-                "LAPSE_AGENT_AGENT_ID": "far-agent",
-                "LAPSE_AGENT_CONFIG_FILE": str(self.far_agent_file),
-                "LAPSE_AGENT_STATE_PATH": str(self.workdir / "far-agent-state.db"),
-            }
-            process = ServiceProcess("far-agent", "lapse_agent", far_env, self.log_dir)
-            self.processes["far-agent"] = process
-            process.start()
-        for agent in self.extra_agents:
+        for process in self.processes.values():
+            process.wait_ready()
+        self.enroll_agents()
+        agents = {
+            "agent": ("demo-agent", self.agent_file),
+            **({"far-agent": ("far-agent", self.far_agent_file)} if self.far_agent else {}),
+            **{agent: (agent, self.workdir / f"{agent}.yaml") for agent in self.extra_agents},
+        }
+        for name, (agent, config) in agents.items():
             agent_env = {
                 **env,
                 **self.kafka_env(f"lapse-agent-{agent}"),
                 "LAPSE_AGENT_AGENT_ID": agent,
-                "LAPSE_AGENT_CONFIG_FILE": str(self.workdir / f"{agent}.yaml"),
+                "LAPSE_AGENT_CONFIG_FILE": str(config),
                 "LAPSE_AGENT_STATE_PATH": str(self.workdir / f"{agent}-state.db"),
+                "LAPSE_AGENT_SIGNING_KEY_FILE": str(self.agent_key(agent)[0]),
             }
-            process = ServiceProcess(agent, "lapse_agent", agent_env, self.log_dir)
-            self.processes[agent] = process
+            process = ServiceProcess(name, "lapse_agent", agent_env, self.log_dir)
+            self.processes[name] = process
             process.start()
-        for process in self.processes.values():
-            process.wait_ready()
+        for name in agents:
+            self.processes[name].wait_ready()
+
+    def enroll_agents(self) -> None:
+        admin = [("authorization", f"Bearer {self.token('ops', roles=('admin',))}")]
+        with grpc.insecure_channel(f"127.0.0.1:{self.ports['revoker']}") as channel:
+            registry = revoker_service_pb2_grpc.RevokerServiceStub(channel)
+            for agent in self.agents:
+                registry.EnrollAgent(
+                    revoker_service_pb2.EnrollAgentRequest(
+                        agent_id=agent, public_key_pem=self.agent_key(agent)[1].read_text()
+                    ),
+                    metadata=admin,
+                    timeout=30,
+                )
 
     def restart(self, name: str) -> None:
         process = self.processes[name]

@@ -17,6 +17,8 @@ LOG_DIR="$STATE_DIR/logs"
 KEY_DIR="$STATE_DIR/keys"
 # One Kafka principal per process; the admin step writes each one's password here (0600).
 KAFKA_CREDENTIALS="$STATE_DIR/kafka-credentials"
+# The demo agent's key, Kafka password and settings, as `lapse agents enroll` writes them.
+AGENT_DIR="$STATE_DIR/agents"
 SERVICES=(audit approval request grant-scheduler revoker agent)
 READY_TIMEOUT="${LAPSE_READY_TIMEOUT:-120}"
 # The demo's access-event producers (lapse_common.dev_keys), each a Kafka principal too.
@@ -73,6 +75,24 @@ write_private() {
   mv -f "$staged" "$file"
 }
 
+# The demo agent gets its identity the way any agent does: `lapse agents enroll`, run by an
+# admin (a short-lived dev admin token) with the Kafka super user's settings.
+enroll_demo_agent() {
+  if [ -s "$AGENT_DIR/demo-agent.env" ]; then
+    log "demo-agent enrolled already ($AGENT_DIR/demo-agent.env)"
+    return
+  fi
+  local cli_home
+  cli_home="$(mktemp -d)"
+  (
+    set -a; . "$STATE_DIR/lapse.env"; . "$STATE_DIR/kafka/admin.env"; set +a
+    export LAPSE_CLI_HOME="$cli_home"
+    "$REPO/.venv/bin/lapse" login --dev --user lapse-setup --roles admin --ttl 5m >/dev/null
+    "$REPO/.venv/bin/lapse" agents enroll demo-agent --out "$AGENT_DIR"
+  ) || { rm -rf "$cli_home"; die "enrolling the demo agent failed (output above)"; }
+  rm -rf "$cli_home"
+}
+
 pid_of() { cat "$RUN_DIR/$1.pid" 2>/dev/null || true; }
 running() { local pid; pid="$(pid_of "$1")"; [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
 
@@ -83,13 +103,15 @@ start_service() {
     return
   fi
   : >"$LOG_DIR/$name.log"
-  local principal="lapse-$name"
-  [ "$name" = agent ] && principal="lapse-agent-demo-agent"
   (
     set -a; . "$STATE_DIR/lapse.env"; set +a
-    if [ "$name" = agent ]; then set -a; . "$STATE_DIR/agent.env"; set +a; fi
-    export LAPSE_KAFKA_USERNAME="$principal"
-    export LAPSE_KAFKA_PASSWORD_FILE="$KAFKA_CREDENTIALS/$principal.password"
+    if [ "$name" = agent ]; then
+      # Its id, signing key and Kafka credential come from `lapse agents enroll`.
+      set -a; . "$STATE_DIR/agent.env"; . "$AGENT_DIR/demo-agent.env"; set +a
+    else
+      export LAPSE_KAFKA_USERNAME="lapse-$name"
+      export LAPSE_KAFKA_PASSWORD_FILE="$KAFKA_CREDENTIALS/lapse-$name.password"
+    fi
     cd "$REPO"
     exec nohup "$REPO/.venv/bin/python" -m "$module" >>"$LOG_DIR/$name.log" 2>&1
   ) &
@@ -122,12 +144,15 @@ cmd_up() {
   (
     set -a; . "$STATE_DIR/kafka/admin.env"; set +a
     "$REPO/.venv/bin/python" -m lapse_common.kafka_admin setup \
-      --credentials-dir "$KAFKA_CREDENTIALS" --agent demo-agent $DEMO_PRODUCERS  # (word-split on purpose)
+      --credentials-dir "$KAFKA_CREDENTIALS" $DEMO_PRODUCERS  # (word-split on purpose)
   ) || die "the Kafka admin step failed (output above)"
   write_private "$STATE_DIR/lapse.env" environment
   write_private "$STATE_DIR/agent.env" agent_environment
-  for name in "${SERVICES[@]}"; do start_service "$name"; done
-  for name in "${SERVICES[@]}"; do wait_ready "$name"; done
+  for name in "${SERVICES[@]}"; do [ "$name" = agent ] || start_service "$name"; done
+  for name in "${SERVICES[@]}"; do [ "$name" = agent ] || wait_ready "$name"; done
+  enroll_demo_agent
+  start_service agent
+  wait_ready agent
   cat <<DONE
 [lapse] Lapse is up. Logs: $LOG_DIR. Try:
     set -a; . $STATE_DIR/lapse.env; set +a

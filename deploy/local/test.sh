@@ -17,6 +17,9 @@ uv sync --frozen --quiet
 if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
   deploy/local/kafka.sh start
   export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:${KAFKA_PORT:-9092}"
+  # The broker's super user, for the admin step each test stack runs (another broker:
+  # point this at a file with its super user's LAPSE_KAFKA_* settings).
+  export LAPSE_TEST_KAFKA_ADMIN_ENV="${LAPSE_STATE_DIR:-$REPO/.lapse}/kafka/admin.env"
 fi
 if [ -z "${LAPSE_TEST_DATABASE_URL:-}" ]; then
   deploy/local/postgres.sh start

@@ -88,11 +88,15 @@ async def has_role(target_dsn: str, *, login: str, role: str) -> bool:
 
 
 def run_cli(
-    stack: LapseStack, *args: str, token: str | None = None, answer: str | None = None
+    stack: LapseStack,
+    *args: str,
+    token: str | None = None,
+    answer: str | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """The `lapse` command as a user runs it, against this stack; it may take as long as it
     keeps printing (a panic's progress), and is stopped only when it goes quiet."""
-    env = stack.environment()
+    env = {**stack.environment(), **(extra_env or {})}
     if token is not None:
         env["LAPSE_TOKEN"] = token
     return run_watched(

@@ -11,11 +11,23 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from google.protobuf.message import Message
 from lapse_common.messaging.codec import decode
 from lapse_common.messaging.kafka_security import aiokafka_security_options
+from lapse_common.pb.lapse.v1 import events_pb2
 from lapse_common.settings import KafkaSettings
 
 from tests.integration.waiting import ProgressWatch, Stalled
 
 M = TypeVar("M", bound=Message)
+R = TypeVar("R", events_pb2.AgentResult, events_pb2.AgentHeartbeat)
+
+
+def agent_report(payload: Message, kind: type[R]) -> R | None:
+    """The `kind` report an agent signed (read, not verified: the services verify), or None
+    if the payload holds something else."""
+    if not isinstance(payload, events_pb2.SignedAgentReport):
+        return None
+    if payload.report_type != kind.DESCRIPTOR.full_name:
+        return None
+    return kind.FromString(payload.report)
 
 
 async def read_all(kafka: KafkaSettings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:

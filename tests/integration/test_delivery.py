@@ -20,7 +20,7 @@ from lapse_common.pb.lapse.v1 import common_pb2, events_pb2, request_service_pb2
 from sqlalchemy import Column, MetaData, String, Table, insert
 
 from tests.integration.clients import StackClients, bearer, has_role
-from tests.integration.kafka_records import publish_raw, read_all
+from tests.integration.kafka_records import agent_report, publish_raw, read_all
 from tests.integration.waiting import wait_for
 from tests.stack import LapseStack
 
@@ -100,14 +100,15 @@ async def test_redelivered_command_and_event_cause_one_effect(stack: LapseStack)
             what="the agent's answer to the duplicate command",
         )
         # Keyed by event id: the re-published result is the same event, not a new effect.
-        grant_results = {decode(r.value).event_id: decode(r.value).payload for r in answers}
+        grant_results = {
+            decode(r.value).event_id: agent_report(decode(r.value).payload, events_pb2.AgentResult)
+            for r in answers
+        }
         assert len(grant_results) == 2, grant_results
         executed = [
             p
             for p in grant_results.values()
-            if isinstance(p, events_pb2.AgentResult)
-            and p.kind == common_pb2.COMMAND_KIND_GRANT
-            and p.changed
+            if p is not None and p.kind == common_pb2.COMMAND_KIND_GRANT and p.changed
         ]
         assert len(executed) == 1, grant_results
 

@@ -57,29 +57,26 @@ async def active_grant_with_open_session(
 async def request_revoke(
     stack: LapseStack, request_id: str, grant: request_service_pb2.GrantView, *, end_sessions: bool
 ) -> None:
-    """Publish a RevokeRequested as an internal service (offboarding) would."""
+    """Ask for the grant's end as the request service does for an offboarding: it names the
+    grant and why, and the grant-scheduler decides the epoch."""
     now = SystemClock().now()
-    requested = events_pb2.RevokeRequested(
+    requested = events_pb2.GrantEndRequested(
         grant_id=grant.grant_id,
         request_id=request_id,
-        # Newer than any command so far, as every revoke request is.
-        epoch=grant.epoch + 1,
-        spec=grant.spec,
         reason=common_pb2.REASON_OFFBOARDING,
         actor="end-sessions test",
         end_sessions=end_sessions,
     )
-    requested.due_at.FromDatetime(now)
     envelope = build_envelope(
         requested,
-        producer="test",
+        producer="request",
         occurred_at=now,
         request_id=request_id,
         grant_id=grant.grant_id,
     )
     await publish_raw(
         stack.kafka_as("lapse-request"),
-        stack.topic_prefix + "lapse.revoke-requests.v1",
+        stack.topic_prefix + "lapse.end-requests.v1",
         value=envelope.SerializeToString(deterministic=True),
         key=grant.grant_id.encode(),
         headers=[

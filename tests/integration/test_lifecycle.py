@@ -97,7 +97,8 @@ async def test_request_to_revoked_through_every_service(
             {
                 "lapse.v1.GrantStatusChanged": 4,
                 "lapse.v1.SignedCommand": 2,
-                "lapse.v1.AgentResult": 2,
+                # The two results, each signed by the agent.
+                "lapse.v1.SignedAgentReport": 2,
                 "lapse.v1.RevokeRequested": 1,
                 # The expiry reminder the requester is sent before the grant lapses.
                 "lapse.v1.GrantExpiringSoon": 1,

@@ -420,3 +420,64 @@ async def test_moving_the_expiry_rearms_the_reminder(
     assert moved.expires_at is not None and moved.remind_at is not None
     assert as_utc(moved.expires_at) == clock.now() + timedelta(minutes=5)
     assert as_utc(moved.remind_at) == clock.now() + timedelta(minutes=3, seconds=45)
+
+
+async def test_an_unanswered_grant_is_given_up_and_revoked_at_once_if_executed_late(
+    sessions: async_sessionmaker[AsyncSession], clock: ManualClock, keys: tuple[Path, Path]
+) -> None:
+    signer = CommandSigner(
+        private_key_pem=keys[0].read_bytes(), key_id="k", clock=clock, ttl=timedelta(minutes=10)
+    )
+    async with sessions() as session, session.begin():
+        await create_grants(
+            session=session, decided=approval(), signer=signer, topics=TOPICS, clock=clock
+        )
+    await drain_outbox(sessions)
+    timer = ExpiryTimer(
+        sessions=sessions,
+        wake_relay=lambda: None,
+        topics=TOPICS,
+        clock=clock,
+        max_sleep=3600,
+        batch_size=10,
+        grant_ack_deadline=timedelta(seconds=30),
+    )
+    clock.advance(timedelta(seconds=29))
+    await timer.tick()
+    assert await drain_outbox(sessions) == [], "not before the deadline"
+    clock.advance(timedelta(seconds=2))
+    await timer.tick()
+    [failed] = [decode(r.value).payload for r in await drain_outbox(sessions)]
+    assert isinstance(failed, events_pb2.GrantStatusChanged)
+    assert failed.status == common_pb2.GRANT_STATUS_GRANT_FAILED
+    assert "did not answer the grant command within 30s" in failed.detail
+
+    async with sessions() as session:
+        grant = (await session.execute(select(Grant))).scalar_one()
+    late = events_pb2.AgentResult(
+        grant_id=grant.grant_id,
+        epoch=1,
+        command_id=grant.command_id,
+        kind=common_pb2.COMMAND_KIND_GRANT,
+        outcome=events_pb2.RESULT_OUTCOME_SUCCEEDED,
+        changed=True,
+        agent_id="demo-agent",
+    )
+    async with sessions() as session, session.begin():
+        await record_grant_result(
+            session=session, result=late, topics=TOPICS, clock=clock, expiry_notice=NOTICE
+        )
+    payloads = [decode(r.value).payload for r in await drain_outbox(sessions)]
+    revoke = next(p for p in payloads if isinstance(p, events_pb2.RevokeRequested))
+    assert (revoke.epoch, revoke.reason) == (2, common_pb2.REASON_LATE_GRANT)
+    fact = next(p for p in payloads if isinstance(p, events_pb2.GrantStatusChanged))
+    assert fact.status == common_pb2.GRANT_STATUS_REVOKING and fact.epoch == 2
+    assert fact.detail.startswith("late grant: agent demo-agent executed the grant command")
+
+    # A failure reported late changes nothing more.
+    late.outcome = events_pb2.RESULT_OUTCOME_FAILED_PERMANENT
+    async with sessions() as session, session.begin():
+        await record_grant_result(
+            session=session, result=late, topics=TOPICS, clock=clock, expiry_notice=NOTICE
+        )
+    assert await drain_outbox(sessions) == []

@@ -20,6 +20,7 @@ from lapse_common.pb.lapse.v1 import (
 )
 from lapse_common.private_files import write_private_file
 
+from lapse_cli import agent_enrollment
 from lapse_cli.access_scope_option import SCOPE_HELP, parse_scope
 from lapse_cli.approvals import approve, list_approvals, reject
 from lapse_cli.config import CliSettings
@@ -38,6 +39,9 @@ app = typer.Typer(
 requests_app = typer.Typer(help="Inspect or cancel your requests.", no_args_is_help=True)
 app.add_typer(requests_app, name="requests")
 app.add_typer(revocations_app, name="revocations")
+agents_app.command("enroll")(agent_enrollment.enroll)
+agents_app.command("rotate-key")(agent_enrollment.rotate_key)
+agents_app.command("disable")(agent_enrollment.disable)
 app.add_typer(agents_app, name="agents")
 access_app = typer.Typer(help="Access that exists (or may exist) in targets.", no_args_is_help=True)
 app.add_typer(access_app, name="access")

@@ -203,8 +203,13 @@ def cancel(
 
 
 @agents_app.callback()
-def agents(output_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Agents with heartbeat age, online state and revocations in flight, queued and stuck."""
+def agents(
+    context: typer.Context, output_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
+    """Agents with heartbeat age, online state and revocations in flight, queued and stuck;
+    enroll, rotate-key and disable manage their identities (role admin)."""
+    if context.invoked_subcommand is not None:
+        return
     settings = CliSettings()
     with grpc.insecure_channel(settings.revoker_address) as channel:
         try:

@@ -18,6 +18,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from lapse_common.agent_reports import AgentRegistry
 from lapse_common.clock import Clock, SystemClock
 from lapse_common.db import Base, create_engine_for_service, create_schema, session_factory
 from lapse_common.kafka_admin import principals
@@ -129,6 +130,15 @@ class Service:
             clock=self.clock,
             deduplicate=deduplicate,
         )
+
+    def follow_agent_registry(self) -> AgentRegistry:
+        """The agents' enrolled keys, read from lapse.agent-registry.v1 for as long as the
+        service runs; its verify() checks what an agent sent before any handler acts on it."""
+        registry = AgentRegistry(
+            kafka=self.kafka, topic=self.topics.agent_registry, clock=self.clock
+        )
+        self.background.append(registry.follow)
+        return registry
 
     def _topics_of_principal(self) -> list[str]:
         """The topics this service's Kafka principal reads or writes (prefix rights, such as

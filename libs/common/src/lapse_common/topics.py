@@ -53,6 +53,10 @@ class Topics:
         return self._name("lapse.agent-heartbeats.v1")
 
     @property
+    def agent_registry(self) -> str:
+        return self._name("lapse.agent-registry.v1")
+
+    @property
     def revoking_dead_letter(self) -> str:
         return self._name("lapse.revoking-dead-letter.v1")
 
@@ -82,6 +86,7 @@ class Topics:
             self.revoke_requests,
             self.agent_results,
             self.agent_heartbeats,
+            self.agent_registry,
             self.revoking_dead_letter,
             self.access_events,
             self.quarantine,

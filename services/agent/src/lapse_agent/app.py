@@ -10,6 +10,7 @@ from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from lapse_common.agent_reports import ReportSigner
 from lapse_common.clock import Clock, SystemClock
 from lapse_common.command_signing import CommandVerifier
 from lapse_common.messaging.broker import create_broker, require_topics
@@ -53,11 +54,25 @@ def load_verifier(path: Path, *, clock: Clock) -> CommandVerifier:
         raise StartupError(f"LAPSE_AGENT_COMMAND_PUBLIC_KEY_FILE {path}: {error}") from None
 
 
+def load_signer(path: Path, *, agent_id: str) -> ReportSigner:
+    try:
+        pem = path.read_bytes()
+    except OSError as error:
+        raise StartupError(
+            f"LAPSE_AGENT_SIGNING_KEY_FILE {path}: cannot read: {error.strerror} "
+            "(`lapse agents enroll` writes this agent's key)"
+        ) from None
+    try:
+        return ReportSigner(agent_id=agent_id, private_key_pem=pem)
+    except ValueError as error:
+        raise StartupError(f"LAPSE_AGENT_SIGNING_KEY_FILE {path}: {error}") from None
+
+
 async def heartbeat_forever(
     *,
     publisher: Publisher,
     topic: str,
-    agent_id: str,
+    signer: ReportSigner,
     integrations: list[str],
     interval_seconds: float,
     clock: Clock,
@@ -68,14 +83,14 @@ async def heartbeat_forever(
             await send_heartbeat(
                 publisher=publisher,
                 topic=topic,
-                agent_id=agent_id,
+                signer=signer,
                 integrations=integrations,
                 version=agent_release,
                 clock=clock,
             )
         except Exception:
             # A missed heartbeat is what the platform watches for; keep trying.
-            logger.warning("heartbeat for agent %s not published", agent_id, exc_info=True)
+            logger.warning("heartbeat for agent %s not published", signer.agent_id, exc_info=True)
         await asyncio.sleep(interval_seconds)
 
 
@@ -87,6 +102,7 @@ async def run_agent(
     config = load_config(settings.config_file)
     verifier = load_verifier(settings.command_public_key_file, clock=clock)
     agent_id = settings.agent_id
+    signer = load_signer(settings.signing_key_file, agent_id=agent_id)
     topics = Topics(prefix=kafka.topic_prefix)
     commands_topic = topics.agent_commands(agent_id)
 
@@ -110,6 +126,7 @@ async def run_agent(
             connectors=connectors,
             ledger=ledger,
             publisher=publisher,
+            signer=signer,
             clock=clock,
             instance_id=kafka.instance_id,
         ),
@@ -127,7 +144,7 @@ async def run_agent(
             heartbeat_forever(
                 publisher=publisher,
                 topic=topics.agent_heartbeats,
-                agent_id=agent_id,
+                signer=signer,
                 integrations=config.integration_ids(),
                 interval_seconds=settings.heartbeat_interval_seconds,
                 clock=clock,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from lapse_common.agent_reports import ReportSigner
 from lapse_common.clock import Clock
 from lapse_common.command_signing import CommandVerifier
 from lapse_common.messaging.broker import consumer_options
@@ -44,6 +45,7 @@ class CommandHandling:
     connectors: Mapping[str, Connector]
     ledger: CommandLedger
     publisher: Publisher
+    signer: ReportSigner
     clock: Clock
     # Static group membership: a restarted agent resumes its partitions without a rebalance.
     instance_id: str = ""
@@ -89,7 +91,7 @@ def subscribe_commands(broker: KafkaBroker, handling: CommandHandling) -> None:
                 result=result,
                 publisher=handling.publisher,
                 topic=handling.topics.agent_results,
-                agent_id=handling.agent_id,
+                signer=handling.signer,
                 clock=handling.clock,
                 request_id=event.envelope.request_id,
             )

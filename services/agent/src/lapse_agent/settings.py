@@ -22,6 +22,10 @@ class AgentSettings(BaseSettings):
     command_public_key_file: Path = Field(
         description="Ed25519 public key (PEM) of the platform's command-signing key"
     )
+    signing_key_file: Path = Field(
+        description="this agent's own Ed25519 private key (PEM), enrolled with "
+        "`lapse agents enroll`: it signs every result and heartbeat"
+    )
     heartbeat_interval_seconds: float = Field(default=10.0, gt=0)
     # Epochs and executed command ids; must survive restarts, so it is a file, not memory.
     state_path: Path | None = None

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from lapse_common.agent_reports import AgentRegistry, key_id_of
 from lapse_common.auth import ensure_keypair
 from lapse_common.clock import SystemClock
 from lapse_common.command_signing import CommandSigner
@@ -54,6 +55,8 @@ class RunningAgent:
     roles: ScratchRoles
     signer: CommandSigner
     process: ServiceProcess
+    # The agent's enrolled key, as the platform's services hold it.
+    registry: AgentRegistry
 
     def command(
         self,
@@ -99,11 +102,12 @@ class RunningAgent:
             found = []
             for record in await read_all(self.kafka.settings(ADMIN), self.topics.agent_results):
                 event = decode(record.value)
-                assert isinstance(event.payload, events_pb2.AgentResult)
-                if event.payload.command_id == command_id:
-                    assert record.key == event.payload.grant_id.encode()
+                # Signed with the agent's own key: what the platform verifies.
+                result = await self.registry.verify(event.payload, events_pb2.AgentResult)
+                if result.command_id == command_id:
+                    assert record.key == result.grant_id.encode()
                     assert event.envelope.producer == f"agent:{self.agent_id}"
-                    found.append(event.payload)
+                    found.append(result)
             return found
 
         return await wait_for(
@@ -130,6 +134,18 @@ async def agent(tmp_path: Path) -> AsyncIterator[RunningAgent]:
     await kafka.provision()
     roles = await create_scratch_roles(infra.target_admin_dsn)
     signing_key, signing_public = ensure_keypair(tmp_path / "keys", "command-signing")
+    agent_key, agent_public = ensure_keypair(tmp_path / "keys", "agent")
+    registry = AgentRegistry.of(
+        [
+            events_pb2.AgentRegistrationChanged(
+                agent_id=agent_id,
+                change=events_pb2.AGENT_REGISTRATION_CHANGE_ENROLLED,
+                key_id=key_id_of(agent_public.read_bytes()),
+                public_key_pem=agent_public.read_text(),
+            )
+        ],
+        clock=SystemClock(),
+    )
     config = tmp_path / "agent.yaml"
     config.write_text(
         f"""
@@ -153,6 +169,7 @@ integrations:
             "LAPSE_AGENT_AGENT_ID": agent_id,
             "LAPSE_AGENT_CONFIG_FILE": str(config),
             "LAPSE_AGENT_COMMAND_PUBLIC_KEY_FILE": str(signing_public),
+            "LAPSE_AGENT_SIGNING_KEY_FILE": str(agent_key),
             "LAPSE_AGENT_STATE_PATH": str(tmp_path / "state" / "agent.db"),
             "LAPSE_AGENT_HEARTBEAT_INTERVAL_SECONDS": "1",
             "LAPSE_IT_AGENT_TARGET_DSN": infra.target_admin_dsn,
@@ -175,6 +192,7 @@ integrations:
                 ttl=timedelta(minutes=10),
             ),
             process=process,
+            registry=registry,
         )
     except BaseException:
         print(process.tail(120))
@@ -272,7 +290,10 @@ async def test_heartbeats_name_the_agent_and_its_integrations(agent: RunningAgen
         describe=lambda _: agent.process.tail(60),
         interval=0.5,
     )
-    beats = [decode(record.value).payload for record in records]
+    beats = [
+        await agent.registry.verify(decode(record.value).payload, events_pb2.AgentHeartbeat)
+        for record in records
+    ]
     assert all(record.key == agent.agent_id.encode() for record in records)
     beat = beats[-1]
     assert isinstance(beat, events_pb2.AgentHeartbeat)

@@ -49,7 +49,8 @@ def subscribe_audit_consumers(service: Service) -> None:
     read from its start). Both record into the same inbox, so an event is stored once
     whichever topic or partition delivers it.
     """
-    handler = recording_handler(topic_of=fixed_topic(""), clock=service.clock)
+    agents = service.follow_agent_registry()
+    handler = recording_handler(topic_of=fixed_topic(""), clock=service.clock, agents=agents)
     subscribe_events(
         service.broker,
         topic=service.topics.shared(),
@@ -71,7 +72,7 @@ def subscribe_audit_consumers(service: Service) -> None:
         group_prefix=service.topics.prefix,
         accepts=(),
         handler=recording_handler(
-            topic_of=agent_command_topic(service.topics), clock=service.clock
+            topic_of=agent_command_topic(service.topics), clock=service.clock, agents=agents
         ),
         sessions=service.sessions,
         relay=None,

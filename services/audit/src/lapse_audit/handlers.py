@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from lapse_common.agent_reports import AgentRegistry
 from lapse_common.clock import Clock
 from lapse_common.messaging.codec import DecodedEvent
 from lapse_common.messaging.consumer import EventHandler
-from lapse_common.pb.lapse.v1 import commands_pb2
+from lapse_common.pb.lapse.v1 import commands_pb2, events_pb2
 from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,13 +20,25 @@ from lapse_audit.operations.record_event import record_event
 from lapse_audit.payload_rendering import unverified_agent_command
 
 TopicOf = Callable[[DecodedEvent], str]
+# What agents send, signed or (refused, but recorded) not.
+_AGENT_REPORTS = (events_pb2.SignedAgentReport, events_pb2.AgentResult, events_pb2.AgentHeartbeat)
 
 
-def recording_handler(*, topic_of: TopicOf, clock: Clock) -> EventHandler:
+def recording_handler(
+    *, topic_of: TopicOf, clock: Clock, agents: AgentRegistry | None = None
+) -> EventHandler:
+    """`agents`: the enrolled agents' keys, to record with each agent report whether its
+    signature verifies (and if not, why)."""
+
     async def record(*, session: AsyncSession, event: DecodedEvent) -> None:
         # The consumer knows the topic it read; `topic_of` serves events decoded elsewhere.
         topic = event.source_topic or topic_of(event)
-        await record_event(session, event=event, topic=topic, recorded_at=clock.now())
+        verification = ""
+        if agents is not None and isinstance(event.payload, _AGENT_REPORTS):
+            verification = await agents.outcome(event.payload)
+        await record_event(
+            session, event=event, topic=topic, recorded_at=clock.now(), verification=verification
+        )
 
     return record
 

@@ -40,6 +40,7 @@ async def run() -> None:
         clock=service.clock,
         max_sleep=settings.timer_max_sleep_seconds,
         batch_size=settings.timer_batch_size,
+        grant_ack_deadline=timedelta(seconds=settings.grant_ack_deadline_seconds),
     )
     handlers = SchedulerHandlers(
         signer=signer,
@@ -47,6 +48,7 @@ async def run() -> None:
         clock=service.clock,
         timer=timer,
         expiry_notice=timedelta(seconds=settings.expiry_notice_seconds),
+        agents=service.follow_agent_registry(),
     )
     service.subscribe(
         topic=service.topics.decisions,
@@ -62,7 +64,8 @@ async def run() -> None:
     service.subscribe(
         topic=service.topics.agent_results,
         consumer="grant-scheduler-results",
-        accepts=(events_pb2.AgentResult,),
+        # Unsigned results are accepted here only to be refused (quarantined) by name.
+        accepts=(events_pb2.SignedAgentReport, events_pb2.AgentResult),
         handler=handlers.on_agent_result,
     )
     service.subscribe(

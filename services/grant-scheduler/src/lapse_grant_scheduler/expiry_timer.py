@@ -9,12 +9,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 
 from lapse_common.clock import Clock
 from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from lapse_grant_scheduler.due_grants import next_due
+from lapse_grant_scheduler.operations.give_up_unanswered_grants import (
+    give_up_unanswered_grants,
+)
 from lapse_grant_scheduler.operations.remind_expiring_grants import (
     send_due_reminders,
 )
@@ -35,6 +39,7 @@ class ExpiryTimer:
         clock: Clock,
         max_sleep: float,
         batch_size: int,
+        grant_ack_deadline: timedelta = timedelta(minutes=10),
     ) -> None:
         self._sessions = sessions
         self._wake_relay = wake_relay
@@ -42,6 +47,7 @@ class ExpiryTimer:
         self._clock = clock
         self._max_sleep = max_sleep
         self._batch_size = batch_size
+        self._grant_ack_deadline = grant_ack_deadline
         self._changed = asyncio.Event()
 
     def timers_changed(self) -> None:
@@ -78,7 +84,19 @@ class ExpiryTimer:
             )
         if reminded:
             logger.info("sent %d expiry reminder(s)", reminded)
-        if revoked or reminded:
+        # Checked every pass (the sleep is at most max_sleep): a deadline late by a second
+        # or two only delays when Lapse admits it does not know.
+        async with self._sessions() as session, session.begin():
+            gave_up = await give_up_unanswered_grants(
+                session=session,
+                deadline=self._grant_ack_deadline,
+                topics=self._topics,
+                clock=self._clock,
+                batch_size=self._batch_size,
+            )
+        if gave_up:
+            logger.warning("gave up on %d grant command(s) no agent answered in time", gave_up)
+        if revoked or reminded or gave_up:
             self._wake_relay()
         if max(revoked, reminded) >= self._batch_size:
             return 0.0

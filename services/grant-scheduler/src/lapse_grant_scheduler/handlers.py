@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from lapse_common.agent_reports import AgentRegistry, refuse_replays
 from lapse_common.clock import Clock
 from lapse_common.command_signing import CommandSigner
 from lapse_common.messaging.codec import DecodedEvent
@@ -30,6 +31,7 @@ class SchedulerHandlers:
     clock: Clock
     timer: ExpiryTimer
     expiry_notice: timedelta
+    agents: AgentRegistry
 
     async def on_decision(self, *, session: AsyncSession, event: DecodedEvent) -> None:
         payload = event.payload
@@ -67,10 +69,13 @@ class SchedulerHandlers:
         )
 
     async def on_agent_result(self, *, session: AsyncSession, event: DecodedEvent) -> None:
-        assert isinstance(event.payload, events_pb2.AgentResult)
+        result = await self.agents.verify(event.payload, events_pb2.AgentResult)
+        await refuse_replays(
+            session, payload=event.payload, consumer="grant-scheduler-results", now=self.clock.now()
+        )
         if await record_grant_result(
             session=session,
-            result=event.payload,
+            result=result,
             topics=self.topics,
             clock=self.clock,
             expiry_notice=self.expiry_notice,

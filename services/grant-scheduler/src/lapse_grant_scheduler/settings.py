@@ -16,6 +16,10 @@ class SchedulerSettings(BaseSettings):
     command_signing_key_id: str = "platform-1"
     # An agent refuses a grant command older than this (it may have been offline).
     command_ttl_seconds: int = 600
+    # A grant command unanswered this long is given up (GRANT_FAILED); if the agent still
+    # executes it afterwards, the access is revoked at once. Defaults to the command TTL,
+    # after which the agent refuses the command anyway.
+    grant_ack_deadline_seconds: int = Field(default=600, gt=0)
     # Upper bound on how long the timer sleeps without looking at the DB, so grants
     # activated by another replica are noticed; its own grants wake it immediately.
     timer_max_sleep_seconds: float = 2.0

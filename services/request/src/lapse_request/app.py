@@ -45,7 +45,10 @@ async def run() -> None:
             max_age=timedelta(seconds=settings.access_event_max_age_seconds),
         )
     handlers = RequestHandlers(
-        clock=service.clock, topics=service.topics, access_events=access_events
+        clock=service.clock,
+        topics=service.topics,
+        access_events=access_events,
+        agents=service.follow_agent_registry(),
     )
     service.subscribe(
         topic=service.topics.decisions,
@@ -62,7 +65,7 @@ async def run() -> None:
     service.subscribe(
         topic=service.topics.agent_heartbeats,
         consumer="request-heartbeats",
-        accepts=(events_pb2.AgentHeartbeat,),
+        accepts=(events_pb2.SignedAgentReport, events_pb2.AgentHeartbeat),
         handler=handlers.on_heartbeat,
         # Heartbeats are frequent and idempotent (latest wins): no inbox rows for them.
         deduplicate=False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lapse_common.access_events import AccessEventVerifier
+from lapse_common.agent_reports import AgentRegistry
 from lapse_common.clock import Clock
 from lapse_common.messaging.codec import DecodedEvent
 from lapse_common.messaging.consumer import RefusedMessage
@@ -24,6 +25,8 @@ class RequestHandlers:
     topics: Topics
     # None: no producer registry configured, so every access event is refused.
     access_events: AccessEventVerifier | None = None
+    # The enrolled agents' keys (None only in tests of other handlers).
+    agents: AgentRegistry | None = None
 
     async def on_decision(self, *, session: AsyncSession, event: DecodedEvent) -> None:
         assert isinstance(event.payload, events_pb2.RequestDecided)
@@ -34,8 +37,11 @@ class RequestHandlers:
         await record_grant_transition(session=session, changed=event.payload, clock=self.clock)
 
     async def on_heartbeat(self, *, session: AsyncSession, event: DecodedEvent) -> None:
-        assert isinstance(event.payload, events_pb2.AgentHeartbeat)
-        await record_heartbeat(session, heartbeat=event.payload)
+        if self.agents is None:
+            return
+        # A heartbeat that does not verify must not make an agent look online.
+        heartbeat = await self.agents.verify(event.payload, events_pb2.AgentHeartbeat)
+        await record_heartbeat(session, heartbeat=heartbeat)
 
     async def on_access_event(self, *, session: AsyncSession, event: DecodedEvent) -> None:
         if self.access_events is None:

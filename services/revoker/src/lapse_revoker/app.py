@@ -53,7 +53,7 @@ async def run() -> None:
         policy=policy,
         max_in_flight_per_agent=settings.max_in_flight_per_agent,
     )
-    handlers = RevokerHandlers(ctx=ctx)
+    handlers = RevokerHandlers(ctx=ctx, agents=service.follow_agent_registry())
     service.subscribe(
         topic=service.topics.revoke_requests,
         consumer="revoker-requests",
@@ -63,13 +63,14 @@ async def run() -> None:
     service.subscribe(
         topic=service.topics.agent_results,
         consumer="revoker-results",
-        accepts=(events_pb2.AgentResult,),
+        # Unsigned results are accepted here only to be refused (quarantined) by name.
+        accepts=(events_pb2.SignedAgentReport, events_pb2.AgentResult),
         handler=handlers.on_agent_result,
     )
     service.subscribe(
         topic=service.topics.agent_heartbeats,
         consumer="revoker-heartbeats",
-        accepts=(events_pb2.AgentHeartbeat,),
+        accepts=(events_pb2.SignedAgentReport, events_pb2.AgentHeartbeat),
         handler=handlers.on_heartbeat,
         # Heartbeats are idempotent and frequent: no inbox rows for them.
         deduplicate=False,

@@ -11,8 +11,10 @@ from lapse_common.messaging.outbox import OutboxRelay
 from lapse_common.pb.lapse.v1 import revoker_service_pb2, revoker_service_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from lapse_revoker.models import Revocation, RevocationState
+from lapse_revoker.models import EnrolledAgent, Revocation, RevocationState
+from lapse_revoker.operations.disable_agent import disable_agent
 from lapse_revoker.operations.read_revocations import agent_statuses, list_stuck, render_revocation
+from lapse_revoker.operations.register_agent_key import RegistryRefused, register_agent_key
 from lapse_revoker.operations.resolve_stuck_revocation import (
     CANCEL_WARNING,
     NotStuck,
@@ -193,6 +195,92 @@ class RevokerApi(revoker_service_pb2_grpc.RevokerServiceServicer):
                 view.heartbeat_age_seconds = age.total_seconds()
             views.append(view)
         return revoker_service_pb2.ListAgentsResponse(agents=views)
+
+    async def EnrollAgent(
+        self,
+        request: revoker_service_pb2.EnrollAgentRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> revoker_service_pb2.AgentRegistration:
+        return await self._change_registry(
+            context,
+            lambda session, actor: register_agent_key(
+                session=session,
+                agent_id=request.agent_id,
+                public_key_pem=request.public_key_pem,
+                rotate=False,
+                actor=actor,
+                topics=self._ctx.topics,
+                clock=self._ctx.clock,
+            ),
+        )
+
+    async def RotateAgentKey(
+        self,
+        request: revoker_service_pb2.EnrollAgentRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> revoker_service_pb2.AgentRegistration:
+        return await self._change_registry(
+            context,
+            lambda session, actor: register_agent_key(
+                session=session,
+                agent_id=request.agent_id,
+                public_key_pem=request.public_key_pem,
+                rotate=True,
+                actor=actor,
+                topics=self._ctx.topics,
+                clock=self._ctx.clock,
+            ),
+        )
+
+    async def DisableAgent(
+        self,
+        request: revoker_service_pb2.DisableAgentRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> revoker_service_pb2.AgentRegistration:
+        return await self._change_registry(
+            context,
+            lambda session, actor: disable_agent(
+                session=session,
+                agent_id=request.agent_id,
+                reason=request.reason,
+                actor=actor,
+                topics=self._ctx.topics,
+                clock=self._ctx.clock,
+            ),
+        )
+
+    async def _change_registry(
+        self,
+        context: grpc.aio.ServicerContext,
+        change: Callable[[AsyncSession, str], Awaitable[EnrolledAgent]],
+    ) -> revoker_service_pb2.AgentRegistration:
+        """Admins only; the change and its registry event commit together."""
+        actor = await _require(context, (ADMIN_ROLE,), "changing the agent registry")
+        try:
+            async with self._sessions() as session, session.begin():
+                agent = await change(session, actor)
+        except RegistryRefused as refusal:
+            await context.abort(_REGISTRY_STATUS[refusal.kind], refusal.reason)
+        self._relay.wake()
+        return _registration(agent)
+
+
+_REGISTRY_STATUS = {
+    "invalid": grpc.StatusCode.INVALID_ARGUMENT,
+    "exists": grpc.StatusCode.ALREADY_EXISTS,
+    "not_found": grpc.StatusCode.NOT_FOUND,
+}
+
+
+def _registration(agent: EnrolledAgent) -> revoker_service_pb2.AgentRegistration:
+    view = revoker_service_pb2.AgentRegistration(
+        agent_id=agent.agent_id,
+        status=agent.status,
+        key_id=agent.key_id,
+        changed_by=agent.changed_by,
+    )
+    view.changed_at.FromDatetime(agent.changed_at)
+    return view
 
 
 __all__ = ["RevocationState", "RevokerApi"]

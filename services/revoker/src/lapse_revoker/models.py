@@ -91,3 +91,23 @@ class AgentPresence(RevokerBase):
     agent_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     integrations: Mapped[str] = mapped_column(Text, default="")
+
+
+class AgentEnrollment:
+    ENROLLED = "ENROLLED"
+    DISABLED = "DISABLED"
+
+
+class EnrolledAgent(RevokerBase):
+    """The agent registry: each agent's signing key. The revoker owns it and publishes every
+    change on lapse.agent-registry.v1, where the services that verify agents read it."""
+
+    __tablename__ = "enrolled_agents"
+
+    agent_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    key_id: Mapped[str] = mapped_column(String(64))
+    public_key_pem: Mapped[str] = mapped_column(Text)
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    changed_by: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(Text, default="")

@@ -40,22 +40,23 @@ SERVICES: tuple[Principal, ...] = (
     ),
     Principal(
         "lapse-request",
-        reads=(_T.decisions, _T.grants, _T.agent_heartbeats, _T.access_events),
+        reads=(_T.decisions, _T.grants, _T.agent_heartbeats, _T.agent_registry, _T.access_events),
         writes=(_T.requests, _T.end_requests, _T.quarantine),
         groups=("request-*",),
     ),
     Principal(
         "lapse-grant-scheduler",
-        reads=(_T.decisions, _T.agent_results, _T.end_requests),
+        reads=(_T.decisions, _T.agent_results, _T.agent_registry, _T.end_requests),
         writes=(_T.grants, _T.revoke_requests, _T.quarantine, _AGENT_COMMANDS),
         groups=("grant-scheduler-*",),
     ),
     Principal(
         "lapse-revoker",
-        reads=(_T.revoke_requests, _T.agent_results, _T.agent_heartbeats),
+        reads=(_T.revoke_requests, _T.agent_results, _T.agent_heartbeats, _T.agent_registry),
         writes=(
             _T.grants,
             _T.revoking_dead_letter,
+            _T.agent_registry,
             _T.quarantine,
             _AGENT_COMMANDS,
         ),

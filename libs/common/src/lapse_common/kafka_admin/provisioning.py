@@ -25,6 +25,7 @@ from lapse_common.kafka_admin.admin_requests import (
     ResourceType,
     create_acls,
     delete_acls,
+    delete_scram_users,
     describe_acls,
     set_scram_passwords,
 )
@@ -45,10 +46,13 @@ class Installation:
     producers: tuple[str, ...] = ()
     partitions: int = 3
     replication_factor: int = 1
+    # False: only the agents and producers named (enrolling one agent), not the services
+    # and their shared topics.
+    services: bool = True
 
     def principals(self) -> list[plan.Principal]:
         return [
-            *plan.SERVICES,
+            *(plan.SERVICES if self.services else ()),
             *map(plan.agent, self.agents),
             *map(plan.access_event_producer, self.producers),
         ]
@@ -58,7 +62,8 @@ class Installation:
 
     def topics(self) -> list[str]:
         topics = Topics(prefix=self.topic_prefix)
-        return [*topics.shared(), *map(topics.agent_commands, self.agents)]
+        shared = topics.shared() if self.services else []
+        return [*shared, *map(topics.agent_commands, self.agents)]
 
     def acls(self, principal: plan.Principal) -> list[Acl]:
         who = f"User:{self.user(principal)}"
@@ -247,3 +252,16 @@ def _topic_errors(errors: Iterable[tuple[object, ...]]) -> Iterable[tuple[str, i
     for entry in errors:
         topic, code, *rest = entry
         yield str(topic), int(str(code)), (str(rest[0]) if rest and rest[0] else None)
+
+
+async def remove_principal(
+    settings: KafkaSettings, installation: Installation, principal: plan.Principal
+) -> int:
+    """Take a principal off the broker: its ACLs and its SCRAM credential (a disabled agent
+    can no longer connect). Returns how many ACLs were removed."""
+    user = installation.user(principal)
+    async with admin_client(settings) as admin:
+        live = await describe_acls(admin, f"User:{user}")
+        await delete_acls(admin, live)
+        await delete_scram_users(admin, [user])
+    return len(live)

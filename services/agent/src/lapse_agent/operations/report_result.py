@@ -1,7 +1,9 @@
-"""Publish an AgentResult to lapse.agent-results.v1, keyed by grant id."""
+"""Publish an AgentResult, signed with the agent's key, to lapse.agent-results.v1, keyed
+by grant id."""
 
 from __future__ import annotations
 
+from lapse_common.agent_reports import ReportSigner
 from lapse_common.clock import Clock
 from lapse_common.messaging.codec import build_envelope
 from lapse_common.messaging.publishing import Publisher
@@ -13,15 +15,15 @@ async def report_result(
     result: events_pb2.AgentResult,
     publisher: Publisher,
     topic: str,
-    agent_id: str,
+    signer: ReportSigner,
     clock: Clock,
     request_id: str = "",
 ) -> None:
     """Returns only once Kafka acknowledged the record (acks=all); raising lets the
     command be redelivered, and the ledger then re-acknowledges it without re-running."""
     envelope = build_envelope(
-        result,
-        producer=f"agent:{agent_id}",
+        signer.sign(result),
+        producer=f"agent:{signer.agent_id}",
         occurred_at=clock.now(),
         request_id=request_id,
         grant_id=result.grant_id,

@@ -19,9 +19,16 @@ INDEXED_TEXT_LENGTH = 255
 
 
 async def record_event(
-    session: AsyncSession, *, event: DecodedEvent, topic: str, recorded_at: datetime
+    session: AsyncSession,
+    *,
+    event: DecodedEvent,
+    topic: str,
+    recorded_at: datetime,
+    verification: str = "",
 ) -> AuditEventRecord | None:
     """Store the event as the next link of the chain, in the caller's transaction.
+
+    `verification`: for an agent report, whether its signature verified, kept with it.
 
     Returns the new row, or None when the event id is already recorded: the inbox drops
     redeliveries before they get here, and this check keeps the operation idempotent on
@@ -45,7 +52,7 @@ async def record_event(
         request_id=_indexable(envelope.request_id),
         grant_id=_indexable(envelope.grant_id),
         payload=envelope.SerializeToString(deterministic=True),
-        payload_json=render_payload_json(event.payload),
+        payload_json=render_payload_json(event.payload, verification=verification),
         prev_hash=head.last_hash,
     )
     record.hash = link_hash(record)

@@ -46,36 +46,24 @@ async def end_grant_early(
         .all()
     )
     grant = next(g for g in same_access if g.grant_id == requested.grant_id)
-    if grant.status == GrantState.REVOKE_REQUESTED:
-        if requested.end_sessions:
-            # Already being revoked (it expired, or another end came first): the revoker
-            # still has to end the principal's sessions, at the epoch it already has.
-            request_revocation(
-                session,
-                grant=grant,
-                reason=requested.reason,
-                actor=requested.actor,
-                due_at=clock.now(),
-                topics=topics,
-                clock=clock,
-                end_sessions=True,
-                run_id=requested.run_id,
-                new_epoch=False,
-            )
-        return
-    if grant.status not in _LIVE:
+    already_ending = grant.status == GrantState.REVOKE_REQUESTED
+    if already_ending and not requested.end_sessions:
+        return  # it expired, or another end came first: the revoker has it already
+    if not already_ending and grant.status not in _LIVE:
         return  # it never became access (GRANT_FAILED): nothing to take away
-    covering = max(
-        (
-            other
-            for other in same_access
-            if other.grant_id != grant.grant_id
-            and other.status == GrantState.ACTIVE
-            and other.expires_at is not None
-        ),
-        key=lambda other: other.expires_at or clock.now(),
-        default=None,
-    )
+    covering = None
+    if not already_ending:
+        covering = max(
+            (
+                other
+                for other in same_access
+                if other.grant_id != grant.grant_id
+                and other.status == GrantState.ACTIVE
+                and other.expires_at is not None
+            ),
+            key=lambda other: other.expires_at or clock.now(),
+            default=None,
+        )
     request_revocation(
         session,
         grant=grant,
@@ -87,4 +75,7 @@ async def end_grant_early(
         covering=covering,
         end_sessions=requested.end_sessions,
         run_id=requested.run_id,
+        # Already being revoked: the revoker still has to end the principal's sessions, at
+        # the epoch it has, rather than start over.
+        new_epoch=not already_ending,
     )

@@ -11,9 +11,10 @@ from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
 from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from lapse_grant_scheduler.grant_facts import enqueue_grant_fact
+from lapse_grant_scheduler.grant_facts import enqueue_grant_fact, request_revocation
 from lapse_grant_scheduler.models import Grant, GrantState
 from lapse_grant_scheduler.operations.remind_expiring_grants import arm_reminder
+from lapse_grant_scheduler.overlapping_grants import covering_grant
 
 
 async def record_grant_result(
@@ -30,10 +31,17 @@ async def record_grant_result(
     grant = _the_grant_it_answers(
         result, await session.get(Grant, result.grant_id, with_for_update=True)
     )
+    now = clock.now()
+    if (
+        grant.status == GrantState.GRANT_FAILED
+        and result.epoch == grant.epoch
+        and result.outcome == events_pb2.RESULT_OUTCOME_SUCCEEDED
+    ):
+        await _revoke_late_grant(session, grant=grant, result=result, topics=topics, clock=clock)
+        return False
     if grant.status != GrantState.GRANTING or result.epoch != grant.epoch:
         # A duplicate answer, or an answer to a command a revoke request superseded.
         return False
-    now = clock.now()
     if result.outcome == events_pb2.RESULT_OUTCOME_SUCCEEDED:
         grant.status = GrantState.ACTIVE
         grant.granted_at = now
@@ -66,6 +74,45 @@ async def record_grant_result(
         clock=clock,
     )
     return False
+
+
+async def _revoke_late_grant(
+    session: AsyncSession,
+    *,
+    grant: Grant,
+    result: events_pb2.AgentResult,
+    topics: Topics,
+    clock: Clock,
+) -> None:
+    """Lapse had given up on this grant (no answer in time, or the agent said it failed),
+    yet the agent says the access now exists: take it away at once, unless another active
+    grant of the same access keeps it."""
+    gave_up = grant.detail
+    detail = (
+        f"late grant: agent {result.agent_id} executed the grant command after Lapse had "
+        f"given up on it ({gave_up}); revoking the access at once"
+    )
+    grant.detail = detail
+    request_revocation(
+        session,
+        grant=grant,
+        reason=common_pb2.REASON_LATE_GRANT,
+        actor=f"agent:{result.agent_id}",
+        due_at=clock.now(),
+        topics=topics,
+        clock=clock,
+        covering=await covering_grant(session, grant=grant),
+    )
+    enqueue_grant_fact(
+        session,
+        grant=grant,
+        status=common_pb2.GRANT_STATUS_REVOKING,
+        reason=common_pb2.REASON_LATE_GRANT,
+        actor=f"agent:{result.agent_id}",
+        detail=detail,
+        topics=topics,
+        clock=clock,
+    )
 
 
 def _the_grant_it_answers(result: events_pb2.AgentResult, grant: Grant | None) -> Grant:

@@ -6,12 +6,12 @@ from lapse_common.clock import Clock, as_utc
 from lapse_common.pb.lapse.v1 import common_pb2
 from lapse_common.topics import Topics
 from opentelemetry import metrics
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_grant_scheduler.due_grants import claim_due
 from lapse_grant_scheduler.grant_facts import request_revocation
-from lapse_grant_scheduler.models import Grant, GrantState
+from lapse_grant_scheduler.models import Grant
+from lapse_grant_scheduler.overlapping_grants import covering_grant
 
 _meter = metrics.get_meter("lapse.grant_scheduler")
 _expiry_lateness = _meter.create_histogram(
@@ -27,7 +27,7 @@ async def request_due_revocations(
     due_ids = {grant.grant_id for grant in due}
     for grant in due:
         assert grant.expires_at is not None
-        covering = await _covering_grant(session, grant=grant, excluded=due_ids)
+        covering = await covering_grant(session, grant=grant, excluded=due_ids)
         request_revocation(
             session,
             grant=grant,
@@ -40,25 +40,3 @@ async def request_due_revocations(
         )
         _expiry_lateness.record((now - as_utc(grant.expires_at)).total_seconds())
     return len(due)
-
-
-async def _covering_grant(
-    session: AsyncSession, *, grant: Grant, excluded: set[str]
-) -> Grant | None:
-    """Another active grant of the same access to the same principal that outlives this
-    one: the target must keep the access for it (overlapping grants never cut each other
-    off)."""
-    query = (
-        select(Grant)
-        .where(
-            Grant.status == GrantState.ACTIVE,
-            Grant.integration_id == grant.integration_id,
-            Grant.resource == grant.resource,
-            Grant.permission == grant.permission,
-            Grant.principal == grant.principal,
-            Grant.grant_id.not_in(excluded),
-        )
-        .order_by(Grant.expires_at.desc())
-        .limit(1)
-    )
-    return (await session.execute(query)).scalars().first()

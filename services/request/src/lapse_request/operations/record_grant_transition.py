@@ -42,8 +42,12 @@ async def record_grant_transition(
         )
         session.add(row)
         await session.flush()
-    elif _RANK.get(changed.status, 0) > _RANK.get(row.status, 0) or (
-        changed.status == row.status and changed.epoch >= row.epoch
+    elif (
+        _RANK.get(changed.status, 0) > _RANK.get(row.status, 0)
+        or (changed.status == row.status and changed.epoch >= row.epoch)
+        # A late grant: the agent executed a command Lapse had given up on, and the
+        # scheduler revokes it under a new epoch. GRANT_FAILED is then no longer the truth.
+        or (row.status == common_pb2.GRANT_STATUS_GRANT_FAILED and changed.epoch > row.epoch)
     ):
         row.status = changed.status
         row.stuck = changed.stuck

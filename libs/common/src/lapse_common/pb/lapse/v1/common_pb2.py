@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15lapse/v1/common.proto\x12\x08lapse.v1\"n\n\tGrantSpec\x12\x16\n\x0eintegration_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x10\n\x08resource\x18\x03 \x01(\t\x12\x12\n\npermission\x18\x04 \x01(\t\x12\x11\n\tprincipal\x18\x05 \x01(\t\"\x8a\x01\n\x0b\x41\x63\x63\x65ssScope\x12\x12\n\neverything\x18\x01 \x01(\x08\x12\x16\n\x0eintegration_id\x18\x02 \x01(\t\x12\x10\n\x08resource\x18\x03 \x01(\t\x12\x12\n\npermission\x18\x04 \x01(\t\x12\x0c\n\x04user\x18\x05 \x01(\t\x12\r\n\x05group\x18\x06 \x01(\t\x12\x0c\n\x04\x66low\x18\x07 \x01(\t*\xdc\x01\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x12\n\x0eREASON_EXPIRED\x10\x01\x12\x0f\n\x0bREASON_USER\x10\x02\x12\x13\n\x0fREASON_APPROVER\x10\x03\x12\x10\n\x0cREASON_ADMIN\x10\x04\x12\x10\n\x0cREASON_PANIC\x10\x05\x12\x16\n\x12REASON_OFFBOARDING\x10\x06\x12\x18\n\x14REASON_POLICY_CHANGE\x10\x07\x12\x18\n\x14REASON_AUTO_APPROVAL\x10\x08\x12\x10\n\x0cREASON_AGENT\x10\t*\xd5\x01\n\x0bGrantStatus\x12\x1c\n\x18GRANT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15GRANT_STATUS_GRANTING\x10\x01\x12\x17\n\x13GRANT_STATUS_ACTIVE\x10\x02\x12\x1d\n\x19GRANT_STATUS_GRANT_FAILED\x10\x03\x12\x19\n\x15GRANT_STATUS_REVOKING\x10\x04\x12\x18\n\x14GRANT_STATUS_REVOKED\x10\x05\x12 \n\x1cGRANT_STATUS_REVOKE_CANCELED\x10\x06*\xd0\x01\n\rRequestStatus\x12\x1e\n\x1aREQUEST_STATUS_UNSPECIFIED\x10\x00\x12#\n\x1fREQUEST_STATUS_PENDING_APPROVAL\x10\x01\x12\x1b\n\x17REQUEST_STATUS_APPROVED\x10\x02\x12\x1b\n\x17REQUEST_STATUS_REJECTED\x10\x03\x12#\n\x1fREQUEST_STATUS_APPROVAL_EXPIRED\x10\x04\x12\x1b\n\x17REQUEST_STATUS_CANCELED\x10\x05*w\n\x0b\x43ommandKind\x12\x1c\n\x18\x43OMMAND_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43OMMAND_KIND_GRANT\x10\x01\x12\x17\n\x13\x43OMMAND_KIND_REVOKE\x10\x02\x12\x19\n\x15\x43OMMAND_KIND_DISCOVER\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15lapse/v1/common.proto\x12\x08lapse.v1\"n\n\tGrantSpec\x12\x16\n\x0eintegration_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x10\n\x08resource\x18\x03 \x01(\t\x12\x12\n\npermission\x18\x04 \x01(\t\x12\x11\n\tprincipal\x18\x05 \x01(\t\"\x8a\x01\n\x0b\x41\x63\x63\x65ssScope\x12\x12\n\neverything\x18\x01 \x01(\x08\x12\x16\n\x0eintegration_id\x18\x02 \x01(\t\x12\x10\n\x08resource\x18\x03 \x01(\t\x12\x12\n\npermission\x18\x04 \x01(\t\x12\x0c\n\x04user\x18\x05 \x01(\t\x12\r\n\x05group\x18\x06 \x01(\t\x12\x0c\n\x04\x66low\x18\x07 \x01(\t*\xf3\x01\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x12\n\x0eREASON_EXPIRED\x10\x01\x12\x0f\n\x0bREASON_USER\x10\x02\x12\x13\n\x0fREASON_APPROVER\x10\x03\x12\x10\n\x0cREASON_ADMIN\x10\x04\x12\x10\n\x0cREASON_PANIC\x10\x05\x12\x16\n\x12REASON_OFFBOARDING\x10\x06\x12\x18\n\x14REASON_POLICY_CHANGE\x10\x07\x12\x18\n\x14REASON_AUTO_APPROVAL\x10\x08\x12\x10\n\x0cREASON_AGENT\x10\t\x12\x15\n\x11REASON_LATE_GRANT\x10\n*\xd5\x01\n\x0bGrantStatus\x12\x1c\n\x18GRANT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15GRANT_STATUS_GRANTING\x10\x01\x12\x17\n\x13GRANT_STATUS_ACTIVE\x10\x02\x12\x1d\n\x19GRANT_STATUS_GRANT_FAILED\x10\x03\x12\x19\n\x15GRANT_STATUS_REVOKING\x10\x04\x12\x18\n\x14GRANT_STATUS_REVOKED\x10\x05\x12 \n\x1cGRANT_STATUS_REVOKE_CANCELED\x10\x06*\xd0\x01\n\rRequestStatus\x12\x1e\n\x1aREQUEST_STATUS_UNSPECIFIED\x10\x00\x12#\n\x1fREQUEST_STATUS_PENDING_APPROVAL\x10\x01\x12\x1b\n\x17REQUEST_STATUS_APPROVED\x10\x02\x12\x1b\n\x17REQUEST_STATUS_REJECTED\x10\x03\x12#\n\x1fREQUEST_STATUS_APPROVAL_EXPIRED\x10\x04\x12\x1b\n\x17REQUEST_STATUS_CANCELED\x10\x05*w\n\x0b\x43ommandKind\x12\x1c\n\x18\x43OMMAND_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43OMMAND_KIND_GRANT\x10\x01\x12\x17\n\x13\x43OMMAND_KIND_REVOKE\x10\x02\x12\x19\n\x15\x43OMMAND_KIND_DISCOVER\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,13 +32,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lapse.v1.common_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REASON']._serialized_start=289
-  _globals['_REASON']._serialized_end=509
-  _globals['_GRANTSTATUS']._serialized_start=512
-  _globals['_GRANTSTATUS']._serialized_end=725
-  _globals['_REQUESTSTATUS']._serialized_start=728
-  _globals['_REQUESTSTATUS']._serialized_end=936
-  _globals['_COMMANDKIND']._serialized_start=938
-  _globals['_COMMANDKIND']._serialized_end=1057
+  _globals['_REASON']._serialized_end=532
+  _globals['_GRANTSTATUS']._serialized_start=535
+  _globals['_GRANTSTATUS']._serialized_end=748
+  _globals['_REQUESTSTATUS']._serialized_start=751
+  _globals['_REQUESTSTATUS']._serialized_end=959
+  _globals['_COMMANDKIND']._serialized_start=961
+  _globals['_COMMANDKIND']._serialized_end=1080
   _globals['_GRANTSPEC']._serialized_start=35
   _globals['_GRANTSPEC']._serialized_end=145
   _globals['_ACCESSSCOPE']._serialized_start=148

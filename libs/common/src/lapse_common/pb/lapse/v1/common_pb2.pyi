@@ -33,6 +33,8 @@ class _ReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reason.ValueTy
     REASON_POLICY_CHANGE: _Reason.ValueType  # 7
     REASON_AUTO_APPROVAL: _Reason.ValueType  # 8
     REASON_AGENT: _Reason.ValueType  # 9
+    REASON_LATE_GRANT: _Reason.ValueType  # 10
+    """The agent executed a grant command after Lapse had given up on it: revoked at once."""
 
 class Reason(_Reason, metaclass=_ReasonEnumTypeWrapper):
     """Why a transition happened."""
@@ -47,6 +49,8 @@ REASON_OFFBOARDING: Reason.ValueType  # 6
 REASON_POLICY_CHANGE: Reason.ValueType  # 7
 REASON_AUTO_APPROVAL: Reason.ValueType  # 8
 REASON_AGENT: Reason.ValueType  # 9
+REASON_LATE_GRANT: Reason.ValueType  # 10
+"""The agent executed a grant command after Lapse had given up on it: revoked at once."""
 Global___Reason: _TypeAlias = Reason  # noqa: Y015
 
 class _GrantStatus:

@@ -48,6 +48,25 @@ RESULT_OUTCOME_REJECTED: ResultOutcome.ValueType  # 4
 """The agent refused the command itself (bad signature, expired, stale epoch)."""
 Global___ResultOutcome: _TypeAlias = ResultOutcome  # noqa: Y015
 
+class _AgentRegistrationChange:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AgentRegistrationChangeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AgentRegistrationChange.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AGENT_REGISTRATION_CHANGE_UNSPECIFIED: _AgentRegistrationChange.ValueType  # 0
+    AGENT_REGISTRATION_CHANGE_ENROLLED: _AgentRegistrationChange.ValueType  # 1
+    AGENT_REGISTRATION_CHANGE_KEY_ROTATED: _AgentRegistrationChange.ValueType  # 2
+    AGENT_REGISTRATION_CHANGE_DISABLED: _AgentRegistrationChange.ValueType  # 3
+
+class AgentRegistrationChange(_AgentRegistrationChange, metaclass=_AgentRegistrationChangeEnumTypeWrapper): ...
+
+AGENT_REGISTRATION_CHANGE_UNSPECIFIED: AgentRegistrationChange.ValueType  # 0
+AGENT_REGISTRATION_CHANGE_ENROLLED: AgentRegistrationChange.ValueType  # 1
+AGENT_REGISTRATION_CHANGE_KEY_ROTATED: AgentRegistrationChange.ValueType  # 2
+AGENT_REGISTRATION_CHANGE_DISABLED: AgentRegistrationChange.ValueType  # 3
+Global___AgentRegistrationChange: _TypeAlias = AgentRegistrationChange  # noqa: Y015
+
 @_typing.final
 class RequestSubmitted(_message.Message):
     """lapse.requests.v1 (key: request id)"""
@@ -529,6 +548,46 @@ class AgentResult(_message.Message):
 Global___AgentResult: _TypeAlias = AgentResult  # noqa: Y015
 
 @_typing.final
+class SignedAgentReport(_message.Message):
+    """lapse.agent-results.v1 and lapse.agent-heartbeats.v1: everything an agent sends, signed
+    with the agent's own enrolled Ed25519 key. The signature covers the agent id, the key id,
+    the report type and the exact report bytes (lapse_common.agent_reports), so a report
+    cannot pass for another agent's or for another kind of report.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    REPORT_TYPE_FIELD_NUMBER: _builtins.int
+    REPORT_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    key_id: _builtins.str
+    report_type: _builtins.str
+    """The full protobuf name of what `report` holds: lapse.v1.AgentResult or
+    lapse.v1.AgentHeartbeat.
+    """
+    report: _builtins.bytes
+    signature: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        report_type: _builtins.str = ...,
+        report: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "key_id", b"key_id", "report", b"report", "report_type", b"report_type", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignedAgentReport: _TypeAlias = SignedAgentReport  # noqa: Y015
+
+@_typing.final
 class AgentHeartbeat(_message.Message):
     """lapse.agent-heartbeats.v1 (key: agent id)"""
 
@@ -883,3 +942,43 @@ class LockdownLifted(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LockdownLifted: _TypeAlias = LockdownLifted  # noqa: Y015
+
+@_typing.final
+class AgentRegistrationChanged(_message.Message):
+    """lapse.agent-registry.v1 (key: agent id; compacted: an agent's newest record is its state),
+    written by the revoker, which owns the agent registry. Every service that verifies agent
+    reports reads the keys from here.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    CHANGE_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_PEM_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    change: Global___AgentRegistrationChange.ValueType
+    key_id: _builtins.str
+    """The key the agent signs with; empty once the agent is disabled."""
+    public_key_pem: _builtins.str
+    actor: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        change: Global___AgentRegistrationChange.ValueType = ...,
+        key_id: _builtins.str = ...,
+        public_key_pem: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "agent_id", b"agent_id", "change", b"change", "key_id", b"key_id", "public_key_pem", b"public_key_pem", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentRegistrationChanged: _TypeAlias = AgentRegistrationChanged  # noqa: Y015

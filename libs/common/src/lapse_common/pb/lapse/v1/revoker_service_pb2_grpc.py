@@ -61,6 +61,21 @@ class RevokerServiceStub:
                 request_serializer=lapse_dot_v1_dot_revoker__service__pb2.ListAgentsRequest.SerializeToString,
                 response_deserializer=lapse_dot_v1_dot_revoker__service__pb2.ListAgentsResponse.FromString,
                 _registered_method=True)
+        self.EnrollAgent = channel.unary_unary(
+                '/lapse.v1.RevokerService/EnrollAgent',
+                request_serializer=lapse_dot_v1_dot_revoker__service__pb2.EnrollAgentRequest.SerializeToString,
+                response_deserializer=lapse_dot_v1_dot_revoker__service__pb2.AgentRegistration.FromString,
+                _registered_method=True)
+        self.RotateAgentKey = channel.unary_unary(
+                '/lapse.v1.RevokerService/RotateAgentKey',
+                request_serializer=lapse_dot_v1_dot_revoker__service__pb2.EnrollAgentRequest.SerializeToString,
+                response_deserializer=lapse_dot_v1_dot_revoker__service__pb2.AgentRegistration.FromString,
+                _registered_method=True)
+        self.DisableAgent = channel.unary_unary(
+                '/lapse.v1.RevokerService/DisableAgent',
+                request_serializer=lapse_dot_v1_dot_revoker__service__pb2.DisableAgentRequest.SerializeToString,
+                response_deserializer=lapse_dot_v1_dot_revoker__service__pb2.AgentRegistration.FromString,
+                _registered_method=True)
 
 
 class RevokerServiceServicer:
@@ -102,6 +117,27 @@ class RevokerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EnrollAgent(self, request, context):
+        """The agent registry (role admin): register an agent's Ed25519 public key, replace it, or
+        disable the agent. Every change is published on lapse.agent-registry.v1, and from then
+        on only reports signed by the registered key count as that agent's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateAgentKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisableAgent(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RevokerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +165,21 @@ def add_RevokerServiceServicer_to_server(servicer, server):
                     servicer.ListAgents,
                     request_deserializer=lapse_dot_v1_dot_revoker__service__pb2.ListAgentsRequest.FromString,
                     response_serializer=lapse_dot_v1_dot_revoker__service__pb2.ListAgentsResponse.SerializeToString,
+            ),
+            'EnrollAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnrollAgent,
+                    request_deserializer=lapse_dot_v1_dot_revoker__service__pb2.EnrollAgentRequest.FromString,
+                    response_serializer=lapse_dot_v1_dot_revoker__service__pb2.AgentRegistration.SerializeToString,
+            ),
+            'RotateAgentKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateAgentKey,
+                    request_deserializer=lapse_dot_v1_dot_revoker__service__pb2.EnrollAgentRequest.FromString,
+                    response_serializer=lapse_dot_v1_dot_revoker__service__pb2.AgentRegistration.SerializeToString,
+            ),
+            'DisableAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisableAgent,
+                    request_deserializer=lapse_dot_v1_dot_revoker__service__pb2.DisableAgentRequest.FromString,
+                    response_serializer=lapse_dot_v1_dot_revoker__service__pb2.AgentRegistration.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -268,6 +319,87 @@ class RevokerService:
             '/lapse.v1.RevokerService/ListAgents',
             lapse_dot_v1_dot_revoker__service__pb2.ListAgentsRequest.SerializeToString,
             lapse_dot_v1_dot_revoker__service__pb2.ListAgentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnrollAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lapse.v1.RevokerService/EnrollAgent',
+            lapse_dot_v1_dot_revoker__service__pb2.EnrollAgentRequest.SerializeToString,
+            lapse_dot_v1_dot_revoker__service__pb2.AgentRegistration.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateAgentKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lapse.v1.RevokerService/RotateAgentKey',
+            lapse_dot_v1_dot_revoker__service__pb2.EnrollAgentRequest.SerializeToString,
+            lapse_dot_v1_dot_revoker__service__pb2.AgentRegistration.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisableAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lapse.v1.RevokerService/DisableAgent',
+            lapse_dot_v1_dot_revoker__service__pb2.DisableAgentRequest.SerializeToString,
+            lapse_dot_v1_dot_revoker__service__pb2.AgentRegistration.FromString,
             options,
             channel_credentials,
             insecure,

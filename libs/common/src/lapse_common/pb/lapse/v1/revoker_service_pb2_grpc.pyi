@@ -46,6 +46,13 @@ class RevokerServiceStub:
     caller acknowledges that the access may still exist in the target.
     """
     ListAgents: _grpc.UnaryUnaryMultiCallable[_revoker_service_pb2.ListAgentsRequest, _revoker_service_pb2.ListAgentsResponse]
+    EnrollAgent: _grpc.UnaryUnaryMultiCallable[_revoker_service_pb2.EnrollAgentRequest, _revoker_service_pb2.AgentRegistration]
+    """The agent registry (role admin): register an agent's Ed25519 public key, replace it, or
+    disable the agent. Every change is published on lapse.agent-registry.v1, and from then
+    on only reports signed by the registered key count as that agent's.
+    """
+    RotateAgentKey: _grpc.UnaryUnaryMultiCallable[_revoker_service_pb2.EnrollAgentRequest, _revoker_service_pb2.AgentRegistration]
+    DisableAgent: _grpc.UnaryUnaryMultiCallable[_revoker_service_pb2.DisableAgentRequest, _revoker_service_pb2.AgentRegistration]
 
 @_typing.type_check_only
 class RevokerServiceAsyncStub(RevokerServiceStub):
@@ -65,6 +72,13 @@ class RevokerServiceAsyncStub(RevokerServiceStub):
     caller acknowledges that the access may still exist in the target.
     """
     ListAgents: _aio.UnaryUnaryMultiCallable[_revoker_service_pb2.ListAgentsRequest, _revoker_service_pb2.ListAgentsResponse]  # type: ignore[assignment]
+    EnrollAgent: _aio.UnaryUnaryMultiCallable[_revoker_service_pb2.EnrollAgentRequest, _revoker_service_pb2.AgentRegistration]  # type: ignore[assignment]
+    """The agent registry (role admin): register an agent's Ed25519 public key, replace it, or
+    disable the agent. Every change is published on lapse.agent-registry.v1, and from then
+    on only reports signed by the registered key count as that agent's.
+    """
+    RotateAgentKey: _aio.UnaryUnaryMultiCallable[_revoker_service_pb2.EnrollAgentRequest, _revoker_service_pb2.AgentRegistration]  # type: ignore[assignment]
+    DisableAgent: _aio.UnaryUnaryMultiCallable[_revoker_service_pb2.DisableAgentRequest, _revoker_service_pb2.AgentRegistration]  # type: ignore[assignment]
 
 class RevokerServiceServicer(metaclass=_abc_1.ABCMeta):
     """SRE tooling for revocations. Listing needs role sre, admin or auditor; replay and cancel
@@ -111,5 +125,30 @@ class RevokerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _revoker_service_pb2.ListAgentsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_revoker_service_pb2.ListAgentsResponse, _abc.Awaitable[_revoker_service_pb2.ListAgentsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def EnrollAgent(
+        self,
+        request: _revoker_service_pb2.EnrollAgentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_revoker_service_pb2.AgentRegistration, _abc.Awaitable[_revoker_service_pb2.AgentRegistration]]:
+        """The agent registry (role admin): register an agent's Ed25519 public key, replace it, or
+        disable the agent. Every change is published on lapse.agent-registry.v1, and from then
+        on only reports signed by the registered key count as that agent's.
+        """
+
+    @_abc_1.abstractmethod
+    def RotateAgentKey(
+        self,
+        request: _revoker_service_pb2.EnrollAgentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_revoker_service_pb2.AgentRegistration, _abc.Awaitable[_revoker_service_pb2.AgentRegistration]]: ...
+
+    @_abc_1.abstractmethod
+    def DisableAgent(
+        self,
+        request: _revoker_service_pb2.DisableAgentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_revoker_service_pb2.AgentRegistration, _abc.Awaitable[_revoker_service_pb2.AgentRegistration]]: ...
 
 def add_RevokerServiceServicer_to_server(servicer: RevokerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
