@@ -194,6 +194,9 @@ class AgentRegistry:
             await consumer.stop()
 
     def _apply_record(self, value: bytes, offset: int) -> None:
+        if len(value) > MAX_REPORT_BYTES:
+            logger.error("agent registry: record at offset %d ignored: oversized", offset)
+            return
         try:
             event = decode(value, expected=(events_pb2.AgentRegistrationChanged,))
         except UndecodableMessage as problem:

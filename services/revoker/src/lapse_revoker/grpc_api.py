@@ -201,23 +201,21 @@ class RevokerApi(revoker_service_pb2_grpc.RevokerServiceServicer):
         request: revoker_service_pb2.EnrollAgentRequest,
         context: grpc.aio.ServicerContext,
     ) -> revoker_service_pb2.AgentRegistration:
-        return await self._change_registry(
-            context,
-            lambda session, actor: register_agent_key(
-                session=session,
-                agent_id=request.agent_id,
-                public_key_pem=request.public_key_pem,
-                rotate=False,
-                actor=actor,
-                topics=self._ctx.topics,
-                clock=self._ctx.clock,
-            ),
-        )
+        return await self._register_key(request, context, rotate=False)
 
     async def RotateAgentKey(
         self,
         request: revoker_service_pb2.EnrollAgentRequest,
         context: grpc.aio.ServicerContext,
+    ) -> revoker_service_pb2.AgentRegistration:
+        return await self._register_key(request, context, rotate=True)
+
+    async def _register_key(
+        self,
+        request: revoker_service_pb2.EnrollAgentRequest,
+        context: grpc.aio.ServicerContext,
+        *,
+        rotate: bool,
     ) -> revoker_service_pb2.AgentRegistration:
         return await self._change_registry(
             context,
@@ -225,7 +223,7 @@ class RevokerApi(revoker_service_pb2_grpc.RevokerServiceServicer):
                 session=session,
                 agent_id=request.agent_id,
                 public_key_pem=request.public_key_pem,
-                rotate=True,
+                rotate=rotate,
                 actor=actor,
                 topics=self._ctx.topics,
                 clock=self._ctx.clock,
