@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from aiokafka.errors import MessageSizeTooLargeError, TopicAuthorizationFailedError
 from lapse_common.clock import ManualClock
 from lapse_common.db import Base, create_engine_for_service, create_schema, session_factory
 from lapse_common.messaging.codec import decode
@@ -33,10 +34,13 @@ class RecordingPublisher:
     def __init__(self) -> None:
         self.published: list[tuple[str, str, bytes, dict[str, str]]] = []
         self.fail = False
+        self.refuse_keys: dict[str, Exception] = {}
 
     async def publish(self, *, topic: str, key: str, value: bytes, headers: dict[str, str]) -> None:
         if self.fail:
             raise ConnectionError("broker unavailable")
+        if key in self.refuse_keys:
+            raise self.refuse_keys[key]
         self.published.append((topic, key, value, headers))
 
 
@@ -89,6 +93,42 @@ async def test_failed_publish_keeps_rows_for_the_next_pass(
     publisher.fail = False
     assert await relay.relay_once() == 1
     assert json.loads(pending[0].headers_json)["lapse-type"] == "lapse.v1.GrantStatusChanged"
+
+
+async def test_row_kafka_refuses_for_good_is_set_aside_and_the_rows_behind_it_go_out(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    event_ids = await stage(sessions, ["g-1", "g-poison", "g-3"])
+    publisher = RecordingPublisher()
+    publisher.refuse_keys["g-poison"] = MessageSizeTooLargeError("2097152 bytes > 1048576")
+    relay = OutboxRelay(sessions=sessions, publisher=publisher, clock=CLOCK)
+    assert await relay.relay_once() == 3
+    assert [key for _, key, _, _ in publisher.published] == ["g-1", "g-3"]
+    async with sessions() as session:
+        rows = {row.key: row for row in (await session.execute(select(OutboxMessage))).scalars()}
+    poison = rows["g-poison"]
+    assert poison.event_id == event_ids[1]
+    assert poison.published_at is None
+    assert poison.set_aside_at is not None
+    assert poison.set_aside_reason is not None
+    assert poison.set_aside_reason.startswith("MessageSizeTooLargeError")
+    # Set aside means set aside: the next passes neither retry it nor stall on it.
+    assert await relay.relay_once() == 0
+    assert [key for _, key, _, _ in publisher.published] == ["g-1", "g-3"]
+
+
+async def test_cluster_errors_are_retried_not_set_aside(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await stage(sessions, ["g-1"])
+    publisher = RecordingPublisher()
+    publisher.refuse_keys["g-1"] = TopicAuthorizationFailedError()
+    relay = OutboxRelay(sessions=sessions, publisher=publisher, clock=CLOCK)
+    with pytest.raises(TopicAuthorizationFailedError):
+        await relay.relay_once()
+    del publisher.refuse_keys["g-1"]
+    assert await relay.relay_once() == 1
+    assert [key for _, key, _, _ in publisher.published] == ["g-1"]
 
 
 async def test_rolled_back_state_change_leaves_no_event(

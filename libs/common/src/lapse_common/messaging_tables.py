@@ -42,3 +42,13 @@ def drop_messaging_tables() -> None:
     op.drop_index("ix_outbox_published_at", table_name="outbox")
     op.drop_table("outbox")
     op.drop_table("inbox")
+
+
+def add_outbox_set_aside_columns() -> None:
+    op.add_column("outbox", sa.Column("set_aside_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("outbox", sa.Column("set_aside_reason", sa.Text(), nullable=True))
+
+
+def drop_outbox_set_aside_columns() -> None:
+    op.drop_column("outbox", "set_aside_reason")
+    op.drop_column("outbox", "set_aside_at")

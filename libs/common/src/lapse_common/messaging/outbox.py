@@ -1,5 +1,9 @@
 """Transactional outbox: events are stored with the state change that causes them and
 relayed to Kafka after the transaction commits, so a crash between the two loses nothing.
+
+Rows go out in order, so one row Kafka can never take (too large, say) would hold back every
+row behind it, revocations included. Such a row is set aside instead: kept with the reason,
+logged, counted in `lapse.outbox.set_aside`, and the rows behind it go out.
 """
 
 from __future__ import annotations
@@ -10,7 +14,17 @@ import json
 import logging
 from datetime import datetime
 
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTimestampError,
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    PolicyViolationError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 from google.protobuf.message import Message
+from opentelemetry import metrics
 from sqlalchemy import BigInteger, DateTime, Integer, LargeBinary, String, Text, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
@@ -21,6 +35,25 @@ from lapse_common.messaging.codec import build_envelope
 from lapse_common.messaging.publishing import Publisher
 
 logger = logging.getLogger(__name__)
+
+# Errors that say this row will never be accepted, however often it is sent. Everything else
+# (broker down, leader moving, ACLs not yet in place) is about the cluster, not the row, and
+# is retried with the row kept in its place.
+_REFUSED_FOR_GOOD = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    CorruptRecordException,
+    InvalidTopicError,
+    InvalidTimestampError,
+    PolicyViolationError,
+)
+_SET_ASIDE_REASON_LIMIT = 1000
+
+_set_aside_rows = metrics.get_meter("lapse.outbox").create_counter(
+    "lapse.outbox.set_aside",
+    description="Outbox rows Kafka refused for good, set aside so the rows behind them go out",
+)
 
 
 class OutboxMessage(Base):
@@ -38,6 +71,9 @@ class OutboxMessage(Base):
     published_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True, index=True
     )
+    # Set when Kafka refused the row for good; the row is kept for operators to inspect.
+    set_aside_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    set_aside_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 def enqueue(
@@ -123,11 +159,12 @@ class OutboxRelay:
             self._wakeup.clear()
 
     async def relay_once(self) -> int:
-        """Publish one batch of pending rows; returns how many were published."""
+        """Publish one batch of pending rows; returns how many it handled (published or set
+        aside)."""
         async with self._sessions() as session, session.begin():
             query = (
                 select(OutboxMessage)
-                .where(OutboxMessage.published_at.is_(None))
+                .where(OutboxMessage.published_at.is_(None), OutboxMessage.set_aside_at.is_(None))
                 .order_by(OutboxMessage.id)
                 .limit(self._batch_size)
             )
@@ -136,11 +173,30 @@ class OutboxRelay:
                 query = query.with_for_update(skip_locked=True)
             rows = (await session.execute(query)).scalars().all()
             for row in rows:
-                await self._publisher.publish(
-                    topic=row.topic,
-                    key=row.key,
-                    value=row.value,
-                    headers=json.loads(row.headers_json),
-                )
+                try:
+                    await self._publisher.publish(
+                        topic=row.topic,
+                        key=row.key,
+                        value=row.value,
+                        headers=json.loads(row.headers_json),
+                    )
+                except _REFUSED_FOR_GOOD as refusal:
+                    self._set_aside(row, refusal)
+                    continue
                 row.published_at = self._clock.now()
             return len(rows)
+
+    def _set_aside(self, row: OutboxMessage, refusal: Exception) -> None:
+        reason = f"{type(refusal).__name__}: {refusal}"[:_SET_ASIDE_REASON_LIMIT]
+        row.set_aside_at = self._clock.now()
+        row.set_aside_reason = reason
+        _set_aside_rows.add(1, {"topic": row.topic})
+        logger.error(
+            "outbox row %s (event %s, topic %s, %d bytes) refused by Kafka for good and set "
+            "aside; the rows behind it go on: %s",
+            row.id,
+            row.event_id,
+            row.topic,
+            len(row.value),
+            reason,
+        )
