@@ -36,6 +36,19 @@ uv run python proto/generate.py --check
 if command -v npx >/dev/null 2>&1; then
   log "buf lint"
   npx --yes @bufbuild/buf@1.75.0 lint
+  # Agents in customer networks upgrade later than the platform: a field renumbered or
+  # removed must fail here. Against the last release tag, or the previous commit until
+  # there is one.
+  baseline="$(git describe --tags --abbrev=0 --match 'v*' 2>/dev/null || git rev-parse --verify --quiet HEAD~1 || true)"
+  if [ -n "$baseline" ]; then
+    log "buf breaking against $baseline"
+    previous="$(mktemp -d)"
+    git archive "$baseline" buf.yaml proto | tar -x -C "$previous"
+    npx --yes @bufbuild/buf@1.75.0 breaking --against "$previous"
+    rm -rf "$previous"
+  else
+    log "buf breaking skipped: no release tag and no previous commit in this clone"
+  fi
 else
   log "buf lint skipped: npx (Node.js) is not installed"
 fi
