@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime
 
 import asyncpg
+import grpc
 import pytest
 from lapse_common.pb.lapse.v1 import common_pb2, request_service_pb2
 from lapse_common.topics import Topics
@@ -48,6 +49,17 @@ async def test_poison_row_is_set_aside_and_the_next_revocation_reaches_the_targe
                 json.dumps({"lapse-type": "lapse.v1.GrantEndRequested"}),
                 datetime.now(UTC),
             )
+            # The API refuses what once made such a row: a 2 MiB reason.
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await clients.requests.CancelRequest(
+                    request_service_pb2.CancelRequestRequest(
+                        request_id=request_id, reason="x" * 2 * 1024 * 1024
+                    ),
+                    metadata=bearer(stack.token("h01", groups=())),
+                )
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert (refused.value.details() or "").startswith("reason is 2097152 characters")
+            assert len(refused.value.details() or "") < 200
             asked = time.monotonic()
             await clients.requests.RevokeGrant(
                 request_service_pb2.RevokeGrantRequest(

@@ -28,6 +28,7 @@ from lapse_common.messaging.outbox import OutboxRelay
 from lapse_common.messaging.publishing import BrokerPublisher
 from lapse_common.messaging.quarantine import Quarantine
 from lapse_common.migrations import upgrade_to_head
+from lapse_common.request_screening import RequestScreeningInterceptor
 from lapse_common.settings import KafkaSettings, TelemetrySettings
 from lapse_common.telemetry import setup_telemetry
 from lapse_common.topics import Topics
@@ -163,7 +164,11 @@ class Service:
         server: grpc.aio.Server | None = None
         if grpc_address:
             tracing = aio_server_interceptor()  # type: ignore[no-untyped-call]
-            server = grpc.aio.server(interceptors=[tracing, *grpc_interceptors])
+            # Screening runs inside authentication: an anonymous caller learns nothing about
+            # the limits, and no handler sees a request that breaks them.
+            server = grpc.aio.server(
+                interceptors=[tracing, *grpc_interceptors, RequestScreeningInterceptor()]
+            )
             for register in grpc_servicers:
                 register(server)
             server.add_insecure_port(grpc_address)

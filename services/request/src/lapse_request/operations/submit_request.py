@@ -10,6 +10,7 @@ from lapse_common.auth import Identity
 from lapse_common.clock import Clock
 from lapse_common.messaging.outbox import enqueue
 from lapse_common.pb.lapse.v1 import approval_service_pb2, common_pb2, events_pb2
+from lapse_common.request_screening import MAX_SECONDS
 from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -50,6 +51,9 @@ def validate_submission(
             )
     if duration_seconds < 0:
         raise InvalidSubmission("duration_seconds must not be negative (0 means the flow default)")
+    # Access events arrive from Kafka, not through the screened gRPC API: same bound here.
+    if duration_seconds > MAX_SECONDS:
+        raise InvalidSubmission(f"duration_seconds must be at most {MAX_SECONDS}")
     if len(justification) > MAX_JUSTIFICATION:
         raise InvalidSubmission(f"justification is longer than {MAX_JUSTIFICATION} characters")
 
