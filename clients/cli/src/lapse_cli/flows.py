@@ -57,7 +57,8 @@ def _call(
 
 @flows_app.command("validate")
 def validate(files: FilesArgument) -> None:
-    """Check flow files without applying them (errors name file, flow and field)."""
+    """Check flow files without applying them (role admin; errors name file, flow and
+    field)."""
     response = _call("ValidateFlows", _files(files))
     typer.echo(f"valid: {response.flows} flow(s), {response.integrations} integration(s)")
 

@@ -20,6 +20,15 @@ _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
+# A flow file is policy an admin writes by hand: 256 KiB is far more than any real one and
+# small enough that parsing it cannot hold the approval service's event loop for long.
+MAX_FLOW_FILE_BYTES = 256 * 1024
+MAX_FLOW_FILES = 64
+# An error report is for a person to read; past this many problems the rest are counted,
+# and no single problem quotes more than a short piece of the input back.
+MAX_REPORTED_PROBLEMS = 50
+MAX_PROBLEM_CHARS = 300
+
 
 def parse_duration(text: str | int) -> timedelta:
     """'90s', '15m', '4h', '2d' (or a number of seconds) as a timedelta."""
@@ -241,8 +250,34 @@ class FlowFileError(Exception):
     """Everything wrong with one flow file, each problem naming file, item and field."""
 
     def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
+        shown = [_shorten(p) for p in problems[:MAX_REPORTED_PROBLEMS]]
+        if len(problems) > MAX_REPORTED_PROBLEMS:
+            shown.append(f"... and {len(problems) - MAX_REPORTED_PROBLEMS} more problems")
+        super().__init__("\n".join(shown))
+        self.problems = shown
+
+
+def _shorten(problem: str) -> str:
+    if len(problem) <= MAX_PROBLEM_CHARS:
+        return problem
+    return problem[: MAX_PROBLEM_CHARS - 1] + "\u2026"
+
+
+def _read_yaml(text: str) -> Any:
+    """The document, refusing anchors and aliases: a few lines of nested aliases expand
+    into millions of nodes (the "billion laughs"), and flow files never need them."""
+    for event in yaml.parse(text, Loader=yaml.CSafeLoader):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            line = event.start_mark.line + 1 if event.start_mark else "?"
+            raise FlowYamlRefused(
+                f"line {line}: YAML anchors and aliases (&name, *name) are not allowed "
+                "in flow files; write each entry out"
+            )
+    return yaml.load(text, Loader=yaml.CSafeLoader)
+
+
+class FlowYamlRefused(Exception):
+    pass
 
 
 @dataclass(frozen=True)
@@ -332,9 +367,19 @@ def parse_catalog(files: list[tuple[Path, str]]) -> Catalog:
     problems: list[str] = []
     integrations: dict[str, IntegrationSpec] = {}
     flow_specs: list[tuple[Path, FlowSpec]] = []
+    if len(files) > MAX_FLOW_FILES:
+        raise FlowFileError([f"{len(files)} flow files given; the limit is {MAX_FLOW_FILES}"])
     for path, text in files:
+        size = len(text.encode())
+        if size > MAX_FLOW_FILE_BYTES:
+            limit = MAX_FLOW_FILE_BYTES
+            problems.append(f"{path}: {size} bytes; a flow file may be at most {limit}")
+            continue
         try:
-            document = yaml.safe_load(text) or {}
+            document = _read_yaml(text) or {}
+        except FlowYamlRefused as refusal:
+            problems.append(f"{path}: {refusal}")
+            continue
         except yaml.YAMLError as error:
             problems.append(f"{path}: cannot read YAML: {error}")
             continue
@@ -353,6 +398,11 @@ def parse_catalog(files: list[tuple[Path, str]]) -> Catalog:
         flow_specs.extend((path, flow) for flow in parsed.flows)
     names: set[str] = set()
     flows: list[Flow] = []
+    # Computed once per integration, so checking a flow is linear in the size of the file.
+    offered_by = {
+        integration.id: {p for perms in integration.resources.values() for p in perms}
+        for integration in integrations.values()
+    }
     for path, spec in flow_specs:
         if spec.name in names:
             problems.append(f"{path}: flow {spec.name!r}: field name: defined twice")
@@ -369,7 +419,7 @@ def parse_catalog(files: list[tuple[Path, str]]) -> Catalog:
                     problems.append(
                         f"{prefix}.resources: {resource!r} is not a resource of {integration.id!r}"
                     )
-            offered = {p for perms in integration.resources.values() for p in perms}
+            offered = offered_by[integration.id]
             for permission in target.permissions:
                 if permission not in offered:
                     problems.append(

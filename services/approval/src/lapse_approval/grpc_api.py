@@ -164,6 +164,12 @@ class ApprovalApi(approval_service_pb2_grpc.ApprovalServiceServicer):
         request: approval_service_pb2.ApplyFlowsRequest,
         context: grpc.aio.ServicerContext,
     ) -> approval_service_pb2.ApplyFlowsResponse:
+        # Validating is the first half of applying, and its error report describes the
+        # policy in force (integrations, principals): the same role as applying.
+        if not current_identity().has_role(ADMIN_ROLE):
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, "validating Access Flows needs the admin role"
+            )
         try:
             catalog = validate_flows([(f.name, f.content) for f in request.files])
         except FlowFileError as error:
