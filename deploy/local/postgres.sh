@@ -27,6 +27,29 @@ PG_WAIT_TIMEOUT="${LAPSE_PG_WAIT_TIMEOUT:-60}"
 PG_SUPERUSER=postgres
 
 PG_STATE="$STATE_DIR/postgres"
+
+# PostgreSQL runs as its own OS user, which cannot enter a private home directory (Debian
+# creates every home 0700, so a clone under /root or /home/you is out of its reach). Then
+# the cluster lives in /var/lib/lapse instead, at a path derived from the state dir so that
+# start, stop and status always agree, with a symlink from the usual place for people.
+nearest_existing() {
+  local path="$1"
+  while [ ! -e "$path" ]; do path="$(dirname "$path")"; done
+  printf '%s' "$path"
+}
+if [ "$(id -u)" -eq 0 ] && id "$PG_OS_USER" >/dev/null 2>&1 && [ ! -L "$PG_STATE" ] \
+    && ! runuser -u "$PG_OS_USER" -- test -x "$(nearest_existing "$STATE_DIR")"; then
+  RELOCATED="/var/lib/lapse/postgres-$(printf '%s' "$STATE_DIR" | cksum | cut -d' ' -f1)"
+  echo "[postgres] OS user '$PG_OS_USER' cannot enter $STATE_DIR (a parent directory is private); the cluster lives in $RELOCATED (linked from $PG_STATE)"
+  mkdir -p /var/lib/lapse "$RELOCATED" "$STATE_DIR"
+  chmod 0755 /var/lib/lapse
+  # Left by a run before this fix: only directories, nothing PostgreSQL could have written.
+  if [ -d "$PG_STATE" ] && [ ! -e "$PG_STATE/data/PG_VERSION" ]; then rm -rf "$PG_STATE"; fi
+  ln -sfn "$RELOCATED" "$PG_STATE"
+  PG_STATE="$RELOCATED"
+elif [ -L "$PG_STATE" ]; then
+  PG_STATE="$(readlink -f "$PG_STATE")"
+fi
 DATA_DIR="$PG_STATE/data"
 SOCKET_DIR="$PG_STATE/run"
 LOG_DIR="$PG_STATE/logs"
@@ -112,7 +135,7 @@ prepare_dirs() {
     chown "$PG_OS_USER:" "$PG_STATE" "$LOG_DIR" "$SOCKET_DIR"
     [ -d "$DATA_DIR" ] && chown -R "$PG_OS_USER:" "$DATA_DIR"
     if ! runuser -u "$PG_OS_USER" -- test -w "$PG_STATE" -a -x "$PG_STATE"; then
-      die "OS user '$PG_OS_USER' cannot reach $PG_STATE (a parent directory is not searchable by it, e.g. under /root); set LAPSE_STATE_DIR to a directory it can reach, e.g. /tmp/lapse-state"
+      die "OS user '$PG_OS_USER' cannot reach $PG_STATE; set LAPSE_STATE_DIR to a directory it can reach, e.g. /var/lib/lapse-state"
     fi
   fi
 }
