@@ -83,6 +83,41 @@ async def test_extension_moves_the_expiry_once_then_is_refused(stack: LapseStack
         await clients.close()
 
 
+async def test_an_extension_through_your_request_cannot_touch_another_persons_grant(
+    stack: LapseStack,
+) -> None:
+    clients = StackClients(stack)
+    try:
+        mine = await submit(clients, stack, user="x01", resource="g-extend", seconds=60)
+        theirs = await submit(clients, stack, user="x02", resource="g-extend", seconds=60)
+        await wait_grant(clients, stack, mine, status=common_pb2.GRANT_STATUS_ACTIVE)
+        their_grant = await wait_grant(
+            clients, stack, theirs, status=common_pb2.GRANT_STATUS_ACTIVE
+        )
+        reached = run_cli(
+            stack,
+            "extend",
+            mine,
+            "--grant",
+            their_grant.grant_id,
+            "--for",
+            "20s",
+            token=stack.token("x01"),
+        )
+        assert reached.returncode == 1
+        assert f"NOT_FOUND: request {mine} has no grant '{their_grant.grant_id}'" in (
+            reached.stderr
+        )
+        view = await clients.get_request(theirs, stack.token("x02"))
+        assert view.grants[0].expires_at == their_grant.expires_at
+        # Their one extension is still theirs to use.
+        own = run_cli(stack, "extend", theirs, "--for", "20s", token=stack.token("x02"))
+        assert own.returncode == 0, own.stderr
+        assert "extended by 20s (extension 1, 0 left)" in own.stdout
+    finally:
+        await clients.close()
+
+
 async def test_invalid_flow_files_are_refused_whole(
     stack: LapseStack, tmp_path: pytest.TempPathFactory
 ) -> None:
@@ -105,6 +140,33 @@ async def test_invalid_flow_files_are_refused_whole(
     assert run_cli(stack, "flows", "list", token=admin).stdout == listed_before.stdout
     refused = run_cli(stack, "flows", "apply", str(stack.flows_file), token=stack.token("u01"))
     assert refused.returncode == 1 and "PERMISSION_DENIED" in refused.stderr
+    # Validating describes the policy in force, so it needs admin too.
+    peeked = run_cli(stack, "flows", "validate", str(stack.flows_file), token=stack.token("u01"))
+    assert peeked.returncode == 1 and "validating Access Flows needs the admin role" in (
+        peeked.stderr
+    )
+
+
+async def test_flow_file_aliases_are_refused_and_the_service_stays_responsive(
+    stack: LapseStack,
+) -> None:
+    admin = stack.token("admin-1", roles=("admin",))
+    laughs = stack.workdir / "laughs.yaml"
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x, x]"] + [
+        f"{name}: &{name} [{', '.join([f'*{below}'] * 10)}]"
+        for below, name in zip("abcde", "bcdef", strict=True)
+    ]
+    laughs.write_text(
+        "\n".join(levels)
+        + "\nflows:\n  - {name: boom, requestors: {users: *f}, approval: {mode: auto},"
+        + " targets: [{integration: demo-pg, resources: *f, permissions: *f}]}\n"
+    )
+    checked = run_cli(stack, "flows", "validate", str(laughs), token=admin)
+    assert checked.returncode == 1
+    assert "YAML anchors and aliases (&name, *name) are not allowed" in checked.stderr
+    assert len(checked.stderr) < 1000
+    # The flows in force are untouched and the service answers at once.
+    assert run_cli(stack, "flows", "list", token=admin).returncode == 0
 
 
 async def test_dropping_a_requestor_revokes_their_grant_and_rejects_their_pending_request(

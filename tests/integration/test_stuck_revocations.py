@@ -7,12 +7,18 @@ import itertools
 import json
 import signal
 
+import grpc
 import pytest
 from lapse_common.clock import as_utc
 from lapse_common.messaging.codec import decode
-from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
+from lapse_common.pb.lapse.v1 import (
+    common_pb2,
+    events_pb2,
+    revoker_service_pb2,
+    revoker_service_pb2_grpc,
+)
 
-from tests.integration.clients import StackClients, has_role, run_cli
+from tests.integration.clients import StackClients, bearer, has_role, run_cli
 from tests.integration.kafka_records import read_all
 from tests.integration.revocation_support import (
     SRE_ROLES,
@@ -120,9 +126,35 @@ async def test_cancel_leaves_unverified_access_visible_and_is_never_executed(
     login = stack.login_for("u08")
     try:
         grant_id = await stuck_grant(clients, stack, user="u08")
-        declined = run_cli(stack, "revocations", "cancel", grant_id, token=sre, answer="n\n")
+        # Giving up on a revocation leaves access behind: the CLI and the API want a reason.
+        unexplained = run_cli(stack, "revocations", "cancel", grant_id, "--yes", token=sre)
+        assert unexplained.returncode == 2 and "--reason" in unexplained.stderr
+        blank = run_cli(
+            stack, "revocations", "cancel", grant_id, "--reason", "  ", "--yes", token=sre
+        )
+        assert blank.returncode == 2 and "--reason is required" in blank.stderr
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports['revoker']}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as no_reason:
+                async for _ in revoker_service_pb2_grpc.RevokerServiceStub(
+                    channel
+                ).CancelRevocations(
+                    revoker_service_pb2.CancelRevocationsRequest(
+                        grant_ids=[grant_id], acknowledge_access_may_remain=True
+                    ),
+                    metadata=bearer(sre),
+                ):
+                    pass
+        assert no_reason.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "reason is required" in (no_reason.value.details() or "")
+        declined = run_cli(
+            stack, "revocations", "cancel", grant_id, "--reason", "x", token=sre, answer="n\n"
+        )
         assert declined.returncode == 1 and "nothing canceled" in declined.stderr
         assert "may still exist in the target" in declined.stderr
+        still = await clients.get_request(
+            await clients.get_request_for_grant(grant_id, sre), stack.token("u08")
+        )
+        assert [g.status for g in still.grants] == [common_pb2.GRANT_STATUS_REVOKING]
 
         canceled = run_cli(
             stack,
@@ -141,6 +173,8 @@ async def test_cancel_leaves_unverified_access_visible_and_is_never_executed(
             clients, stack, request_id, status=common_pb2.GRANT_STATUS_REVOKE_CANCELED
         )
         assert "may still exist in the target" in grant.history[-1].detail
+        shown = run_cli(stack, "revocations", "show", grant_id, token=sre)
+        assert "resolved by sre-1: agent host decommissioned" in shown.stdout, shown.stdout
 
         unverified = run_cli(stack, "access", "unverified", token=sre)
         assert grant_id in unverified.stdout and "may still exist" in unverified.stdout

@@ -8,10 +8,10 @@ from typing import Annotated
 
 import grpc
 import typer
-from google.protobuf.json_format import MessageToDict
 from lapse_common.pb.lapse.v1 import approval_service_pb2, approval_service_pb2_grpc
 
 from lapse_cli.config import CliSettings
+from lapse_cli.rendering import as_json
 from lapse_cli.session import fail, metadata
 
 
@@ -40,7 +40,7 @@ def list_approvals(
     if output_json:
         typer.echo(
             json.dumps(
-                [MessageToDict(a, preserving_proto_field_name=True) for a in response.approvals],
+                [as_json(a) for a in response.approvals],
                 indent=2,
             )
         )

@@ -8,10 +8,10 @@ from typing import Annotated
 
 import grpc
 import typer
-from google.protobuf.json_format import MessageToDict
 from lapse_common.pb.lapse.v1 import approval_service_pb2, approval_service_pb2_grpc
 
 from lapse_cli.config import CliSettings
+from lapse_cli.rendering import as_json
 from lapse_cli.session import fail, metadata
 
 flows_app = typer.Typer(
@@ -96,7 +96,8 @@ def list_flows(output_json: Annotated[bool, typer.Option("--json")] = False) -> 
     if output_json:
         typer.echo(
             json.dumps(
-                [MessageToDict(v, preserving_proto_field_name=True) for v in views], indent=2
+                [as_json(v) for v in views],
+                indent=2,
             )
         )
         return
@@ -114,4 +115,9 @@ def show(name: str) -> None:
     if not matches:
         raise fail(f"no flow named {name!r}")
     for view in matches:
-        typer.echo(json.dumps(MessageToDict(view, preserving_proto_field_name=True), indent=2))
+        typer.echo(
+            json.dumps(
+                as_json(view),
+                indent=2,
+            )
+        )

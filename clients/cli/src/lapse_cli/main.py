@@ -10,7 +10,6 @@ from typing import Annotated
 
 import grpc
 import typer
-from google.protobuf.json_format import MessageToDict
 from lapse_common.auth import mint_token
 from lapse_common.pb.lapse.v1 import (
     approval_service_pb2,
@@ -179,7 +178,9 @@ def _wait_for_grant(
 
 @app.command()
 def activity(
-    all_users: Annotated[bool, typer.Option("--all", help="everyone's activity (admin)")] = False,
+    all_users: Annotated[
+        bool, typer.Option("--all", help="everyone's activity (admin, sre, auditor)")
+    ] = False,
     limit: Annotated[int, typer.Option(help="how many requests")] = 20,
     output_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
@@ -247,7 +248,7 @@ def unverified_access(
     if output_json:
         typer.echo(
             json.dumps(
-                [MessageToDict(g, preserving_proto_field_name=True) for g in response.grants],
+                [as_json(g) for g in response.grants],
                 indent=2,
             )
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from lapse_common.pb.lapse.v1 import common_pb2, request_service_pb2
 
@@ -63,5 +64,9 @@ def describe_request(view: request_service_pb2.AccessRequestView, *, history: bo
     return "\n".join(lines)
 
 
-def as_json(view: request_service_pb2.AccessRequestView) -> dict[str, object]:
-    return MessageToDict(view, preserving_proto_field_name=True)
+def as_json(message: Message) -> dict[str, object]:
+    """A message as --json prints it: every field, zero-valued ones too (an agent with
+    nothing in flight says in_flight: 0 instead of leaving the key out)."""
+    return MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )

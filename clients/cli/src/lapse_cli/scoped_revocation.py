@@ -141,7 +141,15 @@ def panic(
         bool, typer.Option("--lockdown", help="also refuse new requests in the scope until lifted")
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", help="skip the confirmation (automation)")] = False,
-    wait: Annotated[int, typer.Option(help="seconds to follow progress (default 120)")] = 0,
+    wait: Annotated[
+        int,
+        typer.Option(
+            help="seconds to follow progress, at most 3600 [default: the request service's, 120]",
+            show_default=False,
+            min=0,
+            max=3600,
+        ),
+    ] = 0,
 ) -> None:
     """The panic button (admin): revoke all active access in a scope now, ending sessions."""
     if not reason.strip():

@@ -10,10 +10,10 @@ from typing import Annotated
 
 import grpc
 import typer
-from google.protobuf.json_format import MessageToDict
 from lapse_common.pb.lapse.v1 import common_pb2, revoker_service_pb2, revoker_service_pb2_grpc
 
 from lapse_cli.config import CliSettings
+from lapse_cli.rendering import as_json
 from lapse_cli.session import fail, metadata
 
 revocations_app = typer.Typer(
@@ -83,7 +83,7 @@ def list_stuck(
     if output_json:
         typer.echo(
             json.dumps(
-                [MessageToDict(r, preserving_proto_field_name=True) for r in response.revocations],
+                [as_json(r) for r in response.revocations],
                 indent=2,
             )
         )
@@ -110,7 +110,12 @@ def show(grant_id: str, output_json: Annotated[bool, typer.Option("--json")] = F
         except grpc.RpcError as error:
             raise _rpc_error(error, settings) from error
     if output_json:
-        typer.echo(json.dumps(MessageToDict(view, preserving_proto_field_name=True), indent=2))
+        typer.echo(
+            json.dumps(
+                as_json(view),
+                indent=2,
+            )
+        )
         return
     stuck = " (stuck)" if view.stuck else ""
     typer.echo(f"{view.grant_id}  {view.state}{stuck}  epoch {view.epoch}  {_spec(view.spec)}")
@@ -118,17 +123,16 @@ def show(grant_id: str, output_json: Annotated[bool, typer.Option("--json")] = F
     if view.last_error:
         typer.echo(f"  last error: {view.last_error}")
     if view.resolved_by:
-        typer.echo(f"  resolved by {view.resolved_by}: {view.resolution_reason}")
+        why = view.resolution_reason or "(no reason given)"
+        typer.echo(f"  resolved by {view.resolved_by}: {why}")
     for attempt in view.attempts:
         sent = attempt.sent_at.ToDatetime(tzinfo=UTC).strftime("%H:%M:%S")
-        finished = (
-            attempt.finished_at.ToDatetime(tzinfo=UTC).strftime("%H:%M:%S")
-            if attempt.HasField("finished_at")
-            else "-"
-        )
-        typer.echo(
-            f"  attempt {attempt.attempt}: sent {sent} finished {finished}  {attempt.error or 'ok'}"
-        )
+        if not attempt.HasField("finished_at"):
+            typer.echo(f"  attempt {attempt.attempt}: sent {sent}  still running")
+            continue
+        finished = attempt.finished_at.ToDatetime(tzinfo=UTC).strftime("%H:%M:%S")
+        outcome = f"failed: {attempt.error}" if attempt.error else "ok"
+        typer.echo(f"  attempt {attempt.attempt}: sent {sent} finished {finished}  {outcome}")
 
 
 def _follow(progress: Iterable[revoker_service_pb2.RevocationProgress], verb: str) -> None:
@@ -177,10 +181,12 @@ def replay(
 @revocations_app.command("cancel")
 def cancel(
     grant_ids: Annotated[list[str], typer.Argument(help="grant ids to mark canceled")],
-    reason: Annotated[str, typer.Option(help="why (audited)")] = "",
+    reason: Annotated[str, typer.Option(help="why (required, audited)")],
     yes: Annotated[bool, typer.Option("--yes", help="skip the confirmation (automation)")] = False,
 ) -> None:
     """Mark stuck revocations as canceled (REVOKE_CANCELED). Does not remove the access."""
+    if not reason.strip():
+        raise fail("--reason is required: say why the access may stay (it is audited)", 2)
     settings = CliSettings()
     typer.echo(f"WARNING: {CANCEL_WARNING}", err=True)
     if not yes and not typer.confirm(
@@ -221,7 +227,7 @@ def agents(
     if output_json:
         typer.echo(
             json.dumps(
-                [MessageToDict(a, preserving_proto_field_name=True) for a in response.agents],
+                [as_json(a) for a in response.agents],
                 indent=2,
             )
         )

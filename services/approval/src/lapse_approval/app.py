@@ -41,6 +41,12 @@ async def run() -> None:
         accepts=(events_pb2.RequestSubmitted, events_pb2.RequestCanceled),
         handler=handlers.on_request_event,
     )
+    service.subscribe(
+        topic=service.topics.grants,
+        consumer="approval-grants",
+        accepts=(events_pb2.GrantStatusChanged,),
+        handler=handlers.on_grant_fact,
+    )
     service.background.append(
         ApprovalTimeouts(
             sessions=service.sessions,

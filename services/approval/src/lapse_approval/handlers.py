@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from lapse_approval.live_catalog import LiveCatalog
 from lapse_approval.operations.cancel_pending_approval import cancel_pending_approval
 from lapse_approval.operations.decide_submitted_request import decide_submitted_request
+from lapse_approval.operations.record_grant_of_request import record_grant_of_request
 
 
 @dataclass(frozen=True)
@@ -33,3 +34,7 @@ class ApprovalHandlers:
             topics=self.topics,
             clock=self.clock,
         )
+
+    async def on_grant_fact(self, *, session: AsyncSession, event: DecodedEvent) -> None:
+        assert isinstance(event.payload, events_pb2.GrantStatusChanged)
+        await record_grant_of_request(session=session, fact=event.payload)

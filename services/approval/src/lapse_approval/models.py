@@ -69,6 +69,16 @@ class GrantExtension(ApprovalBase):
     approved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class GrantOfRequest(ApprovalBase):
+    """Which request each grant was created for, learnt from the scheduler's grant facts: an
+    extension names both, and only a grant of the requester's own request may be extended."""
+
+    __tablename__ = "grants_of_requests"
+
+    grant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), index=True)
+
+
 class FlowDocument(ApprovalBase):
     """Every applied set of flow files; the newest one is in force."""
 

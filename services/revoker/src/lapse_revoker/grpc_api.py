@@ -160,6 +160,12 @@ class RevokerApi(revoker_service_pb2_grpc.RevokerServiceServicer):
         operator = await _require(context, OPERATORS, "canceling revocations")
         if not request.grant_ids:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name the grant ids to cancel")
+        if not request.reason.strip():
+            # The access may stay in the target: the audit trail must say who decided so, and why.
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "reason is required: say why these revocations are given up (it is audited)",
+            )
         if not request.acknowledge_access_may_remain:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,

@@ -34,7 +34,7 @@ _AGENT_COMMANDS = AGENT_COMMANDS_PREFIX + "*"
 SERVICES: tuple[Principal, ...] = (
     Principal(
         "lapse-approval",
-        reads=(_T.requests,),
+        reads=(_T.requests, _T.grants),
         writes=(_T.decisions, _T.quarantine),
         groups=("approval*",),
     ),

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_approval.decisions import approve_extension, extensions_used
 from lapse_approval.flows import Catalog, format_duration, parse_duration
-from lapse_approval.models import ApprovalCase, CaseKind, CaseStatus
+from lapse_approval.models import ApprovalCase, CaseKind, CaseStatus, GrantOfRequest
 from lapse_approval.operations.check_request import Refusal, RequestRefused
 
 
@@ -45,6 +45,15 @@ async def extend_grant(
     if case.status != CaseStatus.APPROVED or case.withdrawn:
         raise RequestRefused(
             Refusal.INVALID, f"request {request_id} is not an active approval ({case.status})"
+        )
+    owner = await session.get(GrantOfRequest, grant_id)
+    if owner is None or owner.request_id != request_id:
+        # The same answer whether the grant is someone else's or unknown: nothing about
+        # other people's grants is revealed, and their extension budget is not touched.
+        raise RequestRefused(
+            Refusal.NOT_FOUND,
+            f"request {request_id} has no grant {grant_id!r} (a grant that has just become "
+            "active may take a moment to be known here)",
         )
     flow = next((f for f in catalog.flows if f.name == case.flow), None)
     if flow is None:
