@@ -55,6 +55,9 @@ def stack(infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> It
                 # Requests that reach into someone else's grant.
                 "x01",
                 "x02",
+                # Paging through lists.
+                "pg01",
+                "pg02",
             ),
             # r00-r19 for the revocation tests (which count every member); r20-r30 for the
             # scoped-revocation and access-event tests.

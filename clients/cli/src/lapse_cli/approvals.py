@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC
 from typing import Annotated
 
@@ -11,6 +12,12 @@ import typer
 from lapse_common.pb.lapse.v1 import approval_service_pb2, approval_service_pb2_grpc
 
 from lapse_cli.config import CliSettings
+from lapse_cli.paging_options import (
+    LimitOption,
+    PageTokenOption,
+    collect_pages,
+    tell_how_to_go_on,
+)
 from lapse_cli.rendering import as_json
 from lapse_cli.session import fail, metadata
 
@@ -26,28 +33,34 @@ def _rpc_error(error: grpc.RpcError, settings: CliSettings) -> typer.Exit:
 
 
 def list_approvals(
+    limit: LimitOption = 100,
+    page_token: PageTokenOption = "",
     output_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """Requests waiting for your decision."""
+    """Requests waiting for your decision, oldest first."""
     settings = CliSettings()
     with grpc.insecure_channel(settings.approval_address) as channel:
-        try:
-            response = _stub(channel).ListPendingApprovals(
-                approval_service_pb2.ListPendingApprovalsRequest(), metadata=metadata(settings)
+
+        def fetch(
+            token: str, size: int
+        ) -> tuple[Sequence[approval_service_pb2.PendingApproval], str]:
+            page = _stub(channel).ListPendingApprovals(
+                approval_service_pb2.ListPendingApprovalsRequest(page_size=size, page_token=token),
+                metadata=metadata(settings),
             )
+            return page.approvals, page.next_page_token
+
+        try:
+            approvals, next_token = collect_pages(fetch, limit=limit, page_token=page_token)
         except grpc.RpcError as error:
             raise _rpc_error(error, settings) from error
     if output_json:
-        typer.echo(
-            json.dumps(
-                [as_json(a) for a in response.approvals],
-                indent=2,
-            )
-        )
+        typer.echo(json.dumps([as_json(a) for a in approvals], indent=2))
+        tell_how_to_go_on(next_token)
         return
-    if not response.approvals:
+    if not approvals:
         typer.echo("nothing waiting for your decision")
-    for pending in response.approvals:
+    for pending in approvals:
         items = ", ".join(
             f"{i.integration_id}/{i.resource} {i.permission} as {i.principal}"
             for i in pending.items
@@ -67,6 +80,7 @@ def list_approvals(
         )
         if pending.justification:
             typer.echo(f"    why: {pending.justification}")
+    tell_how_to_go_on(next_token)
 
 
 def _decide(request_id: str, *, approve: bool, reason: str) -> None:

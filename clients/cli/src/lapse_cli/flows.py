@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,7 @@ import typer
 from lapse_common.pb.lapse.v1 import approval_service_pb2, approval_service_pb2_grpc
 
 from lapse_cli.config import CliSettings
+from lapse_cli.paging_options import collect_pages
 from lapse_cli.rendering import as_json
 from lapse_cli.session import fail, metadata
 
@@ -76,15 +78,23 @@ def apply(files: FilesArgument) -> None:
     )
 
 
+EVERY_FLOW = 100_000
+
+
 def _flows() -> list[approval_service_pb2.FlowView]:
     settings = CliSettings()
     with grpc.insecure_channel(settings.approval_address) as channel:
-        try:
-            return list(
-                _stub(channel)
-                .ListFlows(approval_service_pb2.ListFlowsRequest(), metadata=metadata(settings))
-                .flows
+
+        def fetch(token: str, size: int) -> tuple[Sequence[approval_service_pb2.FlowView], str]:
+            page = _stub(channel).ListFlows(
+                approval_service_pb2.ListFlowsRequest(page_size=size, page_token=token),
+                metadata=metadata(settings),
             )
+            return page.flows, page.next_page_token
+
+        try:
+            # Flows are policy written by hand: always every page.
+            return collect_pages(fetch, limit=EVERY_FLOW, page_token="")[0]
         except grpc.RpcError as error:
             raise fail(f"{error.code().name}: {error.details()}") from error
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC
 from typing import Annotated
 
@@ -10,6 +11,12 @@ from lapse_common.pb.lapse.v1 import request_service_pb2
 
 from lapse_cli.access_scope_option import SCOPE_HELP, describe, parse_scope
 from lapse_cli.config import CliSettings
+from lapse_cli.paging_options import (
+    LimitOption,
+    PageTokenOption,
+    collect_pages,
+    tell_how_to_go_on,
+)
 from lapse_cli.session import call_request_service, fail
 
 lockdown_app = typer.Typer(
@@ -31,18 +38,30 @@ def _line(lockdown: request_service_pb2.Lockdown) -> str:
 @lockdown_app.command("list")
 def list_lockdowns(
     all_: Annotated[bool, typer.Option("--all", help="include lifted ones")] = False,
+    limit: LimitOption = 100,
+    page_token: PageTokenOption = "",
 ) -> None:
     """Lockdowns in force."""
-    response: request_service_pb2.ListLockdownsResponse = call_request_service(
-        CliSettings(),
-        lambda stub, md: stub.ListLockdowns(
-            request_service_pb2.ListLockdownsRequest(include_lifted=all_), metadata=md
-        ),
-    )
-    if not response.lockdowns:
+    settings = CliSettings()
+
+    def fetch(token: str, size: int) -> tuple[Sequence[request_service_pb2.Lockdown], str]:
+        page: request_service_pb2.ListLockdownsResponse = call_request_service(
+            settings,
+            lambda stub, md: stub.ListLockdowns(
+                request_service_pb2.ListLockdownsRequest(
+                    include_lifted=all_, page_size=size, page_token=token
+                ),
+                metadata=md,
+            ),
+        )
+        return page.lockdowns, page.next_page_token
+
+    lockdowns, next_token = collect_pages(fetch, limit=limit, page_token=page_token)
+    if not lockdowns:
         typer.echo("no lockdown in force")
-    for lockdown in response.lockdowns:
+    for lockdown in lockdowns:
         typer.echo(_line(lockdown))
+    tell_how_to_go_on(next_token)
 
 
 @lockdown_app.command("set")

@@ -6,6 +6,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Sequence
 from typing import Annotated
 
 import grpc
@@ -17,6 +18,7 @@ from lapse_common.pb.lapse.v1 import (
     common_pb2,
     request_service_pb2,
 )
+from lapse_common.pb.lapse.v1.request_service_pb2 import AccessRequestView, UnverifiedAccess
 from lapse_common.private_files import write_private_file
 
 from lapse_cli import agent_enrollment
@@ -25,6 +27,12 @@ from lapse_cli.approvals import approve, list_approvals, reject
 from lapse_cli.config import CliSettings
 from lapse_cli.flows import flows_app
 from lapse_cli.lockdowns import lockdown_app
+from lapse_cli.paging_options import (
+    LimitOption,
+    PageTokenOption,
+    collect_pages,
+    tell_how_to_go_on,
+)
 from lapse_cli.rendering import as_json, describe_request, grant_status, request_status
 from lapse_cli.scoped_revocation import panic, run_scoped_revocation
 from lapse_cli.session import call_request_service, fail, metadata
@@ -181,24 +189,35 @@ def activity(
     all_users: Annotated[
         bool, typer.Option("--all", help="everyone's activity (admin, sre, auditor)")
     ] = False,
-    limit: Annotated[int, typer.Option(help="how many requests")] = 20,
+    limit: LimitOption = 20,
+    page_token: PageTokenOption = "",
     output_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """Your requests and grants with their statuses."""
+    """Your requests and grants with their statuses, newest first."""
     settings = CliSettings()
-    response = call_request_service(
-        settings,
-        lambda stub, md: stub.ListActivity(
-            request_service_pb2.ListActivityRequest(all_users=all_users, limit=limit), metadata=md
-        ),
-    )
+
+    def fetch(token: str, size: int) -> tuple[Sequence[AccessRequestView], str]:
+        page = call_request_service(
+            settings,
+            lambda stub, md: stub.ListActivity(
+                request_service_pb2.ListActivityRequest(
+                    all_users=all_users, page_size=size, page_token=token
+                ),
+                metadata=md,
+            ),
+        )
+        return page.requests, page.next_page_token
+
+    requests, next_token = collect_pages(fetch, limit=limit, page_token=page_token)
     if output_json:
-        typer.echo(json.dumps([as_json(v) for v in response.requests], indent=2))
+        typer.echo(json.dumps([as_json(v) for v in requests], indent=2))
+        tell_how_to_go_on(next_token)
         return
-    if not response.requests:
+    if not requests:
         typer.echo("no requests yet")
-    for view in response.requests:
+    for view in requests:
         typer.echo(describe_request(view, history=False))
+    tell_how_to_go_on(next_token)
 
 
 @requests_app.command("show")
@@ -235,33 +254,38 @@ def cancel_request(request_id: str, reason: Annotated[str, typer.Option(help="wh
 
 @access_app.command("unverified")
 def unverified_access(
+    limit: LimitOption = 100,
+    page_token: PageTokenOption = "",
     output_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Grants whose revocation was canceled: the access may still exist in the target."""
     settings = CliSettings()
-    response = call_request_service(
-        settings,
-        lambda stub, md: stub.ListUnverifiedAccess(
-            request_service_pb2.ListUnverifiedAccessRequest(), metadata=md
-        ),
-    )
-    if output_json:
-        typer.echo(
-            json.dumps(
-                [as_json(g) for g in response.grants],
-                indent=2,
-            )
+
+    def fetch(token: str, size: int) -> tuple[Sequence[UnverifiedAccess], str]:
+        page = call_request_service(
+            settings,
+            lambda stub, md: stub.ListUnverifiedAccess(
+                request_service_pb2.ListUnverifiedAccessRequest(page_size=size, page_token=token),
+                metadata=md,
+            ),
         )
+        return page.grants, page.next_page_token
+
+    grants, next_token = collect_pages(fetch, limit=limit, page_token=page_token)
+    if output_json:
+        typer.echo(json.dumps([as_json(g) for g in grants], indent=2))
+        tell_how_to_go_on(next_token)
         return
-    if not response.grants:
+    if not grants:
         typer.echo("no unverified standing access")
-    for entry in response.grants:
+    for entry in grants:
         spec = entry.grant.spec
         typer.echo(
             f"{entry.grant.grant_id}  REVOKE_CANCELED  {spec.integration_id}/{spec.resource} "
             f"{spec.permission} as {spec.principal}  (requested by {entry.requester}); "
             "may still exist in the target: remove it by hand"
         )
+    tell_how_to_go_on(next_token)
 
 
 @app.command("extend")

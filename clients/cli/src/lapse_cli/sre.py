@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC
 from typing import Annotated
 
@@ -13,6 +13,12 @@ import typer
 from lapse_common.pb.lapse.v1 import common_pb2, revoker_service_pb2, revoker_service_pb2_grpc
 
 from lapse_cli.config import CliSettings
+from lapse_cli.paging_options import (
+    LimitOption,
+    PageTokenOption,
+    collect_pages,
+    tell_how_to_go_on,
+)
 from lapse_cli.rendering import as_json
 from lapse_cli.session import fail, metadata
 
@@ -60,9 +66,12 @@ def list_stuck(
     older_than: Annotated[
         str, typer.Option(help="only those first due at least this long ago, e.g. 10m")
     ] = "",
+    limit: LimitOption = 200,
+    page_token: PageTokenOption = "",
     output_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Revocations whose retries are exhausted: the grant is REVOKING + stuck."""
+    """Revocations whose retries are exhausted (the grant is REVOKING + stuck), longest
+    stuck first."""
     settings = CliSettings()
     seconds = 0
     if older_than:
@@ -71,30 +80,38 @@ def list_stuck(
             raise fail(f"--older-than {older_than!r} is not a duration like 90s, 10m, 4h", 2)
         seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
     with grpc.insecure_channel(settings.revoker_address) as channel:
-        try:
-            response = _stub(channel).ListStuckRevocations(
+
+        def fetch(
+            token: str, size: int
+        ) -> tuple[Sequence[revoker_service_pb2.RevocationView], str]:
+            page = _stub(channel).ListStuckRevocations(
                 revoker_service_pb2.ListStuckRevocationsRequest(
-                    agent_id=agent, integration_id=integration, min_age_seconds=seconds
+                    agent_id=agent,
+                    integration_id=integration,
+                    min_age_seconds=seconds,
+                    page_size=size,
+                    page_token=token,
                 ),
                 metadata=metadata(settings),
             )
+            return page.revocations, page.next_page_token
+
+        try:
+            revocations, next_token = collect_pages(fetch, limit=limit, page_token=page_token)
         except grpc.RpcError as error:
             raise _rpc_error(error, settings) from error
     if output_json:
-        typer.echo(
-            json.dumps(
-                [as_json(r) for r in response.revocations],
-                indent=2,
-            )
-        )
+        typer.echo(json.dumps([as_json(r) for r in revocations], indent=2))
+        tell_how_to_go_on(next_token)
         return
-    if not response.revocations:
+    if not revocations:
         typer.echo("no stuck revocations")
-    for view in response.revocations:
+    for view in revocations:
         typer.echo(
             f"{view.grant_id}  {_spec(view.spec)}  due {_when(view)}  attempts={view.attempt}"
         )
         typer.echo(f"    last error: {view.last_error}")
+    tell_how_to_go_on(next_token)
 
 
 @revocations_app.command("show")
@@ -210,7 +227,10 @@ def cancel(
 
 @agents_app.callback()
 def agents(
-    context: typer.Context, output_json: Annotated[bool, typer.Option("--json")] = False
+    context: typer.Context,
+    limit: LimitOption = 1000,
+    page_token: PageTokenOption = "",
+    output_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Agents with heartbeat age, online state and revocations in flight, queued and stuck;
     enroll, rotate-key and disable manage their identities (role admin)."""
@@ -218,23 +238,25 @@ def agents(
         return
     settings = CliSettings()
     with grpc.insecure_channel(settings.revoker_address) as channel:
-        try:
-            response = _stub(channel).ListAgents(
-                revoker_service_pb2.ListAgentsRequest(), metadata=metadata(settings)
+
+        def fetch(token: str, size: int) -> tuple[Sequence[revoker_service_pb2.AgentView], str]:
+            page = _stub(channel).ListAgents(
+                revoker_service_pb2.ListAgentsRequest(page_size=size, page_token=token),
+                metadata=metadata(settings),
             )
+            return page.agents, page.next_page_token
+
+        try:
+            views, next_token = collect_pages(fetch, limit=limit, page_token=page_token)
         except grpc.RpcError as error:
             raise _rpc_error(error, settings) from error
     if output_json:
-        typer.echo(
-            json.dumps(
-                [as_json(a) for a in response.agents],
-                indent=2,
-            )
-        )
+        typer.echo(json.dumps([as_json(a) for a in views], indent=2))
+        tell_how_to_go_on(next_token)
         return
-    if not response.agents:
+    if not views:
         typer.echo("no agents seen yet")
-    for agent in response.agents:
+    for agent in views:
         state = "online " if agent.online else "OFFLINE"
         age = (
             f"{agent.heartbeat_age_seconds:.0f}s ago"
@@ -245,3 +267,4 @@ def agents(
             f"{agent.agent_id:<24} {state}  last heartbeat {age:<10} in flight {agent.in_flight}  "
             f"queued {agent.queued}  stuck {agent.stuck}"
         )
+    tell_how_to_go_on(next_token)

@@ -8,6 +8,7 @@ import grpc
 from lapse_common.auth import ADMIN_ROLE, current_identity
 from lapse_common.clock import Clock
 from lapse_common.messaging.outbox import OutboxRelay
+from lapse_common.paging import page_of, page_request_or_abort
 from lapse_common.pb.lapse.v1 import approval_service_pb2, approval_service_pb2_grpc, common_pb2
 from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -59,14 +60,24 @@ class ApprovalApi(approval_service_pb2_grpc.ApprovalServiceServicer):
         request: approval_service_pb2.ListPendingApprovalsRequest,
         context: grpc.aio.ServicerContext,
     ) -> approval_service_pb2.ListPendingApprovalsResponse:
+        approver = current_identity()
+        page = await page_request_or_abort(
+            context,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            query=("pending", approver.subject),
+        )
         async with self._sessions() as session:
-            pending = await list_pending_approvals(
+            pending, next_token = await list_pending_approvals(
                 session=session,
-                approver=current_identity(),
+                approver=approver,
                 catalog=self._catalog.current,
                 clock=self._clock,
+                page=page,
             )
-        return approval_service_pb2.ListPendingApprovalsResponse(approvals=pending)
+        return approval_service_pb2.ListPendingApprovalsResponse(
+            approvals=pending, next_page_token=next_token
+        )
 
     async def DecideRequest(
         self,
@@ -140,6 +151,9 @@ class ApprovalApi(approval_service_pb2_grpc.ApprovalServiceServicer):
         request: approval_service_pb2.ListFlowsRequest,
         context: grpc.aio.ServicerContext,
     ) -> approval_service_pb2.ListFlowsResponse:
+        page = await page_request_or_abort(
+            context, page_size=request.page_size, page_token=request.page_token, query=("flows",)
+        )
         views = []
         for flow in self._catalog.current.flows:
             for target in flow.targets:
@@ -157,7 +171,13 @@ class ApprovalApi(approval_service_pb2_grpc.ApprovalServiceServicer):
                         justification_required=flow.justification_required,
                     )
                 )
-        return approval_service_pb2.ListFlowsResponse(flows=views)
+        # Flows are policy written by hand, held in memory: the page is cut from the list,
+        # in the order the files give them (a flow with several targets gives several views).
+        numbered = [(f"{n:08d}", view) for n, view in enumerate(views)]
+        served, next_token = page_of(numbered, page=page, key=lambda pair: (pair[0],))
+        return approval_service_pb2.ListFlowsResponse(
+            flows=[view for _, view in served], next_page_token=next_token
+        )
 
     async def ValidateFlows(
         self,

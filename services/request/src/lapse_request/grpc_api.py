@@ -9,9 +9,10 @@ from datetime import timedelta
 
 import grpc
 from lapse_common.auth import ADMIN_ROLE, AUDITOR_ROLE, SRE_ROLE, Identity, current_identity
-from lapse_common.clock import Clock
+from lapse_common.clock import Clock, as_utc
 from lapse_common.machine_identity import machine_name
 from lapse_common.messaging.outbox import OutboxRelay
+from lapse_common.paging import page_of, page_request_or_abort, time_key
 from lapse_common.pb.lapse.v1 import (
     approval_service_pb2,
     approval_service_pb2_grpc,
@@ -59,7 +60,6 @@ _PASSED_THROUGH = {
     grpc.StatusCode.FAILED_PRECONDITION,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
-MAX_LIST = 500
 REFUSAL_STATUS = {
     Refusal.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
     Refusal.FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
@@ -209,17 +209,21 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
                 grpc.StatusCode.PERMISSION_DENIED,
                 "listing everyone's activity needs the admin, sre or auditor role",
             )
-        if request.limit < 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "limit must not be negative")
-        limit = min(request.limit or 50, MAX_LIST)
+        page = await page_request_or_abort(
+            context,
+            page_size=request.page_size or request.limit,
+            page_token=request.page_token,
+            query=("activity", identity.subject, request.all_users),
+            default_size=50,
+        )
         async with self._sessions() as session:
-            rows = await list_requests(
+            rows, next_token = await list_requests(
                 session=session,
                 requester=None if request.all_users else identity.subject,
-                limit=limit,
+                page=page,
             )
             views = await render_requests(session=session, rows=rows)
-        return request_service_pb2.ListActivityResponse(requests=views)
+        return request_service_pb2.ListActivityResponse(requests=views, next_page_token=next_token)
 
     async def ListUnverifiedAccess(
         self,
@@ -228,11 +232,19 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
     ) -> request_service_pb2.ListUnverifiedAccessResponse:
         identity = current_identity()
         sees_all = any(identity.has_role(r) for r in (ADMIN_ROLE, SRE_ROLE, AUDITOR_ROLE))
+        page = await page_request_or_abort(
+            context,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            query=("unverified", identity.subject, sees_all),
+        )
         async with self._sessions() as session:
-            grants = await list_unverified_access(
-                session=session, requester=None if sees_all else identity.subject
+            grants, next_token = await list_unverified_access(
+                session=session, requester=None if sees_all else identity.subject, page=page
             )
-        return request_service_pb2.ListUnverifiedAccessResponse(grants=grants)
+        return request_service_pb2.ListUnverifiedAccessResponse(
+            grants=grants, next_page_token=next_token
+        )
 
     async def RevokeGrant(
         self,
@@ -360,9 +372,21 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> request_service_pb2.ListLockdownsResponse:
         await _require_admin(context, "listing lockdowns")
+        page = await page_request_or_abort(
+            context,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            query=("lockdowns", request.include_lifted),
+        )
         async with self._sessions() as session:
             rows = await load_lockdowns(session, include_lifted=request.include_lifted)
-        return request_service_pb2.ListLockdownsResponse(lockdowns=[lockdown_view(r) for r in rows])
+        # Lockdowns are few (each is an incident); the page is cut from the sorted list.
+        served, next_token = page_of(
+            rows, page=page, key=lambda r: time_key(as_utc(r.set_at), r.lockdown_id)
+        )
+        return request_service_pb2.ListLockdownsResponse(
+            lockdowns=[lockdown_view(r) for r in served], next_page_token=next_token
+        )
 
     async def SetLockdown(
         self,

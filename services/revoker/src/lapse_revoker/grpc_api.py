@@ -8,6 +8,7 @@ from datetime import timedelta
 import grpc
 from lapse_common.auth import ADMIN_ROLE, AUDITOR_ROLE, SRE_ROLE, current_identity
 from lapse_common.messaging.outbox import OutboxRelay
+from lapse_common.paging import PageRequest, page_of, page_request_or_abort
 from lapse_common.pb.lapse.v1 import revoker_service_pb2, revoker_service_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,7 +26,6 @@ from lapse_revoker.revocation_steps import RevokerContext
 
 READERS = (SRE_ROLE, ADMIN_ROLE, AUDITOR_ROLE)
 OPERATORS = (SRE_ROLE, ADMIN_ROLE)
-MAX_LIST = 1000
 Resolve = Callable[..., Awaitable[str]]
 
 
@@ -72,19 +72,28 @@ class RevokerApi(revoker_service_pb2_grpc.RevokerServiceServicer):
             if request.min_age_seconds
             else None
         )
+        page = await page_request_or_abort(
+            context,
+            page_size=request.page_size or request.limit,
+            page_token=request.page_token,
+            query=("stuck", request.agent_id, request.integration_id, request.min_age_seconds),
+            default_size=200,
+        )
         async with self._sessions() as session:
-            rows = await list_stuck(
+            rows, next_token = await list_stuck(
                 session=session,
                 agent_id=request.agent_id,
                 integration_id=request.integration_id,
                 older_than=older_than,
-                limit=min(request.limit or 200, MAX_LIST),
+                page=page,
             )
             views = [
                 await render_revocation(session=session, revocation=r, with_attempts=False)
                 for r in rows
             ]
-        return revoker_service_pb2.ListStuckRevocationsResponse(revocations=views)
+        return revoker_service_pb2.ListStuckRevocationsResponse(
+            revocations=views, next_page_token=next_token
+        )
 
     async def GetRevocation(
         self,
@@ -135,12 +144,14 @@ class RevokerApi(revoker_service_pb2_grpc.RevokerServiceServicer):
         grant_ids = list(dict.fromkeys(request.grant_ids))
         if request.agent_id:
             async with self._sessions() as session:
-                stuck = await list_stuck(
+                # Everything stuck for the agent, in one bounded read (it was 100 000 before
+                # paging existed; a replay of more is done in several calls).
+                stuck, _ = await list_stuck(
                     session=session,
                     agent_id=request.agent_id,
                     integration_id="",
                     older_than=None,
-                    limit=100_000,
+                    page=PageRequest(size=100_000, after=None, query="replay"),
                 )
             grant_ids += [r.grant_id for r in stuck if r.grant_id not in grant_ids]
         if not grant_ids and not request.agent_id:
@@ -183,11 +194,16 @@ class RevokerApi(revoker_service_pb2_grpc.RevokerServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> revoker_service_pb2.ListAgentsResponse:
         await _require(context, READERS, "listing agents")
+        page = await page_request_or_abort(
+            context, page_size=request.page_size, page_token=request.page_token, query=("agents",)
+        )
         now = self._ctx.clock.now()
         async with self._sessions() as session:
             statuses = await agent_statuses(session=session)
+        # One row per agent (a few per site): the page is cut from the list sorted by id.
+        served, next_token = page_of(statuses, page=page, key=lambda s: (s.agent_id,))
         views = []
-        for status in statuses:
+        for status in served:
             view = revoker_service_pb2.AgentView(
                 agent_id=status.agent_id,
                 online=status.online(now, self._offline_after),
@@ -200,7 +216,7 @@ class RevokerApi(revoker_service_pb2_grpc.RevokerServiceServicer):
                 view.last_heartbeat_at.FromDatetime(status.last_seen_at)
                 view.heartbeat_age_seconds = age.total_seconds()
             views.append(view)
-        return revoker_service_pb2.ListAgentsResponse(agents=views)
+        return revoker_service_pb2.ListAgentsResponse(agents=views, next_page_token=next_token)
 
     async def EnrollAgent(
         self,

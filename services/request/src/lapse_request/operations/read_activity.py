@@ -6,8 +6,9 @@ from collections.abc import Sequence
 
 from lapse_common.clock import as_utc
 from lapse_common.grant_spec import grant_spec_of
+from lapse_common.paging import PageRequest, time_key
 from lapse_common.pb.lapse.v1 import common_pb2, request_service_pb2
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_request.items import unpack_items
@@ -15,12 +16,30 @@ from lapse_request.models import AccessRequest, GrantActivity, GrantTransition
 
 
 async def list_requests(
-    *, session: AsyncSession, requester: str | None, limit: int
-) -> Sequence[AccessRequest]:
-    query = select(AccessRequest).order_by(AccessRequest.created_at.desc()).limit(limit)
+    *, session: AsyncSession, requester: str | None, page: PageRequest
+) -> tuple[Sequence[AccessRequest], str]:
+    """Newest first, one page, and the token for the next ("" on the last)."""
+    query = (
+        select(AccessRequest)
+        .order_by(AccessRequest.created_at.desc(), AccessRequest.request_id.desc())
+        .limit(page.size + 1)
+    )
     if requester is not None:
         query = query.where(AccessRequest.requester == requester)
-    return (await session.execute(query)).scalars().all()
+    after = page.after_time()
+    if after is not None:
+        moment, request_id = after
+        query = query.where(
+            or_(
+                AccessRequest.created_at < moment,
+                and_(AccessRequest.created_at == moment, AccessRequest.request_id < request_id),
+            )
+        )
+    rows = (await session.execute(query)).scalars().all()
+    if len(rows) <= page.size:
+        return rows, ""
+    last = rows[page.size - 1]
+    return rows[: page.size], page.next_token(time_key(as_utc(last.created_at), last.request_id))
 
 
 async def render_requests(
@@ -95,15 +114,33 @@ def grant_view(
 
 
 async def list_unverified_access(
-    *, session: AsyncSession, requester: str | None
-) -> list[request_service_pb2.UnverifiedAccess]:
-    """Grants whose revocation an operator canceled: the access may still exist."""
-    query = select(GrantActivity).where(
-        GrantActivity.status == common_pb2.GRANT_STATUS_REVOKE_CANCELED
+    *, session: AsyncSession, requester: str | None, page: PageRequest
+) -> tuple[list[request_service_pb2.UnverifiedAccess], str]:
+    """Grants whose revocation an operator canceled: the access may still exist. Oldest
+    first, one page, and the token for the next ("" on the last)."""
+    query = (
+        select(GrantActivity)
+        .where(GrantActivity.status == common_pb2.GRANT_STATUS_REVOKE_CANCELED)
+        .order_by(GrantActivity.updated_at, GrantActivity.grant_id)
+        .limit(page.size + 1)
     )
     if requester is not None:
         query = query.where(GrantActivity.requester == requester)
-    grants = (await session.execute(query.order_by(GrantActivity.updated_at))).scalars().all()
+    after = page.after_time()
+    if after is not None:
+        moment, grant_id = after
+        query = query.where(
+            or_(
+                GrantActivity.updated_at > moment,
+                and_(GrantActivity.updated_at == moment, GrantActivity.grant_id > grant_id),
+            )
+        )
+    grants = (await session.execute(query)).scalars().all()
+    next_token = ""
+    if len(grants) > page.size:
+        grants = grants[: page.size]
+        last = grants[-1]
+        next_token = page.next_token(time_key(as_utc(last.updated_at), last.grant_id))
     transitions = (
         (
             await session.execute(
@@ -122,4 +159,4 @@ async def list_unverified_access(
             grant=grant_view(grant, [t for t in transitions if t.grant_id == grant.grant_id]),
         )
         for grant in grants
-    ]
+    ], next_token

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from lapse_common.clock import as_utc
+from lapse_common.paging import PageRequest, time_key
 from lapse_common.pb.lapse.v1 import revoker_service_pb2
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_revoker.models import AgentPresence, Revocation, RevocationState, RevokeAttemptRecord
@@ -21,21 +22,35 @@ async def list_stuck(
     agent_id: str,
     integration_id: str,
     older_than: datetime | None,
-    limit: int,
-) -> Sequence[Revocation]:
+    page: PageRequest,
+) -> tuple[Sequence[Revocation], str]:
+    """Longest stuck first, one page, and the token for the next ("" on the last)."""
     query = (
         select(Revocation)
         .where(Revocation.state == RevocationState.DEAD_LETTERED)
-        .order_by(Revocation.due_at)
-        .limit(limit)
+        .order_by(Revocation.due_at, Revocation.grant_id)
+        .limit(page.size + 1)
     )
+    after = page.after_time()
+    if after is not None:
+        moment, grant_id = after
+        query = query.where(
+            or_(
+                Revocation.due_at > moment,
+                and_(Revocation.due_at == moment, Revocation.grant_id > grant_id),
+            )
+        )
     if agent_id:
         query = query.where(Revocation.agent_id == agent_id)
     if integration_id:
         query = query.where(Revocation.integration_id == integration_id)
     if older_than is not None:
         query = query.where(Revocation.due_at <= older_than)
-    return (await session.execute(query)).scalars().all()
+    rows = (await session.execute(query)).scalars().all()
+    if len(rows) <= page.size:
+        return rows, ""
+    last = rows[page.size - 1]
+    return rows[: page.size], page.next_token(time_key(as_utc(last.due_at), last.grant_id))
 
 
 async def render_revocation(

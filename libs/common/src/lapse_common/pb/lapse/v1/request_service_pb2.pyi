@@ -232,15 +232,24 @@ class ListLockdownsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     INCLUDE_LIFTED_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     include_lifted: _builtins.bool
+    page_size: _builtins.int
+    """Paging: at most page_size items (0: the default, 100; at most 1000) after the item the
+    page_token (from the previous response's next_page_token) points at.
+    """
+    page_token: _builtins.str
     def __init__(
         self,
         *,
         include_lifted: _builtins.bool = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_lifted", b"include_lifted"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_lifted", b"include_lifted", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -251,16 +260,20 @@ class ListLockdownsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LOCKDOWNS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page; otherwise pass it as page_token for the next one."""
     @_builtins.property
     def lockdowns(self) -> _containers.RepeatedCompositeFieldContainer[Global___Lockdown]: ...
     def __init__(
         self,
         *,
         lockdowns: _abc.Iterable[Global___Lockdown] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lockdowns", b"lockdowns"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lockdowns", b"lockdowns", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -337,12 +350,22 @@ Global___RevokeGrantRequest: _TypeAlias = RevokeGrantRequest  # noqa: Y015
 class ListUnverifiedAccessRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Paging: at most page_size items (0: the default, 100; at most 1000) after the item the
+    page_token (from the previous response's next_page_token) points at.
+    """
+    page_token: _builtins.str
     def __init__(
         self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -379,16 +402,20 @@ class ListUnverifiedAccessResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     GRANTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page; otherwise pass it as page_token for the next one."""
     @_builtins.property
     def grants(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnverifiedAccess]: ...
     def __init__(
         self,
         *,
         grants: _abc.Iterable[Global___UnverifiedAccess] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["grants", b"grants"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grants", b"grants", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -495,18 +522,28 @@ class ListActivityRequest(_message.Message):
 
     ALL_USERS_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     all_users: _builtins.bool
     """Admins may list everyone's activity; others see only their own."""
     limit: _builtins.int
+    """The page size when page_size is not set (kept for older clients)."""
+    page_size: _builtins.int
+    """Paging: at most page_size items (0: the default, 100; at most 1000) after the item the
+    page_token (from the previous response's next_page_token) points at.
+    """
+    page_token: _builtins.str
     def __init__(
         self,
         *,
         all_users: _builtins.bool = ...,
         limit: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_users", b"all_users", "limit", b"limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_users", b"all_users", "limit", b"limit", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -517,16 +554,20 @@ class ListActivityResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUESTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page; otherwise pass it as page_token for the next one."""
     @_builtins.property
     def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccessRequestView]: ...
     def __init__(
         self,
         *,
         requests: _abc.Iterable[Global___AccessRequestView] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "requests", b"requests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
