@@ -58,6 +58,8 @@ def stack(infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> It
                 # Paging through lists.
                 "pg01",
                 "pg02",
+                # The token-trust test.
+                "t01",
             ),
             # r00-r19 for the revocation tests (which count every member); r20-r30 for the
             # scoped-revocation and access-event tests.

@@ -287,6 +287,10 @@ class LapseStack:
         keys = self.workdir / "keys"
         self.dev_key, self.dev_public = ensure_keypair(keys, "dev-token")
         self.signing_key, self.signing_public = ensure_keypair(keys, "command-signing")
+        self.chatops_key, self.chatops_public = ensure_keypair(keys, "chatops-token")
+        self.request_service_key, self.request_service_public = ensure_keypair(
+            keys / "services", "request"
+        )
         self.ports = {name: free_port() for name in ("request", "approval", "audit", "revoker")}
         principals = "\n".join(
             [f"      {self.login_for(user)}: [{user}]" for user in self.users]
@@ -448,7 +452,14 @@ integrations:
                 "LAPSE_KAFKA_BOOTSTRAP_SERVERS": self.infra.kafka_bootstrap,
                 "LAPSE_KAFKA_TOPIC_PREFIX": self.topic_prefix,
                 "LAPSE_DATABASE_URL": self.database_url,
+                # Dev mode: the dev issuer and dev keys are trusted (never in production).
+                "LAPSE_AUTH_DEV_MODE": "true",
                 "LAPSE_AUTH_PUBLIC_KEY_FILE": str(self.dev_public),
+                # The chat front end's tokens say who someone is, nothing more.
+                "LAPSE_AUTH_SUBJECT_ONLY_ISSUERS": f"lapse-chatops={self.chatops_public}",
+                # request -> approval with the request service's own credential.
+                "LAPSE_AUTH_SERVICE_PUBLIC_KEY_FILES": str(self.request_service_public),
+                "LAPSE_AUTH_SERVICE_KEY_FILE": str(self.request_service_key),
                 "LAPSE_AUTH_DIRECTORY_FILE": str(self.directory_file),
                 "LAPSE_REQUEST_ACCESS_EVENT_PRODUCERS_FILE": str(self.producers_file),
                 "LAPSE_APPROVAL_FLOW_FILES": str(self.flows_file),

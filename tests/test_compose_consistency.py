@@ -642,7 +642,11 @@ def test_settings_env_names_are_unique() -> None:
         owners.setdefault(setting.env, []).append(f"{setting.cls.__name__}.{setting.name}")
     shared = {env: names for env, names in owners.items() if len(names) > 1}
     # The CLI reads the token settings of AuthSettings under its own class on purpose.
-    assert set(shared) <= {"LAPSE_AUTH_ISSUER", "LAPSE_AUTH_AUDIENCE"}, shared
+    assert set(shared) <= {
+        "LAPSE_AUTH_ISSUER",
+        "LAPSE_AUTH_AUDIENCE",
+        "LAPSE_AUTH_MAX_TOKEN_LIFETIME_SECONDS",
+    }, shared
 
 
 @pytest.mark.parametrize("name", sorted(services()))

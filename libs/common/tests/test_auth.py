@@ -10,7 +10,7 @@ from lapse_common.settings import AuthSettings
 
 
 def verifier_for(public_key: Path) -> TokenVerifier:
-    return TokenVerifier.from_settings(AuthSettings(public_key_file=public_key))
+    return TokenVerifier.from_settings(AuthSettings(public_key_file=public_key, dev_mode=True))
 
 
 def test_valid_token_carries_subject_groups_and_roles(tmp_path: Path) -> None:
@@ -48,7 +48,7 @@ def test_token_from_another_key_is_refused(tmp_path: Path) -> None:
 def test_expired_and_foreign_audience_tokens_are_refused(tmp_path: Path) -> None:
     private, public = ensure_keypair(tmp_path, "dev")
     expired = mint_token(
-        private_key_pem=private.read_bytes(), subject="a", groups=[], roles=[], ttl_seconds=-10
+        private_key_pem=private.read_bytes(), subject="a", groups=[], roles=[], ttl_seconds=-120
     )
     with pytest.raises(InvalidToken, match="expired"):
         verifier_for(public).verify(expired)

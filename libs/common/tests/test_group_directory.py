@@ -47,7 +47,7 @@ def test_verified_tokens_carry_directory_groups_and_edits_apply_without_restart(
     directory = tmp_path / "directory.yaml"
     directory.write_text("groups:\n  contractors: [u07]\n")
     verifier = TokenVerifier.from_settings(
-        AuthSettings(public_key_file=public, directory_file=directory)
+        AuthSettings(public_key_file=public, directory_file=directory, dev_mode=True)
     )
     token = mint_token(
         private_key_pem=private.read_bytes(), subject="u07", groups=[], roles=[], ttl_seconds=60

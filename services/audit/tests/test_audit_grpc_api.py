@@ -27,7 +27,7 @@ async def stub(
     sessions: async_sessionmaker[AsyncSession], tmp_path: Path
 ) -> AsyncIterator[audit_service_pb2_grpc.AuditServiceAsyncStub]:
     _, public_key = ensure_keypair(tmp_path / "keys", "dev-token")
-    verifier = TokenVerifier.from_settings(AuthSettings(public_key_file=public_key))
+    verifier = TokenVerifier.from_settings(AuthSettings(public_key_file=public_key, dev_mode=True))
     server = grpc.aio.server(interceptors=[AuthInterceptor(verifier)])
     AuditApi(sessions=sessions).register(server)
     port = server.add_insecure_port("127.0.0.1:0")

@@ -95,6 +95,7 @@ async def audit(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Runni
             "LAPSE_KAFKA_TOPIC_PREFIX": topics.prefix,
             **kafka.env("lapse-audit"),
             "LAPSE_DATABASE_URL": database_url,
+            "LAPSE_AUTH_DEV_MODE": "true",
             "LAPSE_AUTH_PUBLIC_KEY_FILE": str(public_key),
             "LAPSE_AUDIT_GRPC_ADDRESS": f"127.0.0.1:{port}",
         }

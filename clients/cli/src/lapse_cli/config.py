@@ -21,6 +21,8 @@ class CliSettings(BaseSettings):
     dev_token_key_file: Path = Path(".lapse/keys/dev-token.key")
     auth_issuer: str = "lapse-dev"
     auth_audience: str = "lapse"
+    # The services refuse longer-lived tokens; `lapse login --dev` refuses to mint them.
+    auth_max_token_lifetime_seconds: int = 12 * 3600
 
     @property
     def token_file(self) -> Path:

@@ -63,10 +63,10 @@ _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def parse_duration(text: str) -> int:
+def parse_duration(text: str, *, option: str = "--for") -> int:
     match = _DURATION.match(text.strip())
     if not match:
-        raise fail(f"--for {text!r} is not a duration like 90s, 15m, 4h or 2d", 2)
+        raise fail(f"{option} {text!r} is not a duration like 90s, 15m, 4h or 2d", 2)
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
@@ -78,7 +78,9 @@ def login(
     user: Annotated[str, typer.Option(help="subject of the dev token")] = "alice",
     groups: Annotated[str, typer.Option(help="comma-separated groups")] = "engineering",
     roles: Annotated[str, typer.Option(help="comma-separated roles, e.g. admin,sre")] = "",
-    ttl: Annotated[str, typer.Option(help="token lifetime")] = "8h",
+    ttl: Annotated[
+        str, typer.Option(help="token lifetime (at most LAPSE_AUTH_MAX_TOKEN_LIFETIME_SECONDS)")
+    ] = "8h",
 ) -> None:
     """Store a bearer token for the other commands."""
     settings = CliSettings()
@@ -86,6 +88,16 @@ def login(
         raise fail(
             "only --dev login is available: tokens from your identity provider can be "
             "passed with LAPSE_TOKEN",
+            2,
+        )
+    lifetime = parse_duration(ttl, option="--ttl")
+    longest = settings.auth_max_token_lifetime_seconds
+    if not 0 < lifetime <= longest:
+        raise fail(
+            f"--ttl {ttl} is longer than the services accept: at most {longest} s "
+            f"({longest // 3600}h; LAPSE_AUTH_MAX_TOKEN_LIFETIME_SECONDS)"
+            if lifetime
+            else "--ttl must be longer than 0s",
             2,
         )
     if not settings.dev_token_key_file.exists():
@@ -98,7 +110,7 @@ def login(
         subject=user,
         groups=[g for g in groups.split(",") if g],
         roles=[r for r in roles.split(",") if r],
-        ttl_seconds=parse_duration(ttl),
+        ttl_seconds=lifetime,
         issuer=settings.auth_issuer,
         audience=settings.auth_audience,
     )

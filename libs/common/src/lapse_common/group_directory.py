@@ -1,25 +1,31 @@
-"""Group membership from a directory file, added to the groups a token claims.
+"""Group and role membership from a directory file, added to what a token claims.
 
-Identity providers do not always put groups in tokens (or put too many); an admin can list
-the groups Access Flows refer to in one YAML file instead (`LAPSE_AUTH_DIRECTORY_FILE`):
+Identity providers do not always put groups in tokens (or put too many), and some token
+issuers (the chat front end) are trusted to say who someone is but not what they may do;
+an admin lists the groups Access Flows refer to, and who holds Lapse's roles, in one YAML
+file instead (`LAPSE_AUTH_DIRECTORY_FILE`):
 
 ```yaml
 groups:
   engineering: [alice, bob]
   db-approvers: [carol]
+roles:
+  admin: [alice]
+  sre: [bob]
 ```
 
-A person's groups are the token's `groups` claim plus every directory group listing them.
+A person's groups (roles) are the token's `groups` (`roles`) claim plus every directory
+group (role) listing them; for a subject-only issuer, the directory's alone.
 The file is re-read when it changes (lapse_common.watched_file).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from lapse_common.watched_file import WatchedFile
 
@@ -32,21 +38,34 @@ class _DirectoryFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     groups: dict[str, list[str]] = {}
+    roles: dict[str, list[str]] = {}
 
-    @field_validator("groups")
+    @field_validator("groups", "roles")
     @classmethod
-    def _named_members(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        for group, members in value.items():
-            if not group.strip():
-                raise ValueError("a group needs a name")
+    def _named_members(
+        cls, value: dict[str, list[str]], info: ValidationInfo
+    ) -> dict[str, list[str]]:
+        kind = str(info.field_name).removesuffix("s")
+        for name, members in value.items():
+            if not name.strip():
+                raise ValueError(f"a {kind} needs a name")
             if any(not str(member).strip() for member in members):
-                raise ValueError(f"group {group!r} lists an empty member")
+                raise ValueError(f"{kind} {name!r} lists an empty member")
         return value
+
+
+def _by_member(listing: dict[str, list[str]]) -> dict[str, frozenset[str]]:
+    members: dict[str, set[str]] = {}
+    for name, people in listing.items():
+        for person in people:
+            members.setdefault(str(person), set()).add(name)
+    return {person: frozenset(names) for person, names in members.items()}
 
 
 @dataclass(frozen=True)
 class GroupDirectory:
     groups_by_member: dict[str, frozenset[str]]
+    roles_by_member: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, text: str, *, source: str) -> GroupDirectory:
@@ -60,14 +79,14 @@ class GroupDirectory:
                 f"field {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
             )
             raise GroupDirectoryError(f"{source}: {problems}") from error
-        members: dict[str, set[str]] = {}
-        for group, people in parsed.groups.items():
-            for person in people:
-                members.setdefault(str(person), set()).add(group)
-        return cls({person: frozenset(groups) for person, groups in members.items()})
+        return cls(_by_member(parsed.groups), _by_member(parsed.roles))
 
     def groups_of(self, subject: str, *, claimed: tuple[str, ...] = ()) -> tuple[str, ...]:
         listed = self.groups_by_member.get(subject, frozenset())
+        return tuple(sorted(set(claimed) | listed))
+
+    def roles_of(self, subject: str, *, claimed: tuple[str, ...] = ()) -> tuple[str, ...]:
+        listed = self.roles_by_member.get(subject, frozenset())
         return tuple(sorted(set(claimed) | listed))
 
 

@@ -53,19 +53,71 @@ class TelemetrySettings(BaseSettings):
 
 
 class AuthSettings(BaseSettings):
-    """How services check the bearer tokens presented on gRPC calls."""
+    """How services check the bearer tokens presented on gRPC calls (lapse_common.auth)."""
 
     model_config = SettingsConfigDict(env_prefix="LAPSE_AUTH_", extra="ignore")
 
-    # PEM public key (Ed25519 or RSA) that signs user tokens.
+    # Only in dev mode are the dev issuer `lapse-dev` and the keys of lapse_common.dev_keys
+    # trusted; a service in production mode (the default) refuses to start with them.
+    dev_mode: bool = False
+    # The identity provider's issuer (the tokens' `iss`). Empty: `lapse-dev` in dev mode,
+    # else LAPSE_AUTH_ISSUER_URL.
+    issuer: str = ""
+    # OIDC discovery: <issuer_url>/.well-known/openid-configuration names the JWKS URL.
+    issuer_url: str = ""
+    # Or the JWKS URL itself. https (http only to localhost).
+    jwks_url: str = ""
+    # PEM public key (Ed25519, RSA or EC P-256) that signs user tokens.
     public_key_file: Path | None = None
-    # Alternatively a JWKS document on disk (as fetched from the identity provider).
+    # A JWKS document on disk (re-read on change).
     jwks_file: Path | None = None
-    issuer: str = "lapse-dev"
+    # Fetched keys are used this long before being fetched again; a token with an unknown
+    # `kid` fetches them sooner, but at most once per jwks_min_refetch_seconds.
+    jwks_cache_seconds: float = Field(default=300, gt=0)
+    jwks_min_refetch_seconds: float = Field(default=30, ge=0)
+    jwks_fetch_timeout_seconds: float = Field(default=5, gt=0, le=60)
     audience: str = "lapse"
-    # YAML `groups: {name: [subjects]}`: groups added to those the token claims (re-read on
-    # change). Unset: the token's `groups` claim alone.
+    # Longest accepted token lifetime (exp - iat; tokens without iat are refused).
+    max_token_lifetime_seconds: int = Field(default=12 * 3600, gt=0, le=7 * 86400)
+    # YAML `groups: {name: [subjects]}` and `roles: {role: [subjects]}`: added to what the
+    # token claims (re-read on change). Unset: the token's claims alone.
     directory_file: Path | None = None
+    # Issuers trusted only to say who someone is (the chat front end): `issuer=key` pairs,
+    # comma-separated, key a PEM file, a JWKS file (*.json) or an https JWKS URL. Their
+    # tokens' roles and groups claims are ignored; both come from the directory file.
+    subject_only_issuers: str = ""
+    # Public keys of the Lapse services allowed to call this one: comma-separated PEM files,
+    # each named `<service>.pub` (internal methods such as ApprovalService/CheckRequest
+    # accept only these services' tokens).
+    service_public_key_files: str = ""
+    # This service's own private key, for the tokens it presents to other services.
+    service_key_file: Path | None = None
+
+    @field_validator("subject_only_issuers")
+    @classmethod
+    def _issuer_pairs(cls, value: str) -> str:
+        seen: set[str] = set()
+        for pair in filter(None, (p.strip() for p in value.split(","))):
+            issuer, _, key = pair.partition("=")
+            if not issuer.strip() or not key.strip():
+                raise ValueError(f"{pair!r} is not issuer=key-file-or-jwks-url")
+            if issuer.strip() in seen:
+                raise ValueError(f"issuer {issuer.strip()!r} is listed twice")
+            seen.add(issuer.strip())
+        return value
+
+    def service_public_key_paths(self) -> list[Path]:
+        return [Path(p.strip()) for p in self.service_public_key_files.split(",") if p.strip()]
+
+    def subject_only_issuer_keys(self) -> dict[str, str]:
+        return {
+            issuer.strip(): key.strip()
+            for issuer, _, key in (
+                pair.partition("=")
+                for pair in (p.strip() for p in self.subject_only_issuers.split(","))
+                if pair
+            )
+        }
 
 
 class DatabaseSettings(BaseSettings):

@@ -11,7 +11,7 @@ from lapse_common.runtime import Service
 from lapse_common.settings import AuthSettings, DatabaseSettings
 
 from lapse_approval.approval_timeouts import ApprovalTimeouts
-from lapse_approval.grpc_api import ApprovalApi
+from lapse_approval.grpc_api import INTERNAL_METHODS, ApprovalApi
 from lapse_approval.handlers import ApprovalHandlers
 from lapse_approval.live_catalog import LiveCatalog
 from lapse_approval.models import ApprovalBase
@@ -23,7 +23,8 @@ MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 async def run() -> None:
     settings = ApprovalSettings()
-    verifier = TokenVerifier.from_settings(AuthSettings())
+    # Accepts service credentials for audience lapse-approval (LAPSE_AUTH_SERVICE_PUBLIC_KEY_FILES).
+    verifier = TokenVerifier.from_settings(AuthSettings(), service="approval")
     service = await Service.create(
         name="approval",
         database_url=DatabaseSettings().database_url,
@@ -71,5 +72,5 @@ async def run() -> None:
     await service.run(
         grpc_servicers=[register],
         grpc_address=settings.grpc_address,
-        grpc_interceptors=[AuthInterceptor(verifier)],
+        grpc_interceptors=[AuthInterceptor(verifier, internal_methods=INTERNAL_METHODS)],
     )

@@ -22,6 +22,11 @@ from lapse_approval.operations.decide_request import DecisionRefused, Refused, d
 from lapse_approval.operations.extend_grant import extend_grant
 from lapse_approval.operations.list_pending_approvals import list_pending_approvals
 
+# Methods only other Lapse services call, and which: a person's token is refused there.
+INTERNAL_METHODS = {
+    "/lapse.v1.ApprovalService/CheckRequest": frozenset({"request"}),
+}
+
 REFUSAL_STATUS = {
     Refusal.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
     Refusal.NOT_ALLOWED: grpc.StatusCode.PERMISSION_DENIED,
@@ -108,14 +113,18 @@ class ApprovalApi(approval_service_pb2_grpc.ApprovalServiceServicer):
         request: approval_service_pb2.CheckRequestRequest,
         context: grpc.aio.ServicerContext,
     ) -> approval_service_pb2.CheckRequestResponse:
-        identity = current_identity()
+        # The caller is the request service (INTERNAL_METHODS); the person asking is who it
+        # verified and named in the request.
+        subject = request.requester_subject
+        if not subject.strip():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "requester_subject is required")
         if request.duration_seconds < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "duration_seconds must be >= 0")
         try:
             allowed = check_request(
                 catalog=self._catalog.current,
-                subject=identity.subject,
-                groups=identity.groups,
+                subject=subject,
+                groups=tuple(request.requester_groups),
                 integration_id=request.item.integration_id,
                 resource=request.item.resource,
                 permission=request.item.permission,
@@ -131,7 +140,7 @@ class ApprovalApi(approval_service_pb2_grpc.ApprovalServiceServicer):
                     await enforce_auto_approve_budget(
                         session,
                         flow=allowed.flow,
-                        requester=identity.subject,
+                        requester=subject,
                         now=self._clock.now(),
                     )
         except RequestRefused as refusal:

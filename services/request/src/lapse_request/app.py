@@ -15,6 +15,7 @@ from lapse_common.pb.lapse.v1 import (
     request_service_pb2_grpc,
 )
 from lapse_common.runtime import Service
+from lapse_common.service_credentials import ServiceCredentials
 from lapse_common.settings import AuthSettings, DatabaseSettings
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
@@ -29,7 +30,10 @@ MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 async def run() -> None:
     settings = RequestSettings()
-    verifier = TokenVerifier.from_settings(AuthSettings())
+    auth = AuthSettings()
+    verifier = TokenVerifier.from_settings(auth)
+    # What the request service shows the approval service instead of the caller's token.
+    credentials = ServiceCredentials.from_key_file(auth.service_key_file, service="request")
     service = await Service.create(
         name="request",
         database_url=DatabaseSettings().database_url,
@@ -84,6 +88,7 @@ async def run() -> None:
         sessions=service.sessions,
         approval=approval_service_pb2_grpc.ApprovalServiceStub(channel),
         approval_timeout=settings.approval_timeout_seconds,
+        credentials=credentials,
         relay=service.relay,
         topics=service.topics,
         clock=service.clock,

@@ -20,6 +20,7 @@ from lapse_common.pb.lapse.v1 import (
     request_service_pb2,
     request_service_pb2_grpc,
 )
+from lapse_common.service_credentials import ServiceCredentials
 from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -75,6 +76,7 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
         sessions: async_sessionmaker[AsyncSession],
         approval: approval_service_pb2_grpc.ApprovalServiceStub,
         approval_timeout: float,
+        credentials: ServiceCredentials,
         relay: OutboxRelay,
         topics: Topics,
         clock: Clock,
@@ -84,6 +86,7 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
         self._sessions = sessions
         self._approval = approval
         self._approval_timeout = approval_timeout
+        self._credentials = credentials
         self._offline_after = offline_after
         self._revocation_wait = revocation_wait
         self._relay = relay
@@ -123,8 +126,11 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
                     ),
                     duration_seconds=request.duration_seconds,
                     justification=request.justification,
+                    requester_subject=identity.subject,
+                    requester_groups=identity.groups,
                 ),
-                metadata=(("authorization", f"Bearer {identity.token}"),),
+                # Our own credential, never the caller's token: CheckRequest is internal.
+                metadata=self._credentials.metadata_for("approval"),
                 timeout=self._approval_timeout,
             )
         except grpc.aio.AioRpcError as error:

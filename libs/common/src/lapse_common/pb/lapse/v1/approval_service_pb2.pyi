@@ -320,20 +320,30 @@ class CheckRequestRequest(_message.Message):
     ITEM_FIELD_NUMBER: _builtins.int
     DURATION_SECONDS_FIELD_NUMBER: _builtins.int
     JUSTIFICATION_FIELD_NUMBER: _builtins.int
+    REQUESTER_SUBJECT_FIELD_NUMBER: _builtins.int
+    REQUESTER_GROUPS_FIELD_NUMBER: _builtins.int
     duration_seconds: _builtins.int
     justification: _builtins.str
+    requester_subject: _builtins.str
+    """The person asking, as the calling service verified them (subject and every group,
+    the directory file's included): the call itself carries the service's credential.
+    """
     @_builtins.property
     def item(self) -> _common_pb2.GrantSpec: ...
+    @_builtins.property
+    def requester_groups(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
         item: _common_pb2.GrantSpec | None = ...,
         duration_seconds: _builtins.int = ...,
         justification: _builtins.str = ...,
+        requester_subject: _builtins.str = ...,
+        requester_groups: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_seconds", b"duration_seconds", "item", b"item", "justification", b"justification"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_seconds", b"duration_seconds", "item", b"item", "justification", b"justification", "requester_groups", b"requester_groups", "requester_subject", b"requester_subject"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

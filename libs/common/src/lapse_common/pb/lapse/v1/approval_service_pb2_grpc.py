@@ -77,8 +77,10 @@ class ApprovalServiceServicer:
     """
 
     def CheckRequest(self, request, context):
-        """Checks a would-be request against the flows for the calling identity, without
-        recording anything. Errors use the same status codes as SubmitRequest.
+        """Checks a would-be request against the flows for the requester named in the request,
+        without recording anything. Errors use the same status codes as SubmitRequest.
+        Internal: only the request service may call it, with its own service credential (a
+        person's token gets PERMISSION_DENIED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -34,8 +34,10 @@ class ApprovalServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ApprovalServiceAsyncStub: ...
     CheckRequest: _grpc.UnaryUnaryMultiCallable[_approval_service_pb2.CheckRequestRequest, _approval_service_pb2.CheckRequestResponse]
-    """Checks a would-be request against the flows for the calling identity, without
-    recording anything. Errors use the same status codes as SubmitRequest.
+    """Checks a would-be request against the flows for the requester named in the request,
+    without recording anything. Errors use the same status codes as SubmitRequest.
+    Internal: only the request service may call it, with its own service credential (a
+    person's token gets PERMISSION_DENIED).
     """
     ListFlows: _grpc.UnaryUnaryMultiCallable[_approval_service_pb2.ListFlowsRequest, _approval_service_pb2.ListFlowsResponse]
     ListPendingApprovals: _grpc.UnaryUnaryMultiCallable[_approval_service_pb2.ListPendingApprovalsRequest, _approval_service_pb2.ListPendingApprovalsResponse]
@@ -60,8 +62,10 @@ class ApprovalServiceAsyncStub(ApprovalServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CheckRequest: _aio.UnaryUnaryMultiCallable[_approval_service_pb2.CheckRequestRequest, _approval_service_pb2.CheckRequestResponse]  # type: ignore[assignment]
-    """Checks a would-be request against the flows for the calling identity, without
-    recording anything. Errors use the same status codes as SubmitRequest.
+    """Checks a would-be request against the flows for the requester named in the request,
+    without recording anything. Errors use the same status codes as SubmitRequest.
+    Internal: only the request service may call it, with its own service credential (a
+    person's token gets PERMISSION_DENIED).
     """
     ListFlows: _aio.UnaryUnaryMultiCallable[_approval_service_pb2.ListFlowsRequest, _approval_service_pb2.ListFlowsResponse]  # type: ignore[assignment]
     ListPendingApprovals: _aio.UnaryUnaryMultiCallable[_approval_service_pb2.ListPendingApprovalsRequest, _approval_service_pb2.ListPendingApprovalsResponse]  # type: ignore[assignment]
@@ -89,8 +93,10 @@ class ApprovalServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _approval_service_pb2.CheckRequestRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_approval_service_pb2.CheckRequestResponse, _abc.Awaitable[_approval_service_pb2.CheckRequestResponse]]:
-        """Checks a would-be request against the flows for the calling identity, without
-        recording anything. Errors use the same status codes as SubmitRequest.
+        """Checks a would-be request against the flows for the requester named in the request,
+        without recording anything. Errors use the same status codes as SubmitRequest.
+        Internal: only the request service may call it, with its own service credential (a
+        person's token gets PERMISSION_DENIED).
         """
 
     @_abc_1.abstractmethod
