@@ -129,6 +129,7 @@ async def run_agent(
             topics=topics,
             verifier=verifier,
             connectors=connectors,
+            principal_rules=config.principal_rules(),
             ledger=ledger,
             publisher=publisher,
             signer=signer,
