@@ -60,6 +60,8 @@ def stack(infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory) -> It
                 "pg02",
                 # The token-trust test.
                 "t01",
+                # The agent-safety tests.
+                "a01",
             ),
             # r00-r19 for the revocation tests (which count every member); r20-r30 for the
             # scoped-revocation and access-event tests.

@@ -256,7 +256,6 @@ async def test_kafka_outage_while_grants_fall_due_loses_nothing(
 def signed(stack: LapseStack, *, grant_id: str, epoch: int, kind: int, principal: str) -> bytes:
     signer = CommandSigner(
         private_key_pem=stack.signing_key.read_bytes(),
-        key_id="platform-1",
         clock=SystemClock(),
         ttl=timedelta(minutes=5),
     )

@@ -47,7 +47,6 @@ def platform_public_pem(platform_key: Ed25519PrivateKey) -> bytes:
 def signer(platform_private_pem: bytes, clock: ManualClock) -> CommandSigner:
     return CommandSigner(
         private_key_pem=platform_private_pem,
-        key_id="test",
         clock=clock,
         ttl=timedelta(minutes=5),
     )
@@ -55,7 +54,7 @@ def signer(platform_private_pem: bytes, clock: ManualClock) -> CommandSigner:
 
 @pytest.fixture
 def verifier(platform_public_pem: bytes, clock: ManualClock) -> CommandVerifier:
-    return CommandVerifier(public_key_pem=platform_public_pem, clock=clock)
+    return CommandVerifier.from_pem(platform_public_pem, clock=clock)
 
 
 @pytest.fixture

@@ -13,6 +13,14 @@ from lapse_common.pb.lapse.v1 import commands_pb2, common_pb2
 from services.agent.tests.agent_commands import AGENT_ID, CommandFactory
 
 
+def new_private_pem() -> bytes:
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
 def authenticate(
     signed: commands_pb2.SignedCommand, verifier: CommandVerifier
 ) -> commands_pb2.AgentCommand:
@@ -59,18 +67,18 @@ def test_tampered_command_is_refused(
     assert refused.claimed.spec.principal == "mallory"
 
 
-def test_command_signed_with_another_key_is_refused(
-    clock: ManualClock, verifier: CommandVerifier, make_command: CommandFactory
+def test_command_signed_with_another_key_under_the_platform_key_id_is_refused(
+    clock: ManualClock,
+    signer: CommandSigner,
+    verifier: CommandVerifier,
+    make_command: CommandFactory,
 ) -> None:
-    forger_pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    forger = CommandSigner(
-        private_key_pem=forger_pem, key_id="test", clock=clock, ttl=timedelta(minutes=5)
-    )
-    assert "signature does not verify" in refusal(forger.sign(make_command()), verifier).reason
+    forger = CommandSigner(private_key_pem=new_private_pem(), clock=clock, ttl=timedelta(minutes=5))
+    forged = forger.sign(make_command())
+    # The forger names the trusted key, so the agent checks with that key: it does not verify.
+    forged.key_id = signer.key_id
+    refused = refusal(forged, verifier)
+    assert "signature does not verify with the platform key " + signer.key_id in refused.reason
 
 
 def test_expired_command_is_refused(

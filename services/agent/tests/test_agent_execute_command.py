@@ -6,12 +6,9 @@ from __future__ import annotations
 
 from lapse_agent.connectors.base import (
     Access,
-    Change,
     Connector,
-    Holding,
     PermanentTargetError,
     TransientTargetError,
-    Verification,
 )
 from lapse_agent.ledger import CommandLedger
 from lapse_agent.operations.execute_command import execute_command
@@ -21,6 +18,7 @@ from lapse_common.command_signing import CommandSigner, CommandVerifier
 from lapse_common.pb.lapse.v1 import commands_pb2, common_pb2, events_pb2
 
 from services.agent.tests.agent_commands import AGENT_ID, INTEGRATION_ID, CommandFactory
+from services.agent.tests.in_memory_connector import InMemoryConnector
 
 GRANT = common_pb2.COMMAND_KIND_GRANT
 REVOKE = common_pb2.COMMAND_KIND_REVOKE
@@ -29,57 +27,6 @@ SUCCEEDED = events_pb2.RESULT_OUTCOME_SUCCEEDED
 FAILED_TRANSIENT = events_pb2.RESULT_OUTCOME_FAILED_TRANSIENT
 FAILED_PERMANENT = events_pb2.RESULT_OUTCOME_FAILED_PERMANENT
 REJECTED = events_pb2.RESULT_OUTCOME_REJECTED
-
-
-class InMemoryConnector:
-    """A target that is a set of held accesses; `fail_with` makes the next call raise."""
-
-    def __init__(self) -> None:
-        self.held: set[Access] = set()
-        self.fail_with: Exception | None = None
-        self.revoke_is_ignored = False
-        self.calls: list[str] = []
-        # Open sessions per principal; a revoke asked to end sessions closes them.
-        self.sessions: dict[str, int] = {}
-
-    @property
-    def integration_id(self) -> str:
-        return INTEGRATION_ID
-
-    def _maybe_fail(self, call: str) -> None:
-        self.calls.append(call)
-        if self.fail_with is not None:
-            raise self.fail_with
-
-    async def grant(self, access: Access) -> Change:
-        self._maybe_fail("grant")
-        if access in self.held:
-            return Change(changed=False, note="already held")
-        self.held.add(access)
-        return Change(changed=True, note="granted")
-
-    async def revoke(self, access: Access, *, end_sessions: bool = False) -> Change:
-        self._maybe_fail("revoke")
-        changed = access in self.held
-        if changed and not self.revoke_is_ignored:
-            self.held.discard(access)
-        note = "revoked" if changed else "not held"
-        if end_sessions:
-            # Like the real connector: also when the access was already gone.
-            note += f"; ended {self.sessions.pop(access.principal, 0)} session(s)"
-        return Change(changed=changed, note=note)
-
-    async def verify(self, access: Access) -> Verification:
-        self._maybe_fail("verify")
-        holds = access in self.held
-        return Verification(holds=holds, detail="held" if holds else "absent")
-
-    async def discover(self, *, resource: str = "", permission: str = "") -> list[Holding]:
-        self._maybe_fail("discover")
-        return [Holding(access=a, target_object="role") for a in sorted(self.held, key=str)]
-
-    async def close(self) -> None:
-        pass
 
 
 def connectors(target: InMemoryConnector) -> dict[str, Connector]:
@@ -96,6 +43,7 @@ async def run(
         command=command,
         agent_id=AGENT_ID,
         connectors=connectors(target),
+        principal_rules={},
         ledger=ledger,
         clock=clock,
     )
@@ -266,6 +214,7 @@ async def test_receive_refuses_forged_commands_without_running_them(
         agent_id=AGENT_ID,
         verifier=verifier,
         connectors=connectors(target),
+        principal_rules={},
         ledger=ledger,
         clock=clock,
     )
@@ -279,6 +228,7 @@ async def test_receive_refuses_forged_commands_without_running_them(
         agent_id=AGENT_ID,
         verifier=verifier,
         connectors=connectors(target),
+        principal_rules={},
         ledger=ledger,
         clock=clock,
     )
@@ -297,6 +247,7 @@ async def test_receive_refuses_bare_unsigned_commands(
         agent_id=AGENT_ID,
         verifier=verifier,
         connectors=connectors(target),
+        principal_rules={},
         ledger=ledger,
         clock=clock,
     )
@@ -318,6 +269,7 @@ async def test_receive_runs_a_valid_command(
         agent_id=AGENT_ID,
         verifier=verifier,
         connectors=connectors(target),
+        principal_rules={},
         ledger=ledger,
         clock=clock,
     )

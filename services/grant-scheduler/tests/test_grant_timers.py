@@ -88,7 +88,7 @@ async def test_approval_creates_a_signed_grant_command_once(
     sessions: async_sessionmaker[AsyncSession], clock: ManualClock, keys: tuple[Path, Path]
 ) -> None:
     signer = CommandSigner(
-        private_key_pem=keys[0].read_bytes(), key_id="k", clock=clock, ttl=timedelta(minutes=10)
+        private_key_pem=keys[0].read_bytes(), clock=clock, ttl=timedelta(minutes=10)
     )
     for _ in range(2):  # a redelivered decision must not grant twice
         async with sessions() as session, session.begin():
@@ -99,7 +99,7 @@ async def test_approval_creates_a_signed_grant_command_once(
     assert [r.topic for r in rows] == ["lapse.agent.demo-agent.commands.v1", "lapse.grants.v1"]
     signed = decode(rows[0].value).payload
     assert isinstance(signed, commands_pb2.SignedCommand)
-    command = CommandVerifier(public_key_pem=keys[1].read_bytes(), clock=clock).verify(signed)
+    command = CommandVerifier.from_pem(keys[1].read_bytes(), clock=clock).verify(signed)
     assert command.kind == common_pb2.COMMAND_KIND_GRANT and command.epoch == 1
     fact = decode(rows[1].value).payload
     assert isinstance(fact, events_pb2.GrantStatusChanged)
@@ -110,7 +110,7 @@ async def test_rejected_request_creates_no_grant(
     sessions: async_sessionmaker[AsyncSession], clock: ManualClock, keys: tuple[Path, Path]
 ) -> None:
     signer = CommandSigner(
-        private_key_pem=keys[0].read_bytes(), key_id="k", clock=clock, ttl=timedelta(minutes=10)
+        private_key_pem=keys[0].read_bytes(), clock=clock, ttl=timedelta(minutes=10)
     )
     rejected = approval()
     rejected.decision = common_pb2.REQUEST_STATUS_REJECTED
@@ -132,7 +132,7 @@ async def granted(
     notice: timedelta = timedelta(0),
 ) -> Grant:
     signer = CommandSigner(
-        private_key_pem=keys[0].read_bytes(), key_id="k", clock=clock, ttl=timedelta(minutes=10)
+        private_key_pem=keys[0].read_bytes(), clock=clock, ttl=timedelta(minutes=10)
     )
     async with sessions() as session, session.begin():
         await create_grants(
@@ -203,7 +203,7 @@ async def test_stale_or_failed_grant_answers(
     sessions: async_sessionmaker[AsyncSession], clock: ManualClock, keys: tuple[Path, Path]
 ) -> None:
     signer = CommandSigner(
-        private_key_pem=keys[0].read_bytes(), key_id="k", clock=clock, ttl=timedelta(minutes=10)
+        private_key_pem=keys[0].read_bytes(), clock=clock, ttl=timedelta(minutes=10)
     )
     async with sessions() as session, session.begin():
         await create_grants(
@@ -255,7 +255,7 @@ async def test_a_grant_result_that_answers_no_sent_command_is_refused(
     """A forged failure must not make the scheduler give up on a grant the agent may still
     execute (nor a forged success start its clock): it is refused, and nothing changes."""
     signer = CommandSigner(
-        private_key_pem=keys[0].read_bytes(), key_id="k", clock=clock, ttl=timedelta(minutes=10)
+        private_key_pem=keys[0].read_bytes(), clock=clock, ttl=timedelta(minutes=10)
     )
     async with sessions() as session, session.begin():
         await create_grants(
@@ -426,7 +426,7 @@ async def test_an_unanswered_grant_is_given_up_and_revoked_at_once_if_executed_l
     sessions: async_sessionmaker[AsyncSession], clock: ManualClock, keys: tuple[Path, Path]
 ) -> None:
     signer = CommandSigner(
-        private_key_pem=keys[0].read_bytes(), key_id="k", clock=clock, ttl=timedelta(minutes=10)
+        private_key_pem=keys[0].read_bytes(), clock=clock, ttl=timedelta(minutes=10)
     )
     async with sessions() as session, session.begin():
         await create_grants(

@@ -65,7 +65,7 @@ def ctx(tmp_path: Path, clock: ManualClock) -> RevokerContext:
         jitter_ratio=0.2,
     )
     signer = CommandSigner(
-        private_key_pem=private.read_bytes(), key_id="k", clock=clock, ttl=policy.ack_deadline
+        private_key_pem=private.read_bytes(), clock=clock, ttl=policy.ack_deadline
     )
     return RevokerContext(signer=signer, topics=Topics(), clock=clock, policy=policy)
 

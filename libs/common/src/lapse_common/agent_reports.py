@@ -24,6 +24,7 @@ from opentelemetry import metrics
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_common.clock import Clock, as_utc
+from lapse_common.key_ids import ed25519_key_id
 from lapse_common.messaging.codec import UndecodableMessage, decode
 from lapse_common.messaging.consumer import RefusedMessage
 from lapse_common.messaging.inbox import first_delivery
@@ -82,13 +83,12 @@ class ReportSigner:
 
 
 def key_id_of(public_key_pem: bytes) -> str:
-    """A short, stable name for a public key (the first 16 hex digits of its raw bytes'
-    SHA-256), so an agent and the registry agree which key signed without trusting a label."""
+    """A short, stable name for an agent's public key (see `lapse_common.key_ids`), so an
+    agent and the registry agree which key signed without trusting a label."""
     key = serialization.load_pem_public_key(public_key_pem)
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError("an agent's key must be an Ed25519 public key")
-    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
+    return ed25519_key_id(key)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from lapse_agent.connectors.registry import build_connectors
 from lapse_agent.handlers import CommandHandling, subscribe_commands
 from lapse_agent.ledger import CommandLedger
 from lapse_agent.operations.send_heartbeat import send_heartbeat
+from lapse_agent.platform_keys import PlatformKeyError, load_platform_keys
 from lapse_agent.settings import AgentSettings
 
 logger = logging.getLogger(__name__)
@@ -41,17 +42,21 @@ def agent_version() -> str:
         return "unknown"
 
 
-def load_verifier(path: Path, *, clock: Clock) -> CommandVerifier:
+def load_verifier(settings: AgentSettings, *, clock: Clock) -> CommandVerifier:
     try:
-        pem = path.read_bytes()
-    except OSError as error:
-        raise StartupError(
-            f"LAPSE_AGENT_COMMAND_PUBLIC_KEY_FILE {path}: cannot read: {error.strerror}"
-        ) from None
-    try:
-        return CommandVerifier(public_key_pem=pem, clock=clock)
-    except ValueError as error:
-        raise StartupError(f"LAPSE_AGENT_COMMAND_PUBLIC_KEY_FILE {path}: {error}") from None
+        keys = load_platform_keys(
+            key_file=settings.command_public_key_file, keys_dir=settings.command_public_keys_dir
+        )
+    except PlatformKeyError as error:
+        raise StartupError(str(error)) from None
+    for key in keys:
+        logger.info("trusting platform command key %s (%s)", key.key_id, key.source)
+    return CommandVerifier(
+        public_keys=[key.key for key in keys],
+        clock=clock,
+        max_validity=timedelta(seconds=settings.command_max_validity_seconds),
+        clock_skew=timedelta(seconds=settings.command_clock_skew_seconds),
+    )
 
 
 def load_signer(path: Path, *, agent_id: str) -> ReportSigner:
@@ -100,7 +105,7 @@ async def run_agent(
     """Run until SIGTERM/SIGINT."""
     clock = clock or SystemClock()
     config = load_config(settings.config_file)
-    verifier = load_verifier(settings.command_public_key_file, clock=clock)
+    verifier = load_verifier(settings, clock=clock)
     agent_id = settings.agent_id
     signer = load_signer(settings.signing_key_file, agent_id=agent_id)
     topics = Topics(prefix=kafka.topic_prefix)
@@ -124,6 +129,7 @@ async def run_agent(
             topics=topics,
             verifier=verifier,
             connectors=connectors,
+            principal_rules=config.principal_rules(),
             ledger=ledger,
             publisher=publisher,
             signer=signer,

@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from lapse_agent.connectors.postgres.identifiers import is_safe_identifier
+from lapse_agent.principal_rules import PrincipalRules
 
 # Names that appear in GrantSpecs (integration, resource, permission): plain tokens.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -72,6 +73,60 @@ class ResourceConfig(BaseModel):
         return permissions
 
 
+_MAX_PATTERN_LENGTH = 128
+_MAX_PATTERNS = 1000
+
+
+def _check_patterns(patterns: list[str], *, which: str) -> list[str]:
+    if len(patterns) > _MAX_PATTERNS:
+        raise PydanticCustomError(
+            "lapse_patterns",
+            "{which} list has {count} patterns, more than {limit}",
+            {"which": which, "count": len(patterns), "limit": _MAX_PATTERNS},
+        )
+    for pattern in patterns:
+        if not pattern.strip() or len(pattern) > _MAX_PATTERN_LENGTH or "\x00" in pattern:
+            raise PydanticCustomError(
+                "lapse_pattern",
+                "{which} pattern {pattern} must be 1-{limit} characters, not blank",
+                {"which": which, "pattern": repr(pattern[:40]), "limit": _MAX_PATTERN_LENGTH},
+            )
+    return patterns
+
+
+class PrincipalRulesConfig(BaseModel):
+    """`principals:` of an integration: glob patterns (see lapse_agent.principal_rules).
+    Superusers, `postgres` and the agent's own login are refused whatever is here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    deny: list[str] = Field(default_factory=list)
+    allow: list[str] | None = None
+
+    @field_validator("deny")
+    @classmethod
+    def _deny_patterns(cls, patterns: list[str]) -> list[str]:
+        return _check_patterns(patterns, which="deny")
+
+    @field_validator("allow")
+    @classmethod
+    def _allow_patterns(cls, patterns: list[str] | None) -> list[str] | None:
+        if patterns is None:
+            return None
+        if not patterns:
+            raise PydanticCustomError(
+                "lapse_empty_allow",
+                "an empty allow list would refuse every principal; leave 'allow' out to "
+                "allow every principal that is not denied",
+            )
+        return _check_patterns(patterns, which="allow")
+
+    def rules(self) -> PrincipalRules:
+        return PrincipalRules(
+            deny=tuple(self.deny), allow=None if self.allow is None else tuple(self.allow)
+        )
+
+
 class PostgresIntegrationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -88,6 +143,7 @@ class PostgresIntegrationConfig(BaseModel):
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
     statement_timeout_seconds: float = Field(default=15.0, gt=0)
     resources: dict[str, ResourceConfig] = Field(min_length=1)
+    principals: PrincipalRulesConfig = Field(default_factory=PrincipalRulesConfig)
 
     @field_validator("id")
     @classmethod
@@ -174,6 +230,9 @@ class AgentConfig(BaseModel):
 
     def integration_ids(self) -> list[str]:
         return [integration.id for integration in self.integrations]
+
+    def principal_rules(self) -> dict[str, PrincipalRules]:
+        return {integration.id: integration.principals.rules() for integration in self.integrations}
 
 
 def _environ(info: ValidationInfo) -> Mapping[str, str]:

@@ -28,6 +28,7 @@ from lapse_agent.connectors.base import Connector
 from lapse_agent.ledger import CommandLedger
 from lapse_agent.operations.receive_command import receive_command
 from lapse_agent.operations.report_result import report_result
+from lapse_agent.principal_rules import PrincipalRules
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class CommandHandling:
     topics: Topics
     verifier: CommandVerifier
     connectors: Mapping[str, Connector]
+    # Per integration id: who may be granted to or revoked from (lapse_agent.principal_rules).
+    principal_rules: Mapping[str, PrincipalRules]
     ledger: CommandLedger
     publisher: Publisher
     signer: ReportSigner
@@ -84,6 +87,7 @@ def subscribe_commands(broker: KafkaBroker, handling: CommandHandling) -> None:
                 agent_id=handling.agent_id,
                 verifier=handling.verifier,
                 connectors=handling.connectors,
+                principal_rules=handling.principal_rules,
                 ledger=handling.ledger,
                 clock=handling.clock,
             )

@@ -19,9 +19,22 @@ class AgentSettings(BaseSettings):
 
     agent_id: str
     config_file: Path = Field(description="YAML file describing this agent's integrations")
-    command_public_key_file: Path = Field(
-        description="Ed25519 public key (PEM) of the platform's command-signing key"
+    # The platform keys commands may be signed with: one file, a directory of them, or
+    # both (during a rotation, old and new). At least one key is required.
+    command_public_key_file: Path | None = Field(
+        default=None,
+        description="Ed25519 public key (PEM) of the platform's command-signing key",
     )
+    command_public_keys_dir: Path | None = Field(
+        default=None,
+        description="directory of Ed25519 public keys (PEM, *.pub or *.pem) the platform "
+        "may sign commands with; each key's id is derived from the key",
+    )
+    # A longer window makes a captured command replayable for longer; the platform's
+    # commands live 10 minutes (grants) or an ack deadline (revokes).
+    command_max_validity_seconds: int = Field(default=900, gt=0, le=86400)
+    # How far ahead of this agent's clock a command's issued_at may be.
+    command_clock_skew_seconds: int = Field(default=60, ge=0, le=3600)
     signing_key_file: Path = Field(
         description="this agent's own Ed25519 private key (PEM), enrolled with "
         "`lapse agents enroll`: it signs every result and heartbeat"

@@ -245,3 +245,22 @@ async def test_ending_sessions_without_the_privilege_says_the_role_is_gone_but_n
         assert await session.fetchval("SELECT 1") == 1
     finally:
         await session.close()
+
+
+async def test_privileged_principals_are_the_targets_superusers_and_the_agents_login(
+    connector: PostgresConnector, dsn: str
+) -> None:
+    """What the execution path refuses to grant to or revoke from, read from the target."""
+    target = await asyncpg.connect(dsn)
+    try:
+        superusers = {
+            row["rolname"]
+            for row in await target.fetch("SELECT rolname FROM pg_roles WHERE rolsuper")
+        }
+        login = await target.fetchval("SELECT current_user")
+    finally:
+        await target.close()
+    privileged = await connector.privileged_principals()
+    assert privileged.superusers == superusers
+    assert "postgres" in privileged.superusers
+    assert privileged.agent_logins == {login}

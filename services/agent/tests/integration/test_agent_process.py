@@ -187,7 +187,6 @@ integrations:
             roles=roles,
             signer=CommandSigner(
                 private_key_pem=signing_key.read_bytes(),
-                key_id="command-signing",
                 clock=SystemClock(),
                 ttl=timedelta(minutes=10),
             ),

@@ -29,7 +29,6 @@ async def run() -> None:
     )
     signer = CommandSigner(
         private_key_pem=settings.command_signing_key_file.read_bytes(),
-        key_id=settings.command_signing_key_id,
         clock=service.clock,
         ttl=timedelta(seconds=settings.command_ttl_seconds),
     )

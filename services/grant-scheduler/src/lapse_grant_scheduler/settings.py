@@ -11,9 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class SchedulerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LAPSE_SCHEDULER_", extra="ignore")
 
-    # Ed25519 private key (PEM) the platform signs agent commands with.
+    # Ed25519 private key (PEM) the platform signs agent commands with; the commands' key_id
+    # is derived from it (lapse_common.key_ids), so agents can hold old and new keys.
     command_signing_key_file: Path = Path(".lapse/keys/command-signing.key")
-    command_signing_key_id: str = "platform-1"
     # An agent refuses a grant command older than this (it may have been offline).
     command_ttl_seconds: int = 600
     # A grant command unanswered this long is given up (GRANT_FAILED); if the agent still

@@ -44,7 +44,6 @@ async def run() -> None:
         # a fresh command, so an agent coming back never acts on an abandoned one.
         signer=CommandSigner(
             private_key_pem=settings.command_signing_key_file.read_bytes(),
-            key_id=settings.command_signing_key_id,
             clock=service.clock,
             ttl=policy.ack_deadline,
         ),

@@ -17,7 +17,6 @@ class RevokerSettings(BaseSettings):
 
     grpc_address: str = "127.0.0.1:50055"
     command_signing_key_file: Path = Path(".lapse/keys/command-signing.key")
-    command_signing_key_id: str = "platform-1"
     ack_deadline_seconds: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=6, ge=1)
     backoff_initial_seconds: float = Field(default=5.0, ge=0)

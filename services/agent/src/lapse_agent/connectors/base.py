@@ -89,6 +89,25 @@ class Discoverer(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class PrivilegedPrincipals:
+    """Principals the target itself marks as beyond a JIT grant: its superusers, and the
+    login the agent connects as (revoking from it could lock the agent out; granting to it
+    would hand the agent more than it was set up with)."""
+
+    superusers: frozenset[str]
+    agent_logins: frozenset[str]
+
+
+@runtime_checkable
+class KnowsPrivilegedPrincipals(Protocol):
+    """Optional: a connector that can read its target's superusers and its own login. The
+    command execution path asks before every grant and revoke and refuses those principals;
+    read fresh each time, so a superuser made since the agent connected is still refused."""
+
+    async def privileged_principals(self) -> PrivilegedPrincipals: ...
+
+
 class Connector(Granter, Revoker, Verifier, Discoverer, Protocol):
     """A full connector for one integration."""
 

@@ -17,6 +17,8 @@ from lapse_agent.connectors.base import (
     TransientTargetError,
 )
 from lapse_agent.ledger import AlreadyExecuted, CommandLedger, RecordedResult, Stale
+from lapse_agent.operations.guard_principal import principal_refusal
+from lapse_agent.principal_rules import PrincipalRules
 from lapse_agent.results import agent_result
 
 logger = logging.getLogger(__name__)
@@ -32,10 +34,14 @@ async def execute_command(
     command: commands_pb2.AgentCommand,
     agent_id: str,
     connectors: Mapping[str, Connector],
+    principal_rules: Mapping[str, PrincipalRules],
     ledger: CommandLedger,
     clock: Clock,
 ) -> events_pb2.AgentResult:
     """Run a command that `authenticate_command` accepted and return its AgentResult.
+
+    A grant or revoke for a principal the agent must not touch (`principal_refusal`) is a
+    permanent failure, recorded like one, so a redelivery does not ask the target again.
 
     The outcome is recorded in the ledger before returning (the caller publishes it and
     only then lets the offset commit). Transient failures are not recorded as executed:
@@ -69,7 +75,13 @@ async def execute_command(
             f"{first.detail}",
         )
 
-    recorded = await _run(command=command, agent_id=agent_id, connectors=connectors, clock=clock)
+    recorded = await _run(
+        command=command,
+        agent_id=agent_id,
+        connectors=connectors,
+        principal_rules=principal_rules,
+        clock=clock,
+    )
     if recorded.outcome != FAILED_TRANSIENT:
         await ledger.record(
             command_id=command.command_id,
@@ -94,6 +106,7 @@ async def _run(
     command: commands_pb2.AgentCommand,
     agent_id: str,
     connectors: Mapping[str, Connector],
+    principal_rules: Mapping[str, PrincipalRules],
     clock: Clock,
 ) -> RecordedResult:
     spec = command.spec
@@ -110,6 +123,21 @@ async def _run(
         )
     access = Access(resource=spec.resource, permission=spec.permission, principal=spec.principal)
     try:
+        if command.kind in (common_pb2.COMMAND_KIND_GRANT, common_pb2.COMMAND_KIND_REVOKE):
+            # An integration without rules of its own still gets the built-in ones.
+            refusal = await principal_refusal(
+                principal=spec.principal,
+                rules=principal_rules.get(spec.integration_id, PrincipalRules()),
+                connector=connector,
+            )
+            if refusal is not None:
+                return RecordedResult(
+                    outcome=FAILED_PERMANENT,
+                    changed=False,
+                    verified=False,
+                    detail=refusal,
+                    completed_at=clock.now(),
+                )
         if command.kind == common_pb2.COMMAND_KIND_GRANT:
             return await _grant(connector, access, clock)
         if command.kind == common_pb2.COMMAND_KIND_REVOKE:

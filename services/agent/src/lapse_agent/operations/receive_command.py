@@ -14,6 +14,7 @@ from lapse_agent.connectors.base import Connector
 from lapse_agent.ledger import CommandLedger
 from lapse_agent.operations.authenticate_command import CommandRefused, authenticate_command
 from lapse_agent.operations.execute_command import execute_command
+from lapse_agent.principal_rules import PrincipalRules
 from lapse_agent.results import agent_result
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ async def receive_command(
     agent_id: str,
     verifier: CommandVerifier,
     connectors: Mapping[str, Connector],
+    principal_rules: Mapping[str, PrincipalRules],
     ledger: CommandLedger,
     clock: Clock,
 ) -> events_pb2.AgentResult:
@@ -62,7 +64,12 @@ async def receive_command(
             claimed=refused.claimed, reason=refused.reason, agent_id=agent_id, clock=clock
         )
     result = await execute_command(
-        command=command, agent_id=agent_id, connectors=connectors, ledger=ledger, clock=clock
+        command=command,
+        agent_id=agent_id,
+        connectors=connectors,
+        principal_rules=principal_rules,
+        ledger=ledger,
+        clock=clock,
     )
     logger.info(
         "command %s (%s) for grant %s epoch %s: %s changed=%s verified=%s: %s",

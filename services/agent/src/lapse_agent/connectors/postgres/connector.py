@@ -22,6 +22,7 @@ from lapse_agent.connectors.base import (
     Change,
     Holding,
     PermanentTargetError,
+    PrivilegedPrincipals,
     TargetError,
     Verification,
 )
@@ -47,6 +48,14 @@ SELECT DISTINCT granted.rolname AS role, member.rolname AS member
   JOIN pg_roles member ON member.oid = m.member
  WHERE granted.rolname = ANY($1::text[])
  ORDER BY 1, 2
+"""
+# rolsuper is the only flag that bypasses every permission check; current_user and
+# session_user differ only if the DSN's login did SET ROLE, and both are the agent's own.
+_PRIVILEGED = """
+SELECT coalesce(array_agg(rolname) FILTER (WHERE rolsuper), '{}') AS superusers,
+       current_user::text AS current_login,
+       session_user::text AS session_login
+  FROM pg_roles
 """
 _TERMINATE_SESSIONS = """
 SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) AS ended
@@ -154,6 +163,14 @@ class PostgresConnector:
             for row in rows
             for resource_name, permission_name in accesses_by_role[row["role"]]
         ]
+
+    async def privileged_principals(self) -> PrivilegedPrincipals:
+        async with self._connection(doing="reading superusers and the agent's login") as conn:
+            row = await conn.fetchrow(_PRIVILEGED)
+        return PrivilegedPrincipals(
+            superusers=frozenset(row["superusers"]),
+            agent_logins=frozenset({row["current_login"], row["session_login"]}),
+        )
 
     async def close(self) -> None:
         if self._pool is not None:
