@@ -63,6 +63,7 @@ def test_slack_signature_within_five_minutes_accepted() -> None:
         (BODY, "1" * 4000, "v0=abc", "X-Slack-Request-Timestamp is not a number"),
         (BODY, "\u0661\u0662", "v0=abc", "X-Slack-Request-Timestamp is not a number"),
         (BODY, str(int(NOW)), "v0=" + "a" * 5000, "does not match"),
+        (BODY, str(int(NOW)), "v0=\u00e9" + "a" * 63, "does not match"),
         (BODY, str(int(NOW)), "v0=" + "0" * 64, "X-Slack-Signature does not match the body"),
         (BODY + b"&x=1", str(int(NOW)), slack_sign(BODY, str(int(NOW))), "does not match"),
         (BODY, str(int(NOW)), slack_sign(BODY, str(int(NOW)), "other-secret"), "does not match"),

@@ -50,7 +50,8 @@ class SlackSignatures:
             raise SignatureRejected("missing X-Slack-Request-Timestamp or X-Slack-Signature")
         if len(timestamp) > 20 or not timestamp.isascii() or not timestamp.isdigit():
             raise SignatureRejected("X-Slack-Request-Timestamp is not a number")
-        if len(signature) > MAX_ID_CHARS:
+        # compare_digest raises on non-ASCII text instead of answering no.
+        if len(signature) > MAX_ID_CHARS or not signature.isascii():
             raise SignatureRejected("X-Slack-Signature does not match the body")
         try:
             # The SDK signs the body as text; a body that is not UTF-8 was not sent by Slack.
