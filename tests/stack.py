@@ -78,7 +78,12 @@ PRODUCERS = {
 # The target login a machine identity receives access as.
 MACHINE_LOGINS = {"ci": "machine:ci-deploy"}
 # LAPSE_AUTH_DIRECTORY_FILE: groups these people are in although their tokens do not say so.
-DIRECTORY_GROUPS = {"contractors": ["u07"], "db-approvers": ["approver-d"]}
+# u02 and u03 file requests from chat, whose tokens name the subject only.
+DIRECTORY_GROUPS = {
+    "contractors": ["u07"],
+    "db-approvers": ["approver-d"],
+    "engineering": ["u02", "u03"],
+}
 
 
 def free_port() -> int:

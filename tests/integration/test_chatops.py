@@ -1,7 +1,11 @@
 """Slack and Teams on the real system: `python -m lapse_chatops` in front of every Lapse
 service on real Kafka and PostgreSQL, reading the stack's topics to notify requesters. Only
 Slack's Web API and the Teams webhook are stood in for, by a local recorder (they are
-external SaaS)."""
+external SaaS).
+
+chatops' tokens name the subject only; the groups of its users come from the services'
+directory file (tests/stack.py DIRECTORY_GROUPS). Which key it signs with depends on what the
+stack's services trust (`chatops_token_env`)."""
 
 from __future__ import annotations
 
@@ -16,12 +20,14 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
 import grpc
 import pytest
+from lapse_common.auth import ensure_keypair, mint_token
 from lapse_common.pb.lapse.v1 import (
     approval_service_pb2,
     approval_service_pb2_grpc,
@@ -51,6 +57,36 @@ TEAMS_REQUESTER = "aad-chatops-u02"
 TEAMS_U03 = "aad-chatops-u03"
 
 
+CHATOPS_ISSUER = "lapse-chatops"
+
+
+def trusts_chatops_issuer(stack: LapseStack) -> bool:
+    """Whether the stack's services accept chatops' own issuer for the subject only."""
+    listed = stack.environment().get("LAPSE_AUTH_SUBJECT_ONLY_ISSUERS", "")
+    return CHATOPS_ISSUER in {issuer.strip() for issuer in listed.split(",")}
+
+
+def chatops_token_key(stack: LapseStack) -> tuple[Path, Path]:
+    # The same pair the stack publishes to its services (ensure_keypair keeps an existing one).
+    return ensure_keypair(stack.workdir / "keys", "chatops-token")
+
+
+def chatops_token_env(stack: LapseStack) -> dict[str, str]:
+    """chatops' own key and issuer once the services trust it for the subject only; until then
+    (services that know one issuer) the dev key under the dev issuer. The tokens carry the
+    subject alone either way."""
+    if trusts_chatops_issuer(stack):
+        key, _ = chatops_token_key(stack)
+        return {
+            "LAPSE_CHATOPS_TOKEN_KEY_FILE": str(key),
+            "LAPSE_CHATOPS_TOKEN_ISSUER": CHATOPS_ISSUER,
+        }
+    return {
+        "LAPSE_CHATOPS_TOKEN_KEY_FILE": str(stack.dev_key),
+        "LAPSE_CHATOPS_TOKEN_ISSUER": "lapse-dev",
+    }
+
+
 @dataclass
 class Chatops:
     url: str
@@ -71,10 +107,10 @@ async def chatops(stack: LapseStack) -> AsyncIterator[Chatops]:
     directory.write_text(
         f"""
 slack:
-  {REQUESTER}: {{subject: u03, groups: [engineering]}}
+  {REQUESTER}: {{subject: u03}}
   {APPROVER}: {{subject: approver-a}}
 teams:
-  {TEAMS_REQUESTER}: {{subject: u02, groups: [engineering]}}
+  {TEAMS_REQUESTER}: {{subject: u02}}
   {TEAMS_U03}: {{subject: u03}}
 """
     )
@@ -85,7 +121,7 @@ teams:
         "LAPSE_CHATOPS_LISTEN_ADDRESS": f"127.0.0.1:{port}",
         "LAPSE_CHATOPS_REQUEST_ADDRESS": f"127.0.0.1:{stack.ports['request']}",
         "LAPSE_CHATOPS_APPROVAL_ADDRESS": f"127.0.0.1:{stack.ports['approval']}",
-        "LAPSE_CHATOPS_TOKEN_KEY_FILE": str(stack.dev_key),
+        **chatops_token_env(stack),
         "LAPSE_CHATOPS_DIRECTORY_FILE": str(directory),
         "LAPSE_CHATOPS_SLACK_SIGNING_SECRET": SIGNING_SECRET,
         "LAPSE_CHATOPS_SLACK_BOT_TOKEN": BOT_TOKEN,
@@ -137,18 +173,22 @@ def slash_command(user: str, text: str) -> bytes:
     ).encode()
 
 
-def teams_mention(aad_object_id: str, text: str, *, age: int = 0) -> bytes:
+def teams_mention(
+    aad_object_id: str | None, text: str, *, age: int = 0, name: str = "U Two", stamped: bool = True
+) -> bytes:
     sent = datetime.now(UTC) - timedelta(seconds=age)
-    return json.dumps(
-        {
-            "type": "message",
-            "id": uuid.uuid4().hex,
-            "timestamp": sent.isoformat(timespec="microseconds").replace("+00:00", "Z"),
-            "text": f"<at>Lapse</at>&nbsp;{text}\n",
-            "from": {"id": "29:1abc", "name": "U Two", "aadObjectId": aad_object_id},
-            "channelData": {"teamsChannelId": "19:abc@thread.skype"},
-        }
-    ).encode()
+    activity: dict[str, Any] = {
+        "type": "message",
+        "id": uuid.uuid4().hex,
+        "text": f"<at>Lapse</at>&nbsp;{text}\n",
+        "from": {"id": f"29:{uuid.uuid4().hex}", "name": name},
+        "channelData": {"teamsChannelId": "19:abc@thread.skype"},
+    }
+    if aad_object_id is not None:
+        activity["from"]["aadObjectId"] = aad_object_id
+    if stamped:
+        activity["timestamp"] = sent.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return json.dumps(activity).encode()
 
 
 @dataclass(frozen=True)
@@ -368,7 +408,18 @@ async def test_unsigned_forged_or_stale_slack_calls_file_nothing(
         # A correctly signed command from someone not in the directory files nothing either.
         stranger = slash_command(STRANGER, f"request demo-pg/g-any read as {login}")
         status, reply = await chatops.post("/slack/commands", stranger, slack_headers(stranger))
-        assert status == 200 and "you are not in the Lapse directory" in reply["text"], reply
+        assert status == 200, reply
+        assert reply["text"].startswith(
+            "your chat account is not linked to a Lapse identity; "
+            f"ask an admin to add {STRANGER} to the directory"
+        ), reply
+
+        # Over the body cap: 413, unread.
+        huge = slash_command(REQUESTER, "help") + b"&pad=" + b"x" * (64 * 1024)
+        async with chatops.http.post(
+            chatops.url + "/slack/commands", data=huge, headers=slack_headers(huge)
+        ) as response:
+            assert response.status == 413, await response.text()
 
         await asyncio.sleep(1)
         assert await activity_ids(clients, stack, "u03") == before
@@ -396,12 +447,25 @@ async def test_teams_mention_files_a_request_and_notifies_approvers(
         ):
             status, _ = await chatops.post("/teams/messages", forged, headers)
             assert status == 401
-        # A genuinely signed message replayed an hour later.
+        # A genuinely signed message replayed an hour later, or a year later without a date.
         replayed = teams_mention(
             TEAMS_REQUESTER, f"request demo-pg/g-any read as {login}", age=3600
         )
         status, answer = await chatops.post("/teams/messages", replayed, teams_headers(replayed))
         assert status == 401 and "possible replay" in answer["error"], answer
+        undated = teams_mention(
+            TEAMS_REQUESTER, f"request demo-pg/g-any read as {login}", stamped=False
+        )
+        status, answer = await chatops.post("/teams/messages", undated, teams_headers(undated))
+        assert status == 400 and "activity without a timestamp" in answer["error"], answer
+        # Someone with no directory entry whose display name is a directory subject (the old
+        # display-name match made "u02" the Lapse user u02).
+        impostor = teams_mention(
+            "aad-not-listed", f"request demo-pg/g-any read as {login}", name="u02"
+        )
+        status, reply = await chatops.post("/teams/messages", impostor, teams_headers(impostor))
+        assert status == 200 and "not linked to a Lapse identity" in reply["text"], reply
+        assert "aad-not-listed" in reply["text"], reply
         assert await activity_ids(clients, stack, "u02") == before
 
         body = teams_mention(
@@ -411,6 +475,9 @@ async def test_teams_mention_files_a_request_and_notifies_approvers(
         assert status == 200, reply
         assert reply["type"] == "message" and "PENDING_APPROVAL" in reply["text"], reply
         request_id = request_id_in(reply["text"])
+        # The same activity again, within its five minutes: refused, nothing filed twice.
+        status, answer = await chatops.post("/teams/messages", body, teams_headers(body))
+        assert status == 401 and "already accepted" in answer["error"], answer
         assert await activity_ids(clients, stack, "u02") == before | {request_id}
         view = await clients.get_request(request_id, stack.token("u02"))
         assert (view.requester, view.justification, view.duration_seconds) == (
@@ -435,4 +502,71 @@ async def test_teams_mention_files_a_request_and_notifies_approvers(
                 ),
                 metadata=bearer(stack.token("u02")),
             )
+        await clients.close()
+
+
+async def test_slack_command_replayed_byte_for_byte_files_once(
+    stack: LapseStack, chatops: Chatops
+) -> None:
+    clients = StackClients(stack)
+    login = stack.login_for("u03")
+    request_id = ""
+    try:
+        before = await activity_ids(clients, stack, "u03")
+        body = slash_command(
+            REQUESTER, f"request demo-pg/g-any read as {login} for 2m because replay test"
+        )
+        headers = slack_headers(body)
+        status, reply = await chatops.post("/slack/commands", body, headers)
+        assert status == 200, reply
+        request_id = request_id_in(reply["text"])
+        for path in ("/slack/commands", "/slack/interactions"):
+            status, answer = await chatops.post(path, body, headers)
+            assert status == 401 and "already accepted" in answer["error"], (path, answer)
+        await asyncio.sleep(1)
+        assert await activity_ids(clients, stack, "u03") == before | {request_id}
+        # What the services saw: u03, in engineering from their own directory, although the
+        # token chatops sent named the subject only.
+        view = await clients.get_request(request_id, stack.token("u03"))
+        assert (view.requester, view.flow) == ("u03", "flow-g-any")
+    finally:
+        if request_id:
+            await clients.requests.CancelRequest(
+                request_service_pb2.CancelRequestRequest(
+                    request_id=request_id, reason="chatops replay test done"
+                ),
+                metadata=bearer(stack.token("u03")),
+            )
+        await clients.close()
+
+
+async def test_services_take_no_roles_from_a_chatops_token(stack: LapseStack) -> None:
+    """Whatever a token signed with chatops' key claims, the services give it no role: the
+    check the whole subject-only design rests on, against the running services."""
+    if not trusts_chatops_issuer(stack):
+        pytest.skip(
+            "the stack's services do not list lapse-chatops in LAPSE_AUTH_SUBJECT_ONLY_ISSUERS "
+            "yet; chatops runs with the dev key meanwhile"
+        )
+    key, _ = chatops_token_key(stack)
+    forged_admin = mint_token(
+        private_key_pem=key.read_bytes(),
+        subject="u03",
+        groups=["engineering"],
+        roles=["admin", "sre", "auditor"],
+        ttl_seconds=60,
+        issuer=CHATOPS_ISSUER,
+    )
+    clients = StackClients(stack)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await clients.requests.ListActivity(
+                request_service_pb2.ListActivityRequest(all_users=True, limit=1),
+                metadata=bearer(forged_admin),
+            )
+        assert refused.value.code() in {
+            grpc.StatusCode.PERMISSION_DENIED,
+            grpc.StatusCode.UNAUTHENTICATED,
+        }, refused.value
+    finally:
         await clients.close()

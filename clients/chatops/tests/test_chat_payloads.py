@@ -104,13 +104,19 @@ def test_teams_text_loses_the_mention_and_markup() -> None:
         json.dumps(
             {
                 "type": "message",
+                "id": "1490000000000",
                 "text": "<p><at>Lapse</at> help</p>",
                 "timestamp": "2017-03-28T19:31:48.2350000Z",
                 "from": {"id": "29:x", "name": "Bob", "aadObjectId": "aad-1"},
             }
         ).encode()
     )
-    assert (message.aad_object_id, message.name, message.text) == ("aad-1", "Bob", "help")
+    assert (message.activity_id, message.aad_object_id, message.user_id, message.text) == (
+        "1490000000000",
+        "aad-1",
+        "29:x",
+        "help",
+    )
     assert message.sent_at == datetime(2017, 3, 28, 19, 31, 48, 235000, tzinfo=UTC)
 
 

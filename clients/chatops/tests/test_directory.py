@@ -10,25 +10,35 @@ from lapse_chatops.directory import Directory, DirectoryError, DirectoryFile, Pe
 
 TEXT = """
 slack:
-  U01: {subject: alice, groups: [engineering]}
-  U02: {subject: sre-1, roles: [sre]}
+  U01: {subject: alice}
+  U02: {subject: sre-1}
 teams:
-  "aad-1": {subject: bob, groups: [engineering]}
-  "Carol Example": {subject: carol}
+  "aad-1": {subject: bob}
+  "29:carol-teams-id": {subject: carol}
 """
 
 
 def test_maps_chat_users_to_subjects() -> None:
     directory = Directory.parse(TEXT, source="d.yaml")
-    assert directory.slack_person("U01") == Person("alice", ("engineering",))
-    assert directory.slack_person("U02") == Person("sre-1", (), ("sre",))
+    assert directory.slack_person("U01") == Person("alice")
+    assert directory.slack_person("U02") == Person("sre-1")
     assert directory.slack_person("U99") is None
     assert directory.slack_person("") is None
-    assert directory.teams_person(aad_object_id="aad-1", name="Bob") == Person(
-        "bob", ("engineering",)
+    assert directory.teams_person(aad_object_id="aad-1", user_id="29:x") == Person("bob")
+    assert directory.teams_person(aad_object_id="aad-9", user_id="29:carol-teams-id") == Person(
+        "carol"
     )
-    assert directory.teams_person(aad_object_id="aad-9", name="Carol Example") == Person("carol")
-    assert directory.teams_person(aad_object_id="", name="") is None
+    assert directory.teams_person(aad_object_id="", user_id="") is None
+
+
+@pytest.mark.parametrize("claim", ["roles: [admin]", "groups: [engineering]"])
+def test_a_directory_entry_cannot_grant_roles_or_groups(claim: str) -> None:
+    # Whoever may edit this file must not be able to make anyone an admin through chat.
+    with pytest.raises(DirectoryError) as refused:
+        Directory.parse(f"slack: {{U01: {{subject: alice, {claim}}}}}", source="d.yaml")
+    problem = str(refused.value)
+    assert "d.yaml: slack.U01" in problem and "LAPSE_AUTH_DIRECTORY_FILE" in problem
+    assert claim.split(":", maxsplit=1)[0] in problem
 
 
 def test_finds_a_subject_s_chat_identity() -> None:
@@ -47,7 +57,10 @@ def test_finds_a_subject_s_chat_identity() -> None:
     ("text", "message"),
     [
         ("slack: [", "not valid YAML"),
-        ("slack: {U01: {groups: [x]}}", "slack.U01.subject: Field required"),
+        ("slack: {U01: {}}", "slack.U01.subject: Field required"),
+        ("slack: {U01: {subject: 'alice admin'}}", "slack.U01.subject: String should match"),
+        (f"slack: {{U01: {{subject: {'a' * 300}}}}}", "at most 256 characters"),
+        (f"slack: {{{'U' * 300}: {{subject: a}}}}", "must be 1 to 256 characters"),
         ("slack: {U01: {subject: ''}}", "slack.U01.subject"),
         ("discord: {}", "discord: Extra inputs are not permitted"),
         ("slack: {U01: {subject: a, team: x}}", "slack.U01.team: Extra inputs"),

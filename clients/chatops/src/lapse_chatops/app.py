@@ -21,18 +21,19 @@ from pydantic import ValidationError
 from lapse_chatops.background import BackgroundWork
 from lapse_chatops.directory import DirectoryError, DirectoryFile
 from lapse_chatops.handlers import LapseCalls, SlackEndpoints, TeamsEndpoint, health
-from lapse_chatops.lapse_api import LapseApi, TokenMinter
+from lapse_chatops.lapse_api import LapseApi
 from lapse_chatops.operations.notify_approvers import notify_approvers
 from lapse_chatops.operations.notify_requester import RequesterNotifier
+from lapse_chatops.payload_bounds import MAX_BODY_BYTES
+from lapse_chatops.replay_guard import ReplayGuard
 from lapse_chatops.requester_feed import RequesterFeed
-from lapse_chatops.settings import ChatopsSettings
+from lapse_chatops.settings import DEFAULT_TOKEN_ISSUER, ChatopsSettings
 from lapse_chatops.signatures import decode_teams_secret
 from lapse_chatops.slack_api import SlackWebApi
+from lapse_chatops.subject_tokens import SubjectTokenMinter
 from lapse_chatops.teams_webhook import TeamsWebhook
 
 logger = logging.getLogger(__name__)
-# Slack and Teams payloads are a few KiB; anything near this is not from them.
-MAX_BODY_BYTES = 256 * 1024
 
 
 class ConfigurationError(Exception):
@@ -98,7 +99,10 @@ def build_app(
     background: BackgroundWork,
 ) -> web.Application:
     key = teams_key(settings)
+    # Slack and Teams payloads are a few KiB; a larger body is answered 413 unread.
     app = web.Application(client_max_size=MAX_BODY_BYTES)
+    # One memory for both platforms: keys are prefixed with the platform.
+    replays = ReplayGuard(max_entries=settings.replay_memory_entries)
     app.router.add_get("/healthz", health)
     slack: SlackWebApi | None = None
     if settings.slack_enabled:
@@ -133,6 +137,7 @@ def build_app(
     if slack is not None:
         endpoints = SlackEndpoints(
             signing_secret=settings.slack_signing_secret.get_secret_value(),
+            replays=replays,
             directory=directory,
             lapse=lapse,
             slack=slack,
@@ -143,7 +148,12 @@ def build_app(
         app.router.add_post("/slack/interactions", endpoints.interaction)
     if key is not None:
         teams_endpoint = TeamsEndpoint(
-            hmac_key=key, directory=directory, lapse=lapse, notify=notify, background=background
+            hmac_key=key,
+            replays=replays,
+            directory=directory,
+            lapse=lapse,
+            notify=notify,
+            background=background,
         )
         app.router.add_post("/teams/messages", teams_endpoint.message)
     return app
@@ -196,15 +206,26 @@ async def create(settings: ChatopsSettings) -> Chatops:
         teams_key(settings)
         settings.listen_host_port()
         directory = DirectoryFile(settings.directory_file)
-        tokens = TokenMinter(
+        tokens = SubjectTokenMinter(
             key_file=settings.token_key_file,
             issuer=settings.token_issuer,
             audience=settings.token_audience,
             ttl_seconds=settings.token_ttl_seconds,
+            key_id=settings.token_key_id,
         )
         kafka = KafkaSettings()
     except (ValueError, DirectoryError) as error:
         raise ConfigurationError(str(error)) from error
+    if settings.token_issuer != DEFAULT_TOKEN_ISSUER:
+        # Allowed for a deployment whose services know chatops under another name, or for
+        # running against services that do not yet trust a subject-only issuer; said aloud
+        # because under a full issuer the services would take any roles its tokens claimed.
+        logger.warning(
+            "chatops tokens are issued as %r, not %r: make sure the services trust that issuer "
+            "for the subject only (LAPSE_AUTH_SUBJECT_ONLY_ISSUERS)",
+            settings.token_issuer,
+            DEFAULT_TOKEN_ISSUER,
+        )
     lapse = LapseApi(
         request_address=settings.request_address,
         approval_address=settings.approval_address,

@@ -2,13 +2,19 @@
 
 ```yaml
 slack:
-  U0123ABCD: {subject: alice, groups: [engineering]}
+  U0123ABCD: {subject: alice}
 teams:
-  "00000000-0000-0000-0000-000000000000": {subject: bob, groups: [engineering]}
+  "00000000-0000-0000-0000-000000000000": {subject: bob}
 ```
 
-Slack users are keyed by user id. Teams users by Azure AD object id (`from.aadObjectId`), or
-by display name (`from.name`) for demos: display names are not unique, so prefer the id.
+Slack users are keyed by user id. Teams users by Azure AD object id (`from.aadObjectId`) or
+by Teams user id (`from.id`, `29:...`): ids the platform assigns and nobody can choose. Display
+names are not looked at: anyone can set theirs to someone else's.
+
+The file says only who a chat user is. What they may do (roles) and which groups they are in
+come from the services' own identity sources; chatops' tokens carry the subject alone, so a
+`roles` or `groups` entry here is refused rather than silently ignored.
+
 The file is read again when it changes, so people can be added without a restart; a broken
 edit is logged and the last good version stays in use.
 """
@@ -17,17 +23,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from lapse_common.watched_file import WatchedFile
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lapse_chatops.payload_bounds import MAX_ID_CHARS
+
+# Lapse subjects are bounded like every text field the services accept.
+MAX_SUBJECT_CHARS = 256
 
 
 @dataclass(frozen=True)
 class Person:
     subject: str
-    groups: tuple[str, ...] = ()
-    roles: tuple[str, ...] = ()
 
 
 class DirectoryError(Exception):
@@ -37,9 +47,20 @@ class DirectoryError(Exception):
 class _Entry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    subject: str = Field(min_length=1)
-    groups: list[str] = []
-    roles: list[str] = []
+    subject: str = Field(min_length=1, max_length=MAX_SUBJECT_CHARS, pattern=r"^\S+$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_authority(cls, raw: Any) -> Any:
+        if isinstance(raw, dict):
+            claimed = sorted({"roles", "groups"} & set(raw))
+            if claimed:
+                raise ValueError(
+                    f"{' and '.join(claimed)} are not read from the chatops directory (its "
+                    "tokens assert only the subject); list them in the services' directory "
+                    "file (LAPSE_AUTH_DIRECTORY_FILE) instead"
+                )
+        return raw
 
 
 class _DirectoryFile(BaseModel):
@@ -47,6 +68,16 @@ class _DirectoryFile(BaseModel):
 
     slack: dict[str, _Entry] = {}
     teams: dict[str, _Entry] = {}
+
+    @model_validator(mode="after")
+    def _ids_bounded(self) -> _DirectoryFile:
+        for platform, entries in (("slack", self.slack), ("teams", self.teams)):
+            for key in entries:
+                if not key.strip() or len(key) > MAX_ID_CHARS:
+                    raise ValueError(
+                        f"{platform} id {key[:40]!r} must be 1 to {MAX_ID_CHARS} characters"
+                    )
+        return self
 
 
 @dataclass(frozen=True)
@@ -69,20 +100,15 @@ class Directory:
             raise DirectoryError(f"{source}: {problems}") from error
 
         def people(entries: dict[str, _Entry]) -> dict[str, Person]:
-            return {
-                str(key): Person(
-                    subject=entry.subject, groups=tuple(entry.groups), roles=tuple(entry.roles)
-                )
-                for key, entry in entries.items()
-            }
+            return {str(key): Person(subject=entry.subject) for key, entry in entries.items()}
 
         return cls(slack=people(parsed.slack), teams=people(parsed.teams))
 
     def slack_person(self, user_id: str) -> Person | None:
         return self.slack.get(user_id) if user_id else None
 
-    def teams_person(self, *, aad_object_id: str, name: str) -> Person | None:
-        for key in (aad_object_id, name):
+    def teams_person(self, *, aad_object_id: str, user_id: str) -> Person | None:
+        for key in (aad_object_id, user_id):
             if key and key in self.teams:
                 return self.teams[key]
         return None
@@ -93,7 +119,7 @@ class Directory:
         return _first_key_of(self.slack, subject)
 
     def teams_user_of(self, subject: str) -> str | None:
-        """The Teams object id (or display name) of a Lapse subject, first one in the file."""
+        """The Teams id of a Lapse subject, first one in the file."""
         return _first_key_of(self.teams, subject)
 
 
@@ -108,6 +134,4 @@ class DirectoryFile(WatchedFile[Directory]):
     the last good version)."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(
-            path, parse=Directory.parse, errors=DirectoryError, label="directory file"
-        )
+        super().__init__(path, parse=Directory.parse, errors=DirectoryError, label="directory file")

@@ -1,13 +1,10 @@
 """The request and approval services' gRPC APIs, called as the person in chat: every call
-carries a short-lived token minted for that person, so the services authorize them exactly
-as they would authorize the same person on the CLI."""
+carries a short-lived token naming that person (`subject_tokens`), so the services authorize
+them by their own records of that person, as they would on the CLI."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import grpc
-from lapse_common.auth import mint_token
 from lapse_common.pb.lapse.v1 import (
     approval_service_pb2,
     approval_service_pb2_grpc,
@@ -18,6 +15,7 @@ from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from lapse_chatops.directory import Person
 from lapse_chatops.grammar import RequestCommand
+from lapse_chatops.subject_tokens import SubjectTokenMinter
 
 
 class LapseRefused(Exception):
@@ -29,37 +27,13 @@ class LapseRefused(Exception):
         self.message = message
 
 
-class TokenMinter:
-    def __init__(self, *, key_file: Path, issuer: str, audience: str, ttl_seconds: int) -> None:
-        try:
-            self._key = key_file.read_bytes()
-        except OSError as error:
-            raise ValueError(f"cannot read the token key {key_file}: {error}") from error
-        self._issuer = issuer
-        self._audience = audience
-        self._ttl = ttl_seconds
-        # Fail at start-up, not on the first chat message, if the key is unusable.
-        self.token_for(Person(subject="lapse-chatops-self-check"))
-
-    def token_for(self, person: Person) -> str:
-        return mint_token(
-            private_key_pem=self._key,
-            subject=person.subject,
-            groups=list(person.groups),
-            roles=list(person.roles),
-            ttl_seconds=self._ttl,
-            issuer=self._issuer,
-            audience=self._audience,
-        )
-
-
 class LapseApi:
     def __init__(
         self,
         *,
         request_address: str,
         approval_address: str,
-        tokens: TokenMinter,
+        tokens: SubjectTokenMinter,
         timeout_seconds: float,
     ) -> None:
         self._request_address = request_address
@@ -74,7 +48,7 @@ class LapseApi:
         self._timeout = timeout_seconds
 
     def _metadata(self, person: Person) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {self._tokens.token_for(person)}"),)
+        return (("authorization", f"Bearer {self._tokens.token_for(person.subject)}"),)
 
     def _refused(self, error: grpc.aio.AioRpcError, service: str, address: str) -> LapseRefused:
         code = error.code()

@@ -30,10 +30,10 @@ def items_text(view: request_service_pb2.AccessRequestView) -> str:
     return ", ".join(access_text(item) for item in view.items)
 
 
-def not_in_directory(platform: str, user: str) -> str:
+def not_linked(platform: str, user: str) -> str:
     return (
-        f"you are not in the Lapse directory: ask a Lapse admin to add your {platform} user "
-        f"({user}) to it. Nothing was filed."
+        "your chat account is not linked to a Lapse identity; ask an admin to add "
+        f"{user or '(no id)'} to the directory ({platform.lower()} section). Nothing was done."
     )
 
 

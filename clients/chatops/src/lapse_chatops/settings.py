@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+DEFAULT_TOKEN_ISSUER = "lapse-chatops"
+
 
 class ChatopsSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LAPSE_CHATOPS_", extra="ignore")
@@ -34,14 +36,21 @@ class ChatopsSettings(BaseSettings):
     # {console_url}/requests/{request_id}.
     console_url: str = "http://127.0.0.1:8080"
 
-    # YAML: which chat user is which Lapse subject (and groups, roles).
+    # YAML: which chat user (Slack user id, Teams object id) is which Lapse subject.
     directory_file: Path = Path(".lapse/chatops-directory.yaml")
-    # Ed25519 private key (PEM) whose public key the services trust for bearer tokens.
-    token_key_file: Path = Path(".lapse/keys/dev-token.key")
-    token_issuer: str = "lapse-dev"
+    # chatops' own Ed25519 private key (PEM). Its tokens name the subject only; the services
+    # trust its public key for issuer `token_issuer` and take roles and groups from their own
+    # identity sources. Not the key behind `lapse login --dev` or the identity provider's.
+    token_key_file: Path = Path(".lapse/keys/chatops-token.key")
+    token_issuer: str = Field(default=DEFAULT_TOKEN_ISSUER, min_length=1)
     token_audience: str = "lapse"
+    # `kid` header of the tokens, for services that pick the key by it; empty: none.
+    token_key_id: str = ""
     # Tokens are minted per call for the person in chat and thrown away after it.
-    token_ttl_seconds: int = Field(default=300, ge=30, le=3600)
+    token_ttl_seconds: int = Field(default=60, ge=10, le=300)
+    # Signed calls remembered to refuse a replay within the 5-minute window (about 200 bytes
+    # each); when full of unexpired calls, new ones get 503 instead of forgetting one.
+    replay_memory_entries: int = Field(default=50_000, ge=100, le=5_000_000)
 
     # Tell requesters in chat when their request is decided, their access is active and before
     # it expires, read from Kafka (LAPSE_KAFKA_*). Unset: on when LAPSE_KAFKA_BOOTSTRAP_SERVERS

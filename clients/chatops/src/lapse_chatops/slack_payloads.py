@@ -8,11 +8,21 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
+from lapse_chatops.payload_bounds import (
+    MAX_FORM_FIELDS,
+    MAX_ID_CHARS,
+    MAX_MESSAGE_BLOCKS,
+    MAX_TEXT_CHARS,
+    MAX_URL_CHARS,
+    MalformedPayload,
+    bounded,
+)
+
 APPROVE_ACTION = "lapse_approve"
 REJECT_ACTION = "lapse_reject"
 
 
-class PayloadError(ValueError):
+class PayloadError(MalformedPayload):
     pass
 
 
@@ -44,9 +54,13 @@ def _unescape(text: str) -> str:
 
 def _form(body: bytes) -> dict[str, str]:
     try:
-        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True)
+        text = body.decode("utf-8")
     except UnicodeDecodeError as error:
         raise PayloadError("body is not UTF-8") from error
+    try:
+        fields = parse_qs(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+    except ValueError as error:
+        raise PayloadError(f"body has more than {MAX_FORM_FIELDS} form fields") from error
     return {name: values[0] for name, values in fields.items()}
 
 
@@ -57,9 +71,9 @@ def read_slash_command(body: bytes) -> SlashCommand:
     if not form.get("user_id"):
         raise PayloadError("slash command without user_id")
     return SlashCommand(
-        user_id=form["user_id"],
-        user_name=form.get("user_name", ""),
-        text=_unescape(form.get("text", "")),
+        user_id=bounded("user_id", form["user_id"], limit=MAX_ID_CHARS),
+        user_name=bounded("user_name", form.get("user_name", ""), limit=MAX_ID_CHARS),
+        text=_unescape(bounded("text", form.get("text", ""), limit=MAX_TEXT_CHARS)),
     )
 
 
@@ -72,9 +86,14 @@ def read_button_click(body: bytes) -> ButtonClick | None:
         payload = json.loads(raw)
     except json.JSONDecodeError as error:
         raise PayloadError(f"interaction payload is not JSON: {error}") from error
+    except RecursionError as error:
+        # Thousands of nested brackets fit in the body cap; Slack never nests that deep.
+        raise PayloadError("interaction payload is nested too deeply") from error
     if not isinstance(payload, dict) or payload.get("type") != "block_actions":
         return None
-    actions = payload.get("actions") or []
+    actions = payload.get("actions")
+    if not isinstance(actions, list):
+        actions = []
     action = next(
         (
             a
@@ -85,24 +104,42 @@ def read_button_click(body: bytes) -> ButtonClick | None:
     )
     if action is None:
         return None
-    user = payload.get("user") or {}
-    container = payload.get("container") or {}
-    channel = payload.get("channel") or {}
-    message = payload.get("message") or {}
-    user_id = str(user.get("id", ""))
-    request_id = str(action.get("value", ""))
+    user = _object(payload, "user")
+    container = _object(payload, "container")
+    channel = _object(payload, "channel")
+    message = _object(payload, "message")
+    user_id = _text(user.get("id"), "user.id")
+    request_id = _text(action.get("value"), "actions[].value")
     if not user_id or not request_id:
         raise PayloadError("button click without a user id or request id")
     blocks = message.get("blocks")
+    kept_blocks = [b for b in blocks if isinstance(b, dict)] if isinstance(blocks, list) else []
+    if len(kept_blocks) > MAX_MESSAGE_BLOCKS:
+        raise PayloadError(
+            f"message.blocks has {len(kept_blocks)} blocks (at most {MAX_MESSAGE_BLOCKS})"
+        )
     return ButtonClick(
         user_id=user_id,
-        user_name=str(user.get("username") or user.get("name") or ""),
+        user_name=_text(user.get("username") or user.get("name"), "user.username"),
         approve=action["action_id"] == APPROVE_ACTION,
         request_id=request_id,
-        channel_id=str(container.get("channel_id") or channel.get("id") or ""),
-        message_ts=str(container.get("message_ts") or message.get("ts") or ""),
-        message_blocks=[b for b in blocks if isinstance(b, dict)]
-        if isinstance(blocks, list)
-        else [],
-        response_url=str(payload.get("response_url", "")),
+        channel_id=_text(container.get("channel_id") or channel.get("id"), "channel.id"),
+        message_ts=_text(container.get("message_ts") or message.get("ts"), "message.ts"),
+        message_blocks=kept_blocks,
+        response_url=_text(payload.get("response_url"), "response_url", limit=MAX_URL_CHARS),
     )
+
+
+def _object(payload: dict[str, Any], field: str) -> dict[str, Any]:
+    value = payload.get(field) or {}
+    if not isinstance(value, dict):
+        raise PayloadError(f"{field} is not an object")
+    return value
+
+
+def _text(value: object, field: str, *, limit: int = MAX_ID_CHARS) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str | int):
+        raise PayloadError(f"{field} is not a string")
+    return bounded(field, str(value), limit=limit)

@@ -45,7 +45,7 @@ async def decide_from_button(
     """The request's status after the vote, or None if no vote was recorded."""
     if person is None:
         logger.info("Slack user %s is not in the directory: no vote", click.user_id)
-        await _tell_clicker(slack, click, replies.not_in_directory("Slack", click.user_id))
+        await _tell_clicker(slack, click, replies.not_linked("Slack", click.user_id))
         return None
     verb, done = ("approve", "approved") if click.approve else ("reject", "rejected")
     # The approval service requires a reason to reject; a button click has none to give.

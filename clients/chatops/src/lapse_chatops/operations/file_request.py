@@ -37,7 +37,7 @@ async def file_request(
 ) -> Filing:
     if person is None:
         logger.info("%s user %s is not in the directory: nothing filed", platform, chat_user)
-        return Filing(reply=replies.not_in_directory(platform, chat_user))
+        return Filing(reply=replies.not_linked(platform, chat_user))
     try:
         command = parse_command(text)
     except CommandError as problem:
