@@ -60,31 +60,15 @@ TEAMS_U03 = "aad-chatops-u03"
 CHATOPS_ISSUER = "lapse-chatops"
 
 
-def trusts_chatops_issuer(stack: LapseStack) -> bool:
-    """Whether the stack's services accept chatops' own issuer for the subject only."""
-    listed = stack.environment().get("LAPSE_AUTH_SUBJECT_ONLY_ISSUERS", "")
-    return CHATOPS_ISSUER in {issuer.strip() for issuer in listed.split(",")}
-
-
 def chatops_token_key(stack: LapseStack) -> tuple[Path, Path]:
     # The same pair the stack publishes to its services (ensure_keypair keeps an existing one).
     return ensure_keypair(stack.workdir / "keys", "chatops-token")
 
 
 def chatops_token_env(stack: LapseStack) -> dict[str, str]:
-    """chatops' own key and issuer once the services trust it for the subject only; until then
-    (services that know one issuer) the dev key under the dev issuer. The tokens carry the
-    subject alone either way."""
-    if trusts_chatops_issuer(stack):
-        key, _ = chatops_token_key(stack)
-        return {
-            "LAPSE_CHATOPS_TOKEN_KEY_FILE": str(key),
-            "LAPSE_CHATOPS_TOKEN_ISSUER": CHATOPS_ISSUER,
-        }
-    return {
-        "LAPSE_CHATOPS_TOKEN_KEY_FILE": str(stack.dev_key),
-        "LAPSE_CHATOPS_TOKEN_ISSUER": "lapse-dev",
-    }
+    """chatops' own key and issuer, which the stack's services trust for the subject only."""
+    key, _ = chatops_token_key(stack)
+    return {"LAPSE_CHATOPS_TOKEN_KEY_FILE": str(key), "LAPSE_CHATOPS_TOKEN_ISSUER": CHATOPS_ISSUER}
 
 
 @dataclass
@@ -543,11 +527,9 @@ async def test_slack_command_replayed_byte_for_byte_files_once(
 async def test_services_take_no_roles_from_a_chatops_token(stack: LapseStack) -> None:
     """Whatever a token signed with chatops' key claims, the services give it no role: the
     check the whole subject-only design rests on, against the running services."""
-    if not trusts_chatops_issuer(stack):
-        pytest.skip(
-            "the stack's services do not list lapse-chatops in LAPSE_AUTH_SUBJECT_ONLY_ISSUERS "
-            "yet; chatops runs with the dev key meanwhile"
-        )
+    assert stack.environment()["LAPSE_AUTH_SUBJECT_ONLY_ISSUERS"].startswith(
+        f"{CHATOPS_ISSUER}="
+    ), "the stack's services must trust chatops' issuer for the subject only"
     key, _ = chatops_token_key(stack)
     forged_admin = mint_token(
         private_key_pem=key.read_bytes(),
