@@ -12,7 +12,7 @@ from google.protobuf.json_format import MessageToDict
 from lapse_common.pb.lapse.v1 import approval_service_pb2, approval_service_pb2_grpc
 
 from lapse_cli.config import CliSettings
-from lapse_cli.session import fail, metadata
+from lapse_cli.session import fail, metadata, service_channel
 
 
 def _stub(channel: grpc.Channel) -> approval_service_pb2_grpc.ApprovalServiceStub:
@@ -30,7 +30,7 @@ def list_approvals(
 ) -> None:
     """Requests waiting for your decision."""
     settings = CliSettings()
-    with grpc.insecure_channel(settings.approval_address) as channel:
+    with service_channel(settings.approval_address) as channel:
         try:
             response = _stub(channel).ListPendingApprovals(
                 approval_service_pb2.ListPendingApprovalsRequest(), metadata=metadata(settings)
@@ -71,7 +71,7 @@ def list_approvals(
 
 def _decide(request_id: str, *, approve: bool, reason: str) -> None:
     settings = CliSettings()
-    with grpc.insecure_channel(settings.approval_address) as channel:
+    with service_channel(settings.approval_address) as channel:
         try:
             response = _stub(channel).DecideRequest(
                 approval_service_pb2.DecideRequestRequest(

@@ -12,7 +12,7 @@ from google.protobuf.json_format import MessageToDict
 from lapse_common.pb.lapse.v1 import approval_service_pb2, approval_service_pb2_grpc
 
 from lapse_cli.config import CliSettings
-from lapse_cli.session import fail, metadata
+from lapse_cli.session import fail, metadata, service_channel
 
 flows_app = typer.Typer(
     help="Access Flows as code: validate, apply, list, show.", no_args_is_help=True
@@ -40,7 +40,7 @@ def _call(
     method: str, request: approval_service_pb2.ApplyFlowsRequest
 ) -> approval_service_pb2.ApplyFlowsResponse:
     settings = CliSettings()
-    with grpc.insecure_channel(settings.approval_address) as channel:
+    with service_channel(settings.approval_address) as channel:
         try:
             response: approval_service_pb2.ApplyFlowsResponse = getattr(_stub(channel), method)(
                 request, metadata=metadata(settings)
@@ -77,7 +77,7 @@ def apply(files: FilesArgument) -> None:
 
 def _flows() -> list[approval_service_pb2.FlowView]:
     settings = CliSettings()
-    with grpc.insecure_channel(settings.approval_address) as channel:
+    with service_channel(settings.approval_address) as channel:
         try:
             return list(
                 _stub(channel)

@@ -14,7 +14,7 @@ from google.protobuf.json_format import MessageToDict
 from lapse_common.pb.lapse.v1 import common_pb2, revoker_service_pb2, revoker_service_pb2_grpc
 
 from lapse_cli.config import CliSettings
-from lapse_cli.session import fail, metadata
+from lapse_cli.session import fail, metadata, service_channel
 
 revocations_app = typer.Typer(
     help="Stuck revocations: list, inspect, replay or cancel them (role sre or admin).",
@@ -70,7 +70,7 @@ def list_stuck(
         if not match:
             raise fail(f"--older-than {older_than!r} is not a duration like 90s, 10m, 4h", 2)
         seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-    with grpc.insecure_channel(settings.revoker_address) as channel:
+    with service_channel(settings.revoker_address) as channel:
         try:
             response = _stub(channel).ListStuckRevocations(
                 revoker_service_pb2.ListStuckRevocationsRequest(
@@ -101,7 +101,7 @@ def list_stuck(
 def show(grant_id: str, output_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """One revocation with its attempt history."""
     settings = CliSettings()
-    with grpc.insecure_channel(settings.revoker_address) as channel:
+    with service_channel(settings.revoker_address) as channel:
         try:
             view = _stub(channel).GetRevocation(
                 revoker_service_pb2.GetRevocationRequest(grant_id=grant_id),
@@ -159,7 +159,7 @@ def replay(
     settings = CliSettings()
     if not grant_ids and not agent:
         raise fail("name grant ids or --agent", 2)
-    with grpc.insecure_channel(settings.revoker_address) as channel:
+    with service_channel(settings.revoker_address) as channel:
         try:
             _follow(
                 _stub(channel).ReplayRevocations(
@@ -187,7 +187,7 @@ def cancel(
         f"Mark {len(grant_ids)} revocation(s) as canceled?", default=False
     ):
         raise fail("nothing canceled", 1)
-    with grpc.insecure_channel(settings.revoker_address) as channel:
+    with service_channel(settings.revoker_address) as channel:
         try:
             _follow(
                 _stub(channel).CancelRevocations(
@@ -211,7 +211,7 @@ def agents(
     if context.invoked_subcommand is not None:
         return
     settings = CliSettings()
-    with grpc.insecure_channel(settings.revoker_address) as channel:
+    with service_channel(settings.revoker_address) as channel:
         try:
             response = _stub(channel).ListAgents(
                 revoker_service_pb2.ListAgentsRequest(), metadata=metadata(settings)
