@@ -13,6 +13,7 @@ from datetime import timedelta
 import aiohttp
 from aiohttp import web
 from lapse_common.clock import SystemClock
+from lapse_common.grpc_transport import GrpcTransportSettings, TransportMisconfigured
 from lapse_common.pb.lapse.v1 import request_service_pb2
 from lapse_common.settings import KafkaSettings, TelemetrySettings
 from lapse_common.telemetry import setup_telemetry
@@ -203,14 +204,15 @@ async def create(settings: ChatopsSettings) -> Chatops:
             ttl_seconds=settings.token_ttl_seconds,
         )
         kafka = KafkaSettings()
-    except (ValueError, DirectoryError) as error:
+        lapse = LapseApi(
+            request_address=settings.request_address,
+            approval_address=settings.approval_address,
+            tokens=tokens,
+            timeout_seconds=settings.call_timeout_seconds,
+            transport=GrpcTransportSettings(),
+        )
+    except (ValueError, DirectoryError, TransportMisconfigured) as error:
         raise ConfigurationError(str(error)) from error
-    lapse = LapseApi(
-        request_address=settings.request_address,
-        approval_address=settings.approval_address,
-        tokens=tokens,
-        timeout_seconds=settings.call_timeout_seconds,
-    )
     session = aiohttp.ClientSession()
     background = BackgroundWork()
     app = build_app(
