@@ -23,6 +23,7 @@ from lapse_common.kafka_admin.provisioning import Installation
 from lapse_common.pb.lapse.v1 import revoker_service_pb2, revoker_service_pb2_grpc
 from lapse_common.settings import KafkaSettings
 
+from tests.grpc_tls import StackTls
 from tests.infrastructure import Infrastructure
 from tests.integration.waiting import ProgressWatch
 from tests.kafka_principals import ADMIN, InstallationCredentials
@@ -297,6 +298,7 @@ class LapseStack:
             keys / "services", "request"
         )
         self.ports = {name: free_port() for name in ("request", "approval", "audit", "revoker")}
+        self.tls = StackTls.make(self.workdir / "tls")
         principals = "\n".join(
             [f"      {self.login_for(user)}: [{user}]" for user in self.users]
             + [f'      {self.login_for(login)}: ["{who}"]' for login, who in MACHINE_LOGINS.items()]
@@ -490,6 +492,7 @@ integrations:
                 "LAPSE_DEV_TOKEN_KEY_FILE": str(self.dev_key),
                 "LAPSE_CLI_HOME": str(self.workdir / "cli-home"),
                 "LAPSE_LOG_LEVEL": "INFO",
+                **self.tls.env(),
             }
         )
         env.update(self.extra_env)
@@ -537,7 +540,7 @@ integrations:
 
     def enroll_agents(self) -> None:
         admin = [("authorization", f"Bearer {self.token('ops', roles=('admin',))}")]
-        with grpc.insecure_channel(f"127.0.0.1:{self.ports['revoker']}") as channel:
+        with self.channel("revoker") as channel:
             registry = revoker_service_pb2_grpc.RevokerServiceStub(channel)
             for agent in self.agents:
                 registry.EnrollAgent(
@@ -547,6 +550,14 @@ integrations:
                     metadata=admin,
                     timeout=30,
                 )
+
+    def aio_channel(self, service: str) -> grpc.aio.Channel:
+        """A TLS channel to `service`'s gRPC port, verified against the stack's CA."""
+        return self.tls.aio_channel(self.ports[service])
+
+    def channel(self, service: str) -> grpc.Channel:
+        """The blocking kind of `aio_channel`."""
+        return self.tls.channel(self.ports[service])
 
     def restart(self, name: str) -> None:
         process = self.processes[name]

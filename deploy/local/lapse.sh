@@ -19,6 +19,10 @@ KEY_DIR="$STATE_DIR/keys"
 KAFKA_CREDENTIALS="$STATE_DIR/kafka-credentials"
 # The demo agent's key, Kafka password and settings, as `lapse agents enroll` writes them.
 AGENT_DIR="$STATE_DIR/agents"
+# The gRPC ports' TLS (python -m lapse_common.local_ca): ca.crt is what clients trust
+# (LAPSE_GRPC_TLS_CAFILE), server.crt/server.key what every service presents. Kept across
+# `up`s, so a CLI configured once keeps working; delete the directory to rotate.
+GRPC_TLS_DIR="$STATE_DIR/tls"
 SERVICES=(audit approval request grant-scheduler revoker agent)
 READY_TIMEOUT="${LAPSE_READY_TIMEOUT:-120}"
 # The demo's access-event producers (lapse_common.dev_keys), each a Kafka principal too.
@@ -54,6 +58,9 @@ LAPSE_REVOKER_COMMAND_SIGNING_KEY_FILE=$KEY_DIR/command-signing.key
 LAPSE_APPROVAL_FLOW_FILES=${LAPSE_APPROVAL_FLOW_FILES:-$REPO/deploy/demo/flows.yaml}
 LAPSE_AUTH_DIRECTORY_FILE=${LAPSE_AUTH_DIRECTORY_FILE:-$REPO/deploy/demo/directory.yaml}
 LAPSE_REQUEST_ACCESS_EVENT_PRODUCERS_FILE=$KEY_DIR/producers/registry.yaml
+LAPSE_GRPC_TLS_CERTFILE=$GRPC_TLS_DIR/server.crt
+LAPSE_GRPC_TLS_KEYFILE=$GRPC_TLS_DIR/server.key
+LAPSE_GRPC_TLS_CAFILE=$GRPC_TLS_DIR/ca.crt
 ENV
 }
 
@@ -144,6 +151,8 @@ cmd_up() {
   "$REPO/deploy/local/kafka.sh" start
   "$REPO/deploy/local/postgres.sh" start
   "$REPO/.venv/bin/python" -m lapse_common.dev_keys "$KEY_DIR" >/dev/null
+  "$REPO/.venv/bin/python" -m lapse_common.local_ca "$GRPC_TLS_DIR" >/dev/null \
+    || die "could not make the gRPC TLS certificates in $GRPC_TLS_DIR"
   # The admin step, as the broker's super user: topics, a principal per process, its ACLs.
   (
     set -a; . "$STATE_DIR/kafka/admin.env"; set +a
@@ -163,6 +172,9 @@ cmd_up() {
     uv run lapse login --dev --user alice --groups engineering
     uv run lapse request demo-pg/appdb read --as alice --for 2m --reason "look at a bug" --wait
     uv run lapse activity
+  gRPC is TLS only; clients trust the local CA $GRPC_TLS_DIR/ca.crt
+  (LAPSE_GRPC_TLS_CAFILE in lapse.env), e.g.:
+    grpcurl -cacert $GRPC_TLS_DIR/ca.crt 127.0.0.1:50051 list
   Stop everything with: make down
 DONE
 }

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import asyncpg
-import grpc
 from lapse_common.pb.lapse.v1 import (
     approval_service_pb2,
     approval_service_pb2_grpc,
@@ -27,8 +26,8 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
 class StackClients:
     def __init__(self, stack: LapseStack) -> None:
         self.stack = stack
-        self._request_channel = grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports['request']}")
-        self._audit_channel = grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports['audit']}")
+        self._request_channel = stack.aio_channel("request")
+        self._audit_channel = stack.aio_channel("audit")
         self.requests = request_service_pb2_grpc.RequestServiceStub(self._request_channel)
         self.audit = audit_service_pb2_grpc.AuditServiceStub(self._audit_channel)
 
@@ -111,7 +110,7 @@ async def pending_approvals(
     stack: LapseStack, approver: str, *, groups: tuple[str, ...] = ()
 ) -> list[approval_service_pb2.PendingApproval]:
     """What `approver` sees waiting for their decision."""
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports['approval']}") as channel:
+    async with stack.aio_channel("approval") as channel:
         response = await approval_service_pb2_grpc.ApprovalServiceStub(
             channel
         ).ListPendingApprovals(

@@ -28,7 +28,7 @@ PENDING = common_pb2.REQUEST_STATUS_PENDING_APPROVAL
 class Approvals:
     def __init__(self, stack: LapseStack) -> None:
         self.stack = stack
-        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports['approval']}")
+        self.channel = stack.aio_channel("approval")
         self.stub = approval_service_pb2_grpc.ApprovalServiceStub(self.channel)
 
     async def pending(self, approver: str, groups: tuple[str, ...] = ()) -> list[str]:

@@ -231,7 +231,7 @@ def request_id_in(text: str) -> str:
 
 
 async def pending_for(stack: LapseStack, approver: str) -> list[str]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports['approval']}") as channel:
+    async with stack.aio_channel("approval") as channel:
         response = await approval_service_pb2_grpc.ApprovalServiceStub(
             channel
         ).ListPendingApprovals(

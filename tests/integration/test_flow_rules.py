@@ -187,7 +187,7 @@ async def test_dropping_a_requestor_revokes_their_grant_and_rejects_their_pendin
             stack.infra.target_admin_dsn, login=login, role=stack.gated_role("g-policy")
         )
         pending = await submit(clients, stack, user="u05", resource="g-policy-gated", seconds=600)
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports['approval']}")
+        channel = stack.aio_channel("approval")
         approvals = approval_service_pb2_grpc.ApprovalServiceStub(channel)
         await wait_for(
             lambda: approvals.ListPendingApprovals(

@@ -216,9 +216,7 @@ def fuzzed_stack(
 
 @pytest.fixture(scope="module")
 def channels(fuzzed_stack: LapseStack) -> Iterator[dict[str, grpc.Channel]]:
-    opened = {
-        name: grpc.insecure_channel(f"127.0.0.1:{fuzzed_stack.ports[name]}") for name in SERVICES
-    }
+    opened = {name: fuzzed_stack.channel(name) for name in SERVICES}
     yield opened
     for channel in opened.values():
         channel.close()

@@ -44,8 +44,8 @@ async def test_lists_page_with_tokens_and_refuse_tokens_that_are_not_theirs(
 ) -> None:
     clients = StackClients(stack)
     mine = bearer(stack.token("pg01"))
-    approval_channel = grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports['approval']}")
-    revoker_channel = grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports['revoker']}")
+    approval_channel = stack.aio_channel("approval")
+    revoker_channel = stack.aio_channel("revoker")
     approvals = approval_service_pb2_grpc.ApprovalServiceStub(approval_channel)
     revoker = revoker_service_pb2_grpc.RevokerServiceStub(revoker_channel)
     # Gated requests stay pending: five rows in pg01's activity and approver-b's inbox.

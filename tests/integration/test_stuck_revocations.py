@@ -133,7 +133,7 @@ async def test_cancel_leaves_unverified_access_visible_and_is_never_executed(
             stack, "revocations", "cancel", grant_id, "--reason", "  ", "--yes", token=sre
         )
         assert blank.returncode == 2 and "--reason is required" in blank.stderr
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports['revoker']}") as channel:
+        async with stack.aio_channel("revoker") as channel:
             with pytest.raises(grpc.aio.AioRpcError) as no_reason:
                 async for _ in revoker_service_pb2_grpc.RevokerServiceStub(
                     channel

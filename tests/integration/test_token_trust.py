@@ -76,7 +76,7 @@ def hs256_token(payload: dict[str, object], secret: bytes) -> str:
 async def test_a_person_calling_check_request_directly_is_permission_denied(
     stack: LapseStack,
 ) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports['approval']}") as channel:
+    async with stack.aio_channel("approval") as channel:
         approvals = approval_service_pb2_grpc.ApprovalServiceStub(channel)
         for roles in ((), ("admin",)):
             with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -106,7 +106,7 @@ async def test_a_forged_service_credential_is_refused(stack: LapseStack) -> None
         issuer="service:request",
         audience="lapse-approval",
     )
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports['approval']}") as channel:
+    async with stack.aio_channel("approval") as channel:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await approval_service_pb2_grpc.ApprovalServiceStub(channel).CheckRequest(
                 check_request(stack, "alice"), metadata=bearer(forged), timeout=30

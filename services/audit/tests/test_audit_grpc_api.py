@@ -12,11 +12,13 @@ import pytest
 from lapse_audit.grpc_api import AuditApi
 from lapse_audit.operations.record_event import record_event
 from lapse_common.auth import AuthInterceptor, TokenVerifier, ensure_keypair, mint_token
+from lapse_common.grpc_transport import bind_server_port
 from lapse_common.pb.lapse.v1 import audit_service_pb2, audit_service_pb2_grpc, events_pb2
 from lapse_common.settings import AuthSettings
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.audit.tests.audit_events import decoded, grant_fact
+from tests.grpc_tls import StackTls
 
 NOW = datetime(2025, 3, 1, 12, 0, 5, tzinfo=UTC)
 TokenFor = Callable[..., list[tuple[str, str]]]
@@ -30,9 +32,10 @@ async def stub(
     verifier = TokenVerifier.from_settings(AuthSettings(public_key_file=public_key, dev_mode=True))
     server = grpc.aio.server(interceptors=[AuthInterceptor(verifier)])
     AuditApi(sessions=sessions).register(server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    tls = StackTls.make(tmp_path / "tls")
+    port = bind_server_port(server, "127.0.0.1:0", tls.server)
     await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = tls.aio_channel(port)
     yield audit_service_pb2_grpc.AuditServiceStub(channel)  # type: ignore[misc]
     await channel.close()
     await server.stop(grace=None)

@@ -41,6 +41,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from services.audit.tests.audit_events import decoded, grant_fact, request_submitted, signed_command
+from tests.grpc_tls import StackTls
 from tests.infrastructure import provide_infrastructure
 from tests.integration.kafka_records import read_all
 from tests.integration.waiting import wait_for
@@ -88,6 +89,7 @@ async def audit(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Runni
     await kafka.provision()
     database_url = await _create_database(infra.database_url, f"lapse_audit_test_{run_id}")
     port = free_port()
+    tls = StackTls.make(tmp_path / "tls")
     env = {key: value for key, value in os.environ.items() if not key.startswith("LAPSE_")}
     env.update(
         {
@@ -98,11 +100,12 @@ async def audit(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Runni
             "LAPSE_AUTH_DEV_MODE": "true",
             "LAPSE_AUTH_PUBLIC_KEY_FILE": str(public_key),
             "LAPSE_AUDIT_GRPC_ADDRESS": f"127.0.0.1:{port}",
+            **tls.env(),
         }
     )
     process = ServiceProcess("audit", "lapse_audit", env, tmp_path)
     process.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = tls.aio_channel(port)
     try:
         await asyncio.to_thread(process.wait_ready)
         yield RunningAudit(

@@ -13,6 +13,7 @@ from datetime import timedelta
 import aiohttp
 from aiohttp import web
 from lapse_common.clock import SystemClock
+from lapse_common.grpc_transport import GrpcTransportSettings, TransportMisconfigured
 from lapse_common.pb.lapse.v1 import request_service_pb2
 from lapse_common.settings import KafkaSettings, TelemetrySettings
 from lapse_common.telemetry import setup_telemetry
@@ -214,7 +215,14 @@ async def create(settings: ChatopsSettings) -> Chatops:
             key_id=settings.token_key_id,
         )
         kafka = KafkaSettings()
-    except (ValueError, DirectoryError) as error:
+        lapse = LapseApi(
+            request_address=settings.request_address,
+            approval_address=settings.approval_address,
+            tokens=tokens,
+            timeout_seconds=settings.call_timeout_seconds,
+            transport=GrpcTransportSettings(),
+        )
+    except (ValueError, DirectoryError, TransportMisconfigured) as error:
         raise ConfigurationError(str(error)) from error
     if settings.token_issuer != DEFAULT_TOKEN_ISSUER:
         # Allowed for a deployment whose services know chatops under another name, or for
@@ -226,12 +234,6 @@ async def create(settings: ChatopsSettings) -> Chatops:
             settings.token_issuer,
             DEFAULT_TOKEN_ISSUER,
         )
-    lapse = LapseApi(
-        request_address=settings.request_address,
-        approval_address=settings.approval_address,
-        tokens=tokens,
-        timeout_seconds=settings.call_timeout_seconds,
-    )
     session = aiohttp.ClientSession()
     background = BackgroundWork()
     app = build_app(

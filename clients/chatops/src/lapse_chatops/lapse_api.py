@@ -5,6 +5,7 @@ them by their own records of that person, as they would on the CLI."""
 from __future__ import annotations
 
 import grpc
+from lapse_common.grpc_transport import GrpcTransportSettings, open_aio_channel
 from lapse_common.pb.lapse.v1 import (
     approval_service_pb2,
     approval_service_pb2_grpc,
@@ -35,13 +36,14 @@ class LapseApi:
         approval_address: str,
         tokens: SubjectTokenMinter,
         timeout_seconds: float,
+        transport: GrpcTransportSettings,
     ) -> None:
         self._request_address = request_address
         self._approval_address = approval_address
         # Traces continue from here into the services.
         tracing = aio_client_interceptors()  # type: ignore[no-untyped-call]
-        self._request_channel = grpc.aio.insecure_channel(request_address, interceptors=tracing)
-        self._approval_channel = grpc.aio.insecure_channel(approval_address, interceptors=tracing)
+        self._request_channel = open_aio_channel(request_address, transport, interceptors=tracing)
+        self._approval_channel = open_aio_channel(approval_address, transport, interceptors=tracing)
         self._requests = request_service_pb2_grpc.RequestServiceStub(self._request_channel)
         self._approvals = approval_service_pb2_grpc.ApprovalServiceStub(self._approval_channel)
         self._tokens = tokens

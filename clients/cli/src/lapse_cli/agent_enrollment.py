@@ -34,7 +34,7 @@ from lapse_common.topics import validate_agent_id
 from pydantic import ValidationError
 
 from lapse_cli.config import CliSettings
-from lapse_cli.session import fail, metadata
+from lapse_cli.session import fail, metadata, service_channel
 
 OutOption = Annotated[
     Path, typer.Option("--out", help="where the agent's key, password and env file go")
@@ -157,7 +157,7 @@ def _call(
     settings: CliSettings,
     invoke: Callable[[Registry, Metadata], revoker_service_pb2.AgentRegistration],
 ) -> revoker_service_pb2.AgentRegistration:
-    with grpc.insecure_channel(settings.revoker_address) as channel:
+    with service_channel(settings.revoker_address) as channel:
         try:
             answer = invoke(Registry(channel), metadata(settings))
         except grpc.RpcError as error:

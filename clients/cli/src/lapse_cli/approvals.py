@@ -19,7 +19,7 @@ from lapse_cli.paging_options import (
     tell_how_to_go_on,
 )
 from lapse_cli.rendering import as_json
-from lapse_cli.session import fail, metadata
+from lapse_cli.session import fail, metadata, service_channel
 
 
 def _stub(channel: grpc.Channel) -> approval_service_pb2_grpc.ApprovalServiceStub:
@@ -39,7 +39,7 @@ def list_approvals(
 ) -> None:
     """Requests waiting for your decision, oldest first."""
     settings = CliSettings()
-    with grpc.insecure_channel(settings.approval_address) as channel:
+    with service_channel(settings.approval_address) as channel:
 
         def fetch(
             token: str, size: int
@@ -85,7 +85,7 @@ def list_approvals(
 
 def _decide(request_id: str, *, approve: bool, reason: str) -> None:
     settings = CliSettings()
-    with grpc.insecure_channel(settings.approval_address) as channel:
+    with service_channel(settings.approval_address) as channel:
         try:
             response = _stub(channel).DecideRequest(
                 approval_service_pb2.DecideRequestRequest(

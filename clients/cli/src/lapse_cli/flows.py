@@ -14,7 +14,7 @@ from lapse_common.pb.lapse.v1 import approval_service_pb2, approval_service_pb2_
 from lapse_cli.config import CliSettings
 from lapse_cli.paging_options import collect_pages
 from lapse_cli.rendering import as_json
-from lapse_cli.session import fail, metadata
+from lapse_cli.session import fail, metadata, service_channel
 
 flows_app = typer.Typer(
     help="Access Flows as code: validate, apply, list, show.", no_args_is_help=True
@@ -42,7 +42,7 @@ def _call(
     method: str, request: approval_service_pb2.ApplyFlowsRequest
 ) -> approval_service_pb2.ApplyFlowsResponse:
     settings = CliSettings()
-    with grpc.insecure_channel(settings.approval_address) as channel:
+    with service_channel(settings.approval_address) as channel:
         try:
             response: approval_service_pb2.ApplyFlowsResponse = getattr(_stub(channel), method)(
                 request, metadata=metadata(settings)
@@ -83,7 +83,7 @@ EVERY_FLOW = 100_000
 
 def _flows() -> list[approval_service_pb2.FlowView]:
     settings = CliSettings()
-    with grpc.insecure_channel(settings.approval_address) as channel:
+    with service_channel(settings.approval_address) as channel:
 
         def fetch(token: str, size: int) -> tuple[Sequence[approval_service_pb2.FlowView], str]:
             page = _stub(channel).ListFlows(

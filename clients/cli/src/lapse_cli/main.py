@@ -7,6 +7,7 @@ import re
 import sys
 import time
 from collections.abc import Sequence
+from importlib.metadata import version as package_version
 from typing import Annotated
 
 import grpc
@@ -35,14 +36,38 @@ from lapse_cli.paging_options import (
 )
 from lapse_cli.rendering import as_json, describe_request, grant_status, request_status
 from lapse_cli.scoped_revocation import panic, run_scoped_revocation
-from lapse_cli.session import call_request_service, fail, metadata
+from lapse_cli.session import call_request_service, fail, metadata, service_channel
 from lapse_cli.sre import agents_app, revocations_app
 
 app = typer.Typer(
     help="Lapse: just-in-time access. Request it, watch it, and let it lapse.",
     no_args_is_help=True,
-    add_completion=False,
+    # --install-completion / --show-completion [bash|zsh|fish|powershell] (README).
+    add_completion=True,
 )
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"lapse {package_version('lapse-cli')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="print the version of the lapse CLI and exit",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """Lapse: just-in-time access. Request it, watch it, and let it lapse."""
+
+
 requests_app = typer.Typer(help="Inspect or cancel your requests.", no_args_is_help=True)
 app.add_typer(requests_app, name="requests")
 app.add_typer(revocations_app, name="revocations")
@@ -315,7 +340,7 @@ def extend(
     grant_id = grant or next((g.grant_id for g in request_view(settings, request_id).grants), "")
     if not grant_id:
         raise fail(f"request {request_id} has no grant yet")
-    with grpc.insecure_channel(settings.approval_address) as channel:
+    with service_channel(settings.approval_address) as channel:
         try:
             response = approval_service_pb2_grpc.ApprovalServiceStub(channel).ExtendGrant(
                 approval_service_pb2.ExtendGrantRequest(
@@ -398,7 +423,9 @@ def list_requests(
 
 def main() -> None:
     try:
-        app()
+        # One name however it is started (`python -m lapse_cli` too), so the completion
+        # script and its _LAPSE_COMPLETE variable are the same.
+        app(prog_name="lapse")
     except KeyboardInterrupt:
         sys.exit(130)
 

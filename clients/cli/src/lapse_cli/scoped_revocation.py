@@ -12,7 +12,13 @@ from lapse_common.pb.lapse.v1 import common_pb2, request_service_pb2, request_se
 
 from lapse_cli.access_scope_option import SCOPE_HELP, describe, parse_scope
 from lapse_cli.config import CliSettings
-from lapse_cli.session import call_request_service, fail, metadata, request_service_failure
+from lapse_cli.session import (
+    call_request_service,
+    fail,
+    metadata,
+    request_service_failure,
+    service_channel,
+)
 
 # Exit code when the run ended with revocations still unconfirmed.
 UNCONFIRMED_EXIT = 3
@@ -63,7 +69,7 @@ def follow(
 ) -> request_service_pb2.RevocationRunProgress:
     """Stream the run's progress to the terminal; returns the final report."""
     final: request_service_pb2.RevocationRunProgress | None = None
-    with grpc.insecure_channel(settings.request_address) as channel:
+    with service_channel(settings.request_address) as channel:
         stub = request_service_pb2_grpc.RequestServiceStub(channel)
         try:
             for progress in stub.RevokeScope(request, metadata=metadata(settings)):

@@ -8,6 +8,7 @@ from typing import TypeVar
 
 import grpc
 import typer
+from lapse_common.grpc_transport import GrpcTransportSettings, TransportMisconfigured, open_channel
 from lapse_common.pb.lapse.v1 import request_service_pb2_grpc
 
 from lapse_cli.config import CliSettings
@@ -33,12 +34,21 @@ def metadata(settings: CliSettings) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token(settings)}"),)
 
 
+def service_channel(address: str) -> grpc.Channel:
+    """A channel to a Lapse service: TLS verified against LAPSE_GRPC_TLS_CAFILE (plaintext
+    only with LAPSE_GRPC_ALLOW_PLAINTEXT=true, for development)."""
+    try:
+        return open_channel(address, GrpcTransportSettings())
+    except TransportMisconfigured as error:
+        raise fail(str(error), 2) from error
+
+
 def call_request_service(
     settings: CliSettings,
     invoke: Callable[[request_service_pb2_grpc.RequestServiceStub, tuple[tuple[str, str], ...]], T],
 ) -> T:
     """One call to the request service; failures become a clear message and exit code 1."""
-    with grpc.insecure_channel(settings.request_address) as channel:
+    with service_channel(settings.request_address) as channel:
         try:
             return invoke(request_service_pb2_grpc.RequestServiceStub(channel), metadata(settings))
         except grpc.RpcError as error:
@@ -49,6 +59,7 @@ def request_service_failure(error: grpc.RpcError, settings: CliSettings) -> type
     if error.code() == grpc.StatusCode.UNAVAILABLE:
         return fail(
             f"cannot reach the request service at {settings.request_address} "
-            "(is Lapse running? `make up`)"
+            "(is Lapse running? `make up`; does LAPSE_GRPC_TLS_CAFILE name the CA that signed "
+            f"its certificate?): {error.details()}"
         )
     return fail(f"{error.code().name}: {error.details()}")

@@ -20,7 +20,7 @@ from lapse_cli.paging_options import (
     tell_how_to_go_on,
 )
 from lapse_cli.rendering import as_json
-from lapse_cli.session import fail, metadata
+from lapse_cli.session import fail, metadata, service_channel
 
 revocations_app = typer.Typer(
     help="Stuck revocations: list, inspect, replay or cancel them (role sre or admin).",
@@ -79,7 +79,7 @@ def list_stuck(
         if not match:
             raise fail(f"--older-than {older_than!r} is not a duration like 90s, 10m, 4h", 2)
         seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-    with grpc.insecure_channel(settings.revoker_address) as channel:
+    with service_channel(settings.revoker_address) as channel:
 
         def fetch(
             token: str, size: int
@@ -118,7 +118,7 @@ def list_stuck(
 def show(grant_id: str, output_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """One revocation with its attempt history."""
     settings = CliSettings()
-    with grpc.insecure_channel(settings.revoker_address) as channel:
+    with service_channel(settings.revoker_address) as channel:
         try:
             view = _stub(channel).GetRevocation(
                 revoker_service_pb2.GetRevocationRequest(grant_id=grant_id),
@@ -180,7 +180,7 @@ def replay(
     settings = CliSettings()
     if not grant_ids and not agent:
         raise fail("name grant ids or --agent", 2)
-    with grpc.insecure_channel(settings.revoker_address) as channel:
+    with service_channel(settings.revoker_address) as channel:
         try:
             _follow(
                 _stub(channel).ReplayRevocations(
@@ -210,7 +210,7 @@ def cancel(
         f"Mark {len(grant_ids)} revocation(s) as canceled?", default=False
     ):
         raise fail("nothing canceled", 1)
-    with grpc.insecure_channel(settings.revoker_address) as channel:
+    with service_channel(settings.revoker_address) as channel:
         try:
             _follow(
                 _stub(channel).CancelRevocations(
@@ -237,7 +237,7 @@ def agents(
     if context.invoked_subcommand is not None:
         return
     settings = CliSettings()
-    with grpc.insecure_channel(settings.revoker_address) as channel:
+    with service_channel(settings.revoker_address) as channel:
 
         def fetch(token: str, size: int) -> tuple[Sequence[revoker_service_pb2.AgentView], str]:
             page = _stub(channel).ListAgents(

@@ -9,7 +9,7 @@ import signal
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from faststream.kafka import KafkaBroker
@@ -21,6 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from lapse_common.agent_reports import AgentRegistry
 from lapse_common.clock import Clock, SystemClock
 from lapse_common.db import Base, create_engine_for_service, create_schema, session_factory
+from lapse_common.grpc_probes import ExceptForProbes, Probes, ServiceNameRecorder
+from lapse_common.grpc_transport import (
+    GrpcTransportSettings,
+    TransportMisconfigured,
+    bind_server_port,
+    message_size_options,
+)
 from lapse_common.kafka_admin import principals
 from lapse_common.messaging.broker import create_broker, require_topics
 from lapse_common.messaging.consumer import EventHandler, subscribe_events
@@ -151,6 +158,35 @@ class Service:
             if not name.endswith("*")
         ]
 
+    async def _grpc_server(
+        self,
+        probes: Probes,
+        servicers: Sequence[Callable[[grpc.aio.Server], None]],
+        address: str,
+        interceptors: Sequence[grpc.aio.ServerInterceptor],
+    ) -> grpc.aio.Server:
+        """The gRPC server, bound but not started: TLS, message size limits, the services,
+        health and reflection."""
+        transport = GrpcTransportSettings()
+        tracing = aio_server_interceptor()  # type: ignore[no-untyped-call]
+        # Screening runs inside authentication: an anonymous caller learns nothing about
+        # the limits, and no handler sees a request that breaks them. Neither applies to
+        # the probes, which are public (and streamed, in reflection's case).
+        server = grpc.aio.server(
+            interceptors=[
+                tracing,
+                *(ExceptForProbes(interceptor) for interceptor in interceptors),
+                ExceptForProbes(RequestScreeningInterceptor()),
+            ],
+            options=message_size_options(transport),
+        )
+        recorder = ServiceNameRecorder(server)
+        for register in servicers:
+            register(cast(grpc.aio.Server, recorder))
+        await probes.register(server, recorder.names)
+        bind_server_port(server, address, transport)
+        return server
+
     async def run(
         self,
         *,
@@ -159,27 +195,31 @@ class Service:
         grpc_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         """Run until SIGTERM/SIGINT: consumers, relay, background loops and gRPC."""
+        server: grpc.aio.Server | None = None
+        probes = Probes()
+        if grpc_address:
+            # Before anything else starts: a port that would serve in the clear stops the
+            # process with the setting to fix.
+            try:
+                server = await self._grpc_server(
+                    probes, grpc_servicers, grpc_address, grpc_interceptors
+                )
+            except TransportMisconfigured as error:
+                raise SystemExit(f"lapse-{self.name}: refusing to start: {error}") from error
         await require_topics(self.kafka, self._topics_of_principal())
         await self.broker.start()
-        server: grpc.aio.Server | None = None
-        if grpc_address:
-            tracing = aio_server_interceptor()  # type: ignore[no-untyped-call]
-            # Screening runs inside authentication: an anonymous caller learns nothing about
-            # the limits, and no handler sees a request that breaks them.
-            server = grpc.aio.server(
-                interceptors=[tracing, *grpc_interceptors, RequestScreeningInterceptor()]
-            )
-            for register in grpc_servicers:
-                register(server)
-            server.add_insecure_port(grpc_address)
+        if server is not None:
             await server.start()
-            logger.info("%s gRPC listening on %s", self.name, grpc_address)
+            logger.info(
+                "%s gRPC listening on %s: %s", self.name, grpc_address, ", ".join(probes.services)
+            )
         tasks = [asyncio.create_task(self.relay.run(), name="outbox-relay")]
         tasks += [asyncio.create_task(loop(), name=loop.__name__) for loop in self.background]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        await probes.serving()
         logger.info("%s ready", self.name)
         print(f"lapse-{self.name} ready", flush=True)
         stop_waiter = asyncio.create_task(stop.wait())
@@ -192,6 +232,7 @@ class Service:
         logger.info("%s stopping", self.name)
         self.relay.stop()
         if server is not None:
+            await probes.shutting_down()
             await server.stop(grace=5)
         for task in tasks:
             task.cancel()

@@ -8,6 +8,7 @@ from pathlib import Path
 import grpc
 from lapse_common.access_events import AccessEventVerifier, ProducerRegistry
 from lapse_common.auth import AuthInterceptor, TokenVerifier
+from lapse_common.grpc_transport import GrpcTransportSettings, open_aio_channel
 from lapse_common.pb.lapse.v1 import (
     access_events_pb2,
     approval_service_pb2_grpc,
@@ -80,8 +81,9 @@ async def run() -> None:
         accepts=(access_events_pb2.SignedAccessEvent,),
         handler=handlers.on_access_event,
     )
-    channel = grpc.aio.insecure_channel(
+    channel = open_aio_channel(
         settings.approval_address,
+        GrpcTransportSettings(),
         interceptors=aio_client_interceptors(),  # type: ignore[no-untyped-call]
     )
     api = RequestApi(
