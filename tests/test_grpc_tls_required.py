@@ -1,5 +1,5 @@
-"""A real service process given no certificate refuses to start, before it touches Kafka,
-and says which setting to give; it never opens its port in the clear."""
+"""A real service process refuses to start, before it touches Kafka, when it would serve in
+the clear or trust the dev key in production mode, and says which setting to give."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from lapse_common.auth import ensure_keypair
 
 
-def test_a_service_without_a_certificate_refuses_to_start(tmp_path: Path) -> None:
+def _start_audit(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:
     _, public_key = ensure_keypair(tmp_path / "keys", "dev-token")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAPSE_")}
     env.update(
@@ -23,9 +23,10 @@ def test_a_service_without_a_certificate_refuses_to_start(tmp_path: Path) -> Non
             "LAPSE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
             "LAPSE_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
             "LAPSE_KAFKA_ALLOW_PLAINTEXT": "true",
+            **settings,
         }
     )
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "lapse_audit"],
         env=env,
         cwd=tmp_path,
@@ -34,8 +35,20 @@ def test_a_service_without_a_certificate_refuses_to_start(tmp_path: Path) -> Non
         timeout=120,
         check=False,
     )
+
+
+def test_a_service_without_a_certificate_refuses_to_start(tmp_path: Path) -> None:
+    done = _start_audit(tmp_path, LAPSE_AUTH_DEV_MODE="true")
     assert done.returncode == 1, done.stderr
     assert "lapse-audit: refusing to start: no TLS certificate" in done.stderr
     assert "LAPSE_GRPC_TLS_CERTFILE" in done.stderr
     assert "Traceback" not in done.stderr
     assert "ready" not in done.stdout
+
+
+def test_a_service_in_production_mode_refuses_the_dev_key(tmp_path: Path) -> None:
+    done = _start_audit(tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "lapse-audit: refusing to start: LAPSE_AUTH_PUBLIC_KEY_FILE" in done.stderr
+    assert "is a dev key" in done.stderr and "LAPSE_AUTH_DEV_MODE" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -17,6 +17,7 @@ from lapse_chatops.grammar import RequestCommand
 from lapse_chatops.lapse_api import LapseApi
 from lapse_chatops.subject_tokens import SubjectTokenMinter
 from lapse_common.auth import ensure_keypair
+from lapse_common.grpc_transport import GrpcTransportSettings
 from lapse_common.pb.lapse.v1 import request_service_pb2, request_service_pb2_grpc
 
 NOW = 1_900_000_000.0
@@ -151,6 +152,9 @@ async def test_the_service_receives_a_subject_only_chatops_token(
             key_file=keys["chatops"][0], issuer="lapse-chatops", audience="lapse", ttl_seconds=60
         ),
         timeout_seconds=5,
+        # The test server listens in the clear on the loopback: the TLS path is tested in
+        # lapse_common's transport tests and on the real stack.
+        transport=GrpcTransportSettings(allow_plaintext=True),
     )
     try:
         await lapse.submit(

@@ -39,7 +39,7 @@ async def guarded(
 ) -> AsyncIterator[tuple[int, Probes]]:
     """A server whose every call but the probes needs a bearer token, as in a service."""
     _, public_key = ensure_keypair(tmp_path / "keys", "dev-token")
-    auth = AuthInterceptor(TokenVerifier.from_settings(AuthSettings(public_key_file=public_key)))
+    auth = AuthInterceptor(TokenVerifier.from_settings(AuthSettings(public_key_file=public_key, dev_mode=True)))
     server = grpc.aio.server(interceptors=[ExceptForProbes(auth)])
     probes = Probes()
     await probes.register(server, [])

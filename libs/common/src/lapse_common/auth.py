@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from lapse_common.dev_trust import DEV_ISSUER, refuse_dev_trust_in_production
+from lapse_common.dev_trust import DEV_ISSUER, DevTrustRefused, refuse_dev_trust_in_production
 from lapse_common.group_directory import GroupDirectory, watch_group_directory
 from lapse_common.private_files import write_private_file
 from lapse_common.service_credentials import (
@@ -317,6 +317,15 @@ class TokenVerifier:
                 "allowed (LAPSE_AUTH_MAX_TOKEN_LIFETIME_SECONDS)"
             )
         return claims
+
+
+def verifier_for_service(settings: AuthSettings, *, name: str, service: str = "") -> TokenVerifier:
+    """TokenVerifier.from_settings at a service's start: what it refuses ends the process with
+    one line naming the setting to fix, not a traceback."""
+    try:
+        return TokenVerifier.from_settings(settings, service=service)
+    except (DevTrustRefused, ValueError, OSError) as error:
+        raise SystemExit(f"lapse-{name}: refusing to start: {error}") from error
 
 
 def _key_set_at(where: str) -> KeySet:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
-from lapse_common.auth import AuthInterceptor, TokenVerifier
+from lapse_common.auth import AuthInterceptor, verifier_for_service
 from lapse_common.pb.lapse.v1 import approval_service_pb2_grpc, events_pb2
 from lapse_common.runtime import Service
 from lapse_common.settings import AuthSettings, DatabaseSettings
@@ -24,7 +24,7 @@ MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 async def run() -> None:
     settings = ApprovalSettings()
     # Accepts service credentials for audience lapse-approval (LAPSE_AUTH_SERVICE_PUBLIC_KEY_FILES).
-    verifier = TokenVerifier.from_settings(AuthSettings(), service="approval")
+    verifier = verifier_for_service(AuthSettings(), name="approval", service="approval")
     service = await Service.create(
         name="approval",
         database_url=DatabaseSettings().database_url,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lapse_common.auth import AuthInterceptor, TokenVerifier
+from lapse_common.auth import AuthInterceptor, verifier_for_service
 from lapse_common.messaging.consumer import subscribe_events
 from lapse_common.runtime import Service
 from lapse_common.settings import AuthSettings, DatabaseSettings
@@ -25,7 +25,7 @@ MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 async def run() -> None:
     settings = AuditSettings()
     # Fails fast on a missing key, before the service touches the database or Kafka.
-    verifier = TokenVerifier.from_settings(AuthSettings())
+    verifier = verifier_for_service(AuthSettings(), name="audit")
     service = await Service.create(
         name="audit",
         database_url=DatabaseSettings().database_url,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import grpc
 from lapse_common.access_events import AccessEventVerifier, ProducerRegistry
-from lapse_common.auth import AuthInterceptor, TokenVerifier
+from lapse_common.auth import AuthInterceptor, verifier_for_service
 from lapse_common.grpc_transport import GrpcTransportSettings, open_aio_channel
 from lapse_common.pb.lapse.v1 import (
     access_events_pb2,
@@ -32,7 +32,7 @@ MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 async def run() -> None:
     settings = RequestSettings()
     auth = AuthSettings()
-    verifier = TokenVerifier.from_settings(auth)
+    verifier = verifier_for_service(auth, name="request")
     # What the request service shows the approval service instead of the caller's token.
     credentials = ServiceCredentials.from_key_file(auth.service_key_file, service="request")
     service = await Service.create(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from lapse_common.auth import AuthInterceptor, TokenVerifier
+from lapse_common.auth import AuthInterceptor, verifier_for_service
 from lapse_common.command_signing import CommandSigner
 from lapse_common.pb.lapse.v1 import events_pb2
 from lapse_common.runtime import Service
@@ -25,7 +25,7 @@ MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 async def run() -> None:
     settings = RevokerSettings()
-    verifier = TokenVerifier.from_settings(AuthSettings())
+    verifier = verifier_for_service(AuthSettings(), name="revoker")
     service = await Service.create(
         name="revoker",
         database_url=DatabaseSettings().database_url,
