@@ -4,7 +4,8 @@ as Python exception text.
 Screening applies rules every field of every request shares: text has no NUL (PostgreSQL
 cannot store it, and no identifier or reason needs it) and a bounded length, lists a bounded
 size, and a `*_seconds` field a range every clock and database calculation can take. A
-field that needs another bound says so in `FIELD_LIMITS`. Answers name the field and the
+field that needs another bound declares it next to its definition in proto/ with the
+`(lapse.v1.limits)` option (proto/lapse/v1/field_limits.proto). Answers name the field and the
 limit and never echo more than a short excerpt of the input.
 
 An unexpected exception becomes INTERNAL with an error id that is also in the log, so an
@@ -22,6 +23,8 @@ import grpc
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from lapse_common.pb.lapse.v1 import field_limits_pb2
+
 logger = logging.getLogger(__name__)
 
 MAX_TEXT = 4096
@@ -31,13 +34,6 @@ MAX_ITEMS = 1000
 MAX_SECONDS = 10 * 366 * 24 * 3600
 EXCERPT = 40
 
-# Fields whose bound differs from the shared one, by full field name.
-FIELD_LIMITS: dict[str, int] = {
-    # A flow file is a document, not a name.
-    "lapse.v1.FlowFileContent.content": 256 * 1024,
-    # How long a scoped revocation's progress stream stays open.
-    "lapse.v1.ScopedRevocationRequest.wait_seconds": 3600,
-}
 _INTEGER_TYPES = {
     FieldDescriptor.TYPE_INT32,
     FieldDescriptor.TYPE_INT64,
@@ -67,8 +63,9 @@ def screen(message: Message, path: str = "") -> None:
         values: list[Any]
         if field.is_repeated:
             items = list(value.values()) if _is_map(field) else list(value)
-            if len(items) > MAX_ITEMS:
-                raise OutOfBounds(f"{name} has {len(items)} items; the limit is {MAX_ITEMS}")
+            most = _declared(field).max_items or MAX_ITEMS
+            if len(items) > most:
+                raise OutOfBounds(f"{name} has {len(items)} items; the limit is {most}")
             values = items
         else:
             values = [value]
@@ -87,17 +84,31 @@ def _screen_value(field: FieldDescriptor, value: Any, where: str) -> None:
     elif isinstance(value, str):
         _screen_text(field, value, where)
     elif isinstance(value, bytes):
-        limit = FIELD_LIMITS.get(field.full_name, MAX_TEXT)
+        limit = _declared(field).max_len or MAX_TEXT
         if len(value) > limit:
             raise OutOfBounds(f"{where} is {len(value)} bytes; the limit is {limit}")
-    elif field.type in _INTEGER_TYPES and field.name.endswith("_seconds"):
-        limit = FIELD_LIMITS.get(field.full_name, MAX_SECONDS)
-        if not 0 <= value <= limit:
-            raise OutOfBounds(f"{where} is {value}; it must be between 0 and {limit}")
+    elif field.type in _INTEGER_TYPES:
+        declared = _declared(field).max
+        if declared or field.name.endswith("_seconds"):
+            limit = declared or MAX_SECONDS
+            if not 0 <= value <= limit:
+                raise OutOfBounds(f"{where} is {value}; it must be between 0 and {limit}")
+
+
+def _declared(field: FieldDescriptor) -> field_limits_pb2.FieldLimits:
+    """The field's own (lapse.v1.limits) annotation; all zero (the shared bounds) without."""
+    known = _DECLARED.get(field.full_name)
+    if known is None:
+        known = field.GetOptions().Extensions[field_limits_pb2.limits]
+        _DECLARED[field.full_name] = known
+    return known
+
+
+_DECLARED: dict[str, field_limits_pb2.FieldLimits] = {}
 
 
 def _screen_text(field: FieldDescriptor, text: str, where: str) -> None:
-    limit = FIELD_LIMITS.get(field.full_name, MAX_TEXT)
+    limit = _declared(field).max_len or MAX_TEXT
     if len(text) > limit:
         raise OutOfBounds(
             f"{where} is {len(text)} characters long; the limit is {limit} (starts {excerpt(text)})"

@@ -24,45 +24,52 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from lapse_common.pb.lapse.v1 import common_pb2 as lapse_dot_v1_dot_common__pb2
+from lapse_common.pb.lapse.v1 import field_limits_pb2 as lapse_dot_v1_dot_field__limits__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1flapse/v1/approval_service.proto\x12\x08lapse.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15lapse/v1/common.proto\"0\n\x0f\x46lowFileContent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"=\n\x11\x41pplyFlowsRequest\x12(\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x19.lapse.v1.FlowFileContent\"\x8d\x01\n\x12\x41pplyFlowsResponse\x12\r\n\x05\x66lows\x18\x01 \x01(\x05\x12\x14\n\x0cintegrations\x18\x02 \x01(\x05\x12\x18\n\x10pending_rejected\x18\x03 \x01(\x05\x12\x1b\n\x13\x61pprovals_withdrawn\x18\x04 \x01(\x05\x12\x1b\n\x13\x61pprovals_shortened\x18\x05 \x01(\x05\"U\n\x12\x45xtendGrantRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08grant_id\x18\x02 \x01(\t\x12\x19\n\x11\x65xtend_by_seconds\x18\x03 \x01(\x03\"\x89\x01\n\x13\x45xtendGrantResponse\x12\x19\n\x11\x65xtend_by_seconds\x18\x01 \x01(\x03\x12\x18\n\x10\x65xtension_number\x18\x02 \x01(\x05\x12\x17\n\x0f\x65xtensions_left\x18\x03 \x01(\x05\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x14\n\x0c\x65xtension_id\x18\x05 \x01(\t\"D\n\x1bListPendingApprovalsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\x87\x03\n\x0fPendingApproval\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\t\x12\x0c\n\x04\x66low\x18\x03 \x01(\t\x12\"\n\x05items\x18\x04 \x03(\x0b\x32\x13.lapse.v1.GrantSpec\x12\x18\n\x10\x64uration_seconds\x18\x05 \x01(\x03\x12\x15\n\rjustification\x18\x06 \x01(\t\x12\x30\n\x0csubmitted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tapprovals\x18\t \x03(\t\x12\x18\n\x10\x61pprovals_needed\x18\n \x01(\x05\x12\x12\n\nmay_decide\x18\x0b \x01(\x08\x12\x1a\n\x12\x65xtends_request_id\x18\x0c \x01(\t\x12\x10\n\x08grant_id\x18\r \x01(\t\x12\x19\n\x11\x65xtend_by_seconds\x18\x0e \x01(\x03\"e\n\x1cListPendingApprovalsResponse\x12,\n\tapprovals\x18\x01 \x03(\x0b\x32\x19.lapse.v1.PendingApproval\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"K\n\x14\x44\x65\x63ideRequestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61pprove\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\'\n\x15\x44\x65\x63ideRequestResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\"\x9e\x01\n\x13\x43heckRequestRequest\x12!\n\x04item\x18\x01 \x01(\x0b\x32\x13.lapse.v1.GrantSpec\x12\x18\n\x10\x64uration_seconds\x18\x02 \x01(\x03\x12\x15\n\rjustification\x18\x03 \x01(\t\x12\x19\n\x11requester_subject\x18\x04 \x01(\t\x12\x18\n\x10requester_groups\x18\x05 \x03(\t\"s\n\x14\x43heckRequestResponse\x12\x0c\n\x04\x66low\x18\x01 \x01(\t\x12!\n\x04item\x18\x02 \x01(\x0b\x32\x13.lapse.v1.GrantSpec\x12\x18\n\x10\x64uration_seconds\x18\x03 \x01(\x03\x12\x10\n\x08\x61pproval\x18\x04 \x01(\t\"9\n\x10ListFlowsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\xfd\x01\n\x08\x46lowView\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x61pproval\x18\x02 \x01(\t\x12\x17\n\x0frequestor_users\x18\x03 \x03(\t\x12\x18\n\x10requestor_groups\x18\x04 \x03(\t\x12\x16\n\x0eintegration_id\x18\x05 \x01(\t\x12\x11\n\tresources\x18\x06 \x03(\t\x12\x13\n\x0bpermissions\x18\x07 \x03(\t\x12 \n\x18\x64\x65\x66\x61ult_duration_seconds\x18\x08 \x01(\x03\x12\x1c\n\x14max_duration_seconds\x18\t \x01(\x03\x12\x1e\n\x16justification_required\x18\n \x01(\x08\"O\n\x11ListFlowsResponse\x12!\n\x05\x66lows\x18\x01 \x03(\x0b\x32\x12.lapse.v1.FlowView\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xc0\x04\n\x0f\x41pprovalService\x12M\n\x0c\x43heckRequest\x12\x1d.lapse.v1.CheckRequestRequest\x1a\x1e.lapse.v1.CheckRequestResponse\x12\x44\n\tListFlows\x12\x1a.lapse.v1.ListFlowsRequest\x1a\x1b.lapse.v1.ListFlowsResponse\x12\x65\n\x14ListPendingApprovals\x12%.lapse.v1.ListPendingApprovalsRequest\x1a&.lapse.v1.ListPendingApprovalsResponse\x12P\n\rDecideRequest\x12\x1e.lapse.v1.DecideRequestRequest\x1a\x1f.lapse.v1.DecideRequestResponse\x12J\n\rValidateFlows\x12\x1b.lapse.v1.ApplyFlowsRequest\x1a\x1c.lapse.v1.ApplyFlowsResponse\x12G\n\nApplyFlows\x12\x1b.lapse.v1.ApplyFlowsRequest\x1a\x1c.lapse.v1.ApplyFlowsResponse\x12J\n\x0b\x45xtendGrant\x12\x1c.lapse.v1.ExtendGrantRequest\x1a\x1d.lapse.v1.ExtendGrantResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1flapse/v1/approval_service.proto\x12\x08lapse.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15lapse/v1/common.proto\x1a\x1blapse/v1/field_limits.proto\":\n\x0f\x46lowFileContent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x19\n\x07\x63ontent\x18\x02 \x01(\tB\x08\xfa\x9f\x19\x04\x08\x80\x80\x10\"=\n\x11\x41pplyFlowsRequest\x12(\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x19.lapse.v1.FlowFileContent\"\x8d\x01\n\x12\x41pplyFlowsResponse\x12\r\n\x05\x66lows\x18\x01 \x01(\x05\x12\x14\n\x0cintegrations\x18\x02 \x01(\x05\x12\x18\n\x10pending_rejected\x18\x03 \x01(\x05\x12\x1b\n\x13\x61pprovals_withdrawn\x18\x04 \x01(\x05\x12\x1b\n\x13\x61pprovals_shortened\x18\x05 \x01(\x05\"U\n\x12\x45xtendGrantRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08grant_id\x18\x02 \x01(\t\x12\x19\n\x11\x65xtend_by_seconds\x18\x03 \x01(\x03\"\x89\x01\n\x13\x45xtendGrantResponse\x12\x19\n\x11\x65xtend_by_seconds\x18\x01 \x01(\x03\x12\x18\n\x10\x65xtension_number\x18\x02 \x01(\x05\x12\x17\n\x0f\x65xtensions_left\x18\x03 \x01(\x05\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x14\n\x0c\x65xtension_id\x18\x05 \x01(\t\"M\n\x1bListPendingApprovalsRequest\x12\x1a\n\tpage_size\x18\x01 \x01(\x05\x42\x07\xfa\x9f\x19\x03\x18\xe8\x07\x12\x12\n\npage_token\x18\x02 \x01(\t\"\x87\x03\n\x0fPendingApproval\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\t\x12\x0c\n\x04\x66low\x18\x03 \x01(\t\x12\"\n\x05items\x18\x04 \x03(\x0b\x32\x13.lapse.v1.GrantSpec\x12\x18\n\x10\x64uration_seconds\x18\x05 \x01(\x03\x12\x15\n\rjustification\x18\x06 \x01(\t\x12\x30\n\x0csubmitted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tapprovals\x18\t \x03(\t\x12\x18\n\x10\x61pprovals_needed\x18\n \x01(\x05\x12\x12\n\nmay_decide\x18\x0b \x01(\x08\x12\x1a\n\x12\x65xtends_request_id\x18\x0c \x01(\t\x12\x10\n\x08grant_id\x18\r \x01(\t\x12\x19\n\x11\x65xtend_by_seconds\x18\x0e \x01(\x03\"e\n\x1cListPendingApprovalsResponse\x12,\n\tapprovals\x18\x01 \x03(\x0b\x32\x19.lapse.v1.PendingApproval\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"K\n\x14\x44\x65\x63ideRequestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61pprove\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\'\n\x15\x44\x65\x63ideRequestResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\"\x9e\x01\n\x13\x43heckRequestRequest\x12!\n\x04item\x18\x01 \x01(\x0b\x32\x13.lapse.v1.GrantSpec\x12\x18\n\x10\x64uration_seconds\x18\x02 \x01(\x03\x12\x15\n\rjustification\x18\x03 \x01(\t\x12\x19\n\x11requester_subject\x18\x04 \x01(\t\x12\x18\n\x10requester_groups\x18\x05 \x03(\t\"s\n\x14\x43heckRequestResponse\x12\x0c\n\x04\x66low\x18\x01 \x01(\t\x12!\n\x04item\x18\x02 \x01(\x0b\x32\x13.lapse.v1.GrantSpec\x12\x18\n\x10\x64uration_seconds\x18\x03 \x01(\x03\x12\x10\n\x08\x61pproval\x18\x04 \x01(\t\"B\n\x10ListFlowsRequest\x12\x1a\n\tpage_size\x18\x01 \x01(\x05\x42\x07\xfa\x9f\x19\x03\x18\xe8\x07\x12\x12\n\npage_token\x18\x02 \x01(\t\"\xfd\x01\n\x08\x46lowView\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x61pproval\x18\x02 \x01(\t\x12\x17\n\x0frequestor_users\x18\x03 \x03(\t\x12\x18\n\x10requestor_groups\x18\x04 \x03(\t\x12\x16\n\x0eintegration_id\x18\x05 \x01(\t\x12\x11\n\tresources\x18\x06 \x03(\t\x12\x13\n\x0bpermissions\x18\x07 \x03(\t\x12 \n\x18\x64\x65\x66\x61ult_duration_seconds\x18\x08 \x01(\x03\x12\x1c\n\x14max_duration_seconds\x18\t \x01(\x03\x12\x1e\n\x16justification_required\x18\n \x01(\x08\"O\n\x11ListFlowsResponse\x12!\n\x05\x66lows\x18\x01 \x03(\x0b\x32\x12.lapse.v1.FlowView\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xc0\x04\n\x0f\x41pprovalService\x12M\n\x0c\x43heckRequest\x12\x1d.lapse.v1.CheckRequestRequest\x1a\x1e.lapse.v1.CheckRequestResponse\x12\x44\n\tListFlows\x12\x1a.lapse.v1.ListFlowsRequest\x1a\x1b.lapse.v1.ListFlowsResponse\x12\x65\n\x14ListPendingApprovals\x12%.lapse.v1.ListPendingApprovalsRequest\x1a&.lapse.v1.ListPendingApprovalsResponse\x12P\n\rDecideRequest\x12\x1e.lapse.v1.DecideRequestRequest\x1a\x1f.lapse.v1.DecideRequestResponse\x12J\n\rValidateFlows\x12\x1b.lapse.v1.ApplyFlowsRequest\x1a\x1c.lapse.v1.ApplyFlowsResponse\x12G\n\nApplyFlows\x12\x1b.lapse.v1.ApplyFlowsRequest\x1a\x1c.lapse.v1.ApplyFlowsResponse\x12J\n\x0b\x45xtendGrant\x12\x1c.lapse.v1.ExtendGrantRequest\x1a\x1d.lapse.v1.ExtendGrantResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lapse.v1.approval_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FLOWFILECONTENT']._serialized_start=101
-  _globals['_FLOWFILECONTENT']._serialized_end=149
-  _globals['_APPLYFLOWSREQUEST']._serialized_start=151
-  _globals['_APPLYFLOWSREQUEST']._serialized_end=212
-  _globals['_APPLYFLOWSRESPONSE']._serialized_start=215
-  _globals['_APPLYFLOWSRESPONSE']._serialized_end=356
-  _globals['_EXTENDGRANTREQUEST']._serialized_start=358
-  _globals['_EXTENDGRANTREQUEST']._serialized_end=443
-  _globals['_EXTENDGRANTRESPONSE']._serialized_start=446
-  _globals['_EXTENDGRANTRESPONSE']._serialized_end=583
-  _globals['_LISTPENDINGAPPROVALSREQUEST']._serialized_start=585
-  _globals['_LISTPENDINGAPPROVALSREQUEST']._serialized_end=653
-  _globals['_PENDINGAPPROVAL']._serialized_start=656
-  _globals['_PENDINGAPPROVAL']._serialized_end=1047
-  _globals['_LISTPENDINGAPPROVALSRESPONSE']._serialized_start=1049
-  _globals['_LISTPENDINGAPPROVALSRESPONSE']._serialized_end=1150
-  _globals['_DECIDEREQUESTREQUEST']._serialized_start=1152
-  _globals['_DECIDEREQUESTREQUEST']._serialized_end=1227
-  _globals['_DECIDEREQUESTRESPONSE']._serialized_start=1229
-  _globals['_DECIDEREQUESTRESPONSE']._serialized_end=1268
-  _globals['_CHECKREQUESTREQUEST']._serialized_start=1271
-  _globals['_CHECKREQUESTREQUEST']._serialized_end=1429
-  _globals['_CHECKREQUESTRESPONSE']._serialized_start=1431
-  _globals['_CHECKREQUESTRESPONSE']._serialized_end=1546
-  _globals['_LISTFLOWSREQUEST']._serialized_start=1548
-  _globals['_LISTFLOWSREQUEST']._serialized_end=1605
-  _globals['_FLOWVIEW']._serialized_start=1608
-  _globals['_FLOWVIEW']._serialized_end=1861
-  _globals['_LISTFLOWSRESPONSE']._serialized_start=1863
-  _globals['_LISTFLOWSRESPONSE']._serialized_end=1942
-  _globals['_APPROVALSERVICE']._serialized_start=1945
-  _globals['_APPROVALSERVICE']._serialized_end=2521
+  _globals['_FLOWFILECONTENT'].fields_by_name['content']._loaded_options = None
+  _globals['_FLOWFILECONTENT'].fields_by_name['content']._serialized_options = b'\372\237\031\004\010\200\200\020'
+  _globals['_LISTPENDINGAPPROVALSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTPENDINGAPPROVALSREQUEST'].fields_by_name['page_size']._serialized_options = b'\372\237\031\003\030\350\007'
+  _globals['_LISTFLOWSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTFLOWSREQUEST'].fields_by_name['page_size']._serialized_options = b'\372\237\031\003\030\350\007'
+  _globals['_FLOWFILECONTENT']._serialized_start=130
+  _globals['_FLOWFILECONTENT']._serialized_end=188
+  _globals['_APPLYFLOWSREQUEST']._serialized_start=190
+  _globals['_APPLYFLOWSREQUEST']._serialized_end=251
+  _globals['_APPLYFLOWSRESPONSE']._serialized_start=254
+  _globals['_APPLYFLOWSRESPONSE']._serialized_end=395
+  _globals['_EXTENDGRANTREQUEST']._serialized_start=397
+  _globals['_EXTENDGRANTREQUEST']._serialized_end=482
+  _globals['_EXTENDGRANTRESPONSE']._serialized_start=485
+  _globals['_EXTENDGRANTRESPONSE']._serialized_end=622
+  _globals['_LISTPENDINGAPPROVALSREQUEST']._serialized_start=624
+  _globals['_LISTPENDINGAPPROVALSREQUEST']._serialized_end=701
+  _globals['_PENDINGAPPROVAL']._serialized_start=704
+  _globals['_PENDINGAPPROVAL']._serialized_end=1095
+  _globals['_LISTPENDINGAPPROVALSRESPONSE']._serialized_start=1097
+  _globals['_LISTPENDINGAPPROVALSRESPONSE']._serialized_end=1198
+  _globals['_DECIDEREQUESTREQUEST']._serialized_start=1200
+  _globals['_DECIDEREQUESTREQUEST']._serialized_end=1275
+  _globals['_DECIDEREQUESTRESPONSE']._serialized_start=1277
+  _globals['_DECIDEREQUESTRESPONSE']._serialized_end=1316
+  _globals['_CHECKREQUESTREQUEST']._serialized_start=1319
+  _globals['_CHECKREQUESTREQUEST']._serialized_end=1477
+  _globals['_CHECKREQUESTRESPONSE']._serialized_start=1479
+  _globals['_CHECKREQUESTRESPONSE']._serialized_end=1594
+  _globals['_LISTFLOWSREQUEST']._serialized_start=1596
+  _globals['_LISTFLOWSREQUEST']._serialized_end=1662
+  _globals['_FLOWVIEW']._serialized_start=1665
+  _globals['_FLOWVIEW']._serialized_end=1918
+  _globals['_LISTFLOWSRESPONSE']._serialized_start=1920
+  _globals['_LISTFLOWSRESPONSE']._serialized_end=1999
+  _globals['_APPROVALSERVICE']._serialized_start=2002
+  _globals['_APPROVALSERVICE']._serialized_end=2578
 # @@protoc_insertion_point(module_scope)

@@ -28,6 +28,7 @@ class FlowFileContent(_message.Message):
     CONTENT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     content: _builtins.str
+    """A flow file is a document, not a name."""
     def __init__(
         self,
         *,

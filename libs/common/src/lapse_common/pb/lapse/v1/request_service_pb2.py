@@ -24,59 +24,68 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from lapse_common.pb.lapse.v1 import common_pb2 as lapse_dot_v1_dot_common__pb2
+from lapse_common.pb.lapse.v1 import field_limits_pb2 as lapse_dot_v1_dot_field__limits__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elapse/v1/request_service.proto\x12\x08lapse.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15lapse/v1/common.proto\"\xd1\x01\n\x17ScopedRevocationRequest\x12$\n\x05scope\x18\x01 \x01(\x0b\x32\x15.lapse.v1.AccessScope\x12\x16\n\x0e\x61pproved_by_me\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05panic\x18\x04 \x01(\x08\x12\x14\n\x0c\x65nd_sessions\x18\x05 \x01(\x08\x12\x10\n\x08lockdown\x18\x06 \x01(\x08\x12\x14\n\x0cwait_seconds\x18\x07 \x01(\x05\x12\x1b\n\x13preview_fingerprint\x18\x08 \x01(\t\"V\n\nAgentCount\x12\x16\n\x0eintegration_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x0e\n\x06grants\x18\x03 \x01(\x05\x12\x0e\n\x06online\x18\x04 \x01(\x08\"\x8a\x01\n\x11RevocationPreview\x12\x0e\n\x06grants\x18\x01 \x01(\x05\x12\r\n\x05users\x18\x02 \x01(\x05\x12\'\n\tper_agent\x18\x03 \x03(\x0b\x32\x14.lapse.v1.AgentCount\x12\x13\n\x0b\x66ingerprint\x18\x04 \x01(\t\x12\x18\n\x10pending_requests\x18\x05 \x01(\x05\"\xf0\x01\n\x15RevocationRunProgress\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06grants\x18\x02 \x01(\x05\x12\x0c\n\x04sent\x18\x03 \x01(\x05\x12\x11\n\tconfirmed\x18\x04 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x05\x12\x33\n\x15unconfirmed_per_agent\x18\x06 \x03(\x0b\x32\x14.lapse.v1.AgentCount\x12\x0c\n\x04\x64one\x18\x07 \x01(\x08\x12\x1d\n\x15unconfirmed_grant_ids\x18\x08 \x03(\t\x12\x0f\n\x07summary\x18\t \x01(\t\x12\x13\n\x0blockdown_id\x18\n \x01(\t\"\xe8\x01\n\x08Lockdown\x12\x13\n\x0blockdown_id\x18\x01 \x01(\t\x12$\n\x05scope\x18\x02 \x01(\x0b\x32\x15.lapse.v1.AccessScope\x12\x0e\n\x06set_by\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12*\n\x06set_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tlifted_by\x18\x06 \x01(\t\x12-\n\tlifted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bincident_id\x18\x08 \x01(\t\"U\n\x14ListLockdownsRequest\x12\x16\n\x0einclude_lifted\x18\x01 \x01(\x08\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"W\n\x15ListLockdownsResponse\x12%\n\tlockdowns\x18\x01 \x03(\x0b\x32\x12.lapse.v1.Lockdown\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"J\n\x12SetLockdownRequest\x12$\n\x05scope\x18\x01 \x01(\x0b\x32\x15.lapse.v1.AccessScope\x12\x0e\n\x06reason\x18\x02 \x01(\t\":\n\x13LiftLockdownRequest\x12\x13\n\x0blockdown_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"6\n\x12RevokeGrantRequest\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"D\n\x1bListUnverifiedAccessRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"]\n\x10UnverifiedAccess\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\t\x12\"\n\x05grant\x18\x03 \x01(\x0b\x32\x13.lapse.v1.GrantView\"c\n\x1cListUnverifiedAccessResponse\x12*\n\x06grants\x18\x01 \x03(\x0b\x32\x1a.lapse.v1.UnverifiedAccess\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x98\x01\n\x14SubmitRequestRequest\x12\x16\n\x0eintegration_id\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\x12\x12\n\npermission\x18\x03 \x01(\t\x12\x11\n\tprincipal\x18\x04 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x05 \x01(\x03\x12\x15\n\rjustification\x18\x06 \x01(\t\"E\n\x15SubmitRequestResponse\x12,\n\x07request\x18\x01 \x01(\x0b\x32\x1b.lapse.v1.AccessRequestView\":\n\x14\x43\x61ncelRequestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\'\n\x11GetRequestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"^\n\x13ListActivityRequest\x12\x11\n\tall_users\x18\x01 \x01(\x08\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"^\n\x14ListActivityResponse\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.lapse.v1.AccessRequestView\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8b\x01\n\x10StatusTransition\x12\x0e\n\x06status\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x06reason\x18\x03 \x01(\x0e\x32\x10.lapse.v1.Reason\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"\x92\x02\n\tGrantView\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12!\n\x04spec\x18\x02 \x01(\x0b\x32\x13.lapse.v1.GrantSpec\x12%\n\x06status\x18\x03 \x01(\x0e\x32\x15.lapse.v1.GrantStatus\x12\r\n\x05stuck\x18\x04 \x01(\x08\x12\r\n\x05\x65poch\x18\x05 \x01(\x03\x12.\n\ngranted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07history\x18\x08 \x03(\x0b\x32\x1a.lapse.v1.StatusTransition\"\xf8\x02\n\x11\x41\x63\x63\x65ssRequestView\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\t\x12\x0c\n\x04\x66low\x18\x03 \x01(\t\x12\'\n\x06status\x18\x04 \x01(\x0e\x32\x17.lapse.v1.RequestStatus\x12\x15\n\rjustification\x18\x05 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x03\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndecided_by\x18\t \x01(\t\x12\x17\n\x0f\x64\x65\x63ision_detail\x18\n \x01(\t\x12\"\n\x05items\x18\x0b \x03(\x0b\x32\x13.lapse.v1.GrantSpec\x12#\n\x06grants\x18\x0c \x03(\x0b\x32\x13.lapse.v1.GrantView2\xf0\x06\n\x0eRequestService\x12P\n\rSubmitRequest\x12\x1e.lapse.v1.SubmitRequestRequest\x1a\x1f.lapse.v1.SubmitRequestResponse\x12L\n\rCancelRequest\x12\x1e.lapse.v1.CancelRequestRequest\x1a\x1b.lapse.v1.AccessRequestView\x12\x46\n\nGetRequest\x12\x1b.lapse.v1.GetRequestRequest\x1a\x1b.lapse.v1.AccessRequestView\x12M\n\x0cListActivity\x12\x1d.lapse.v1.ListActivityRequest\x1a\x1e.lapse.v1.ListActivityResponse\x12\x65\n\x14ListUnverifiedAccess\x12%.lapse.v1.ListUnverifiedAccessRequest\x1a&.lapse.v1.ListUnverifiedAccessResponse\x12@\n\x0bRevokeGrant\x12\x1c.lapse.v1.RevokeGrantRequest\x1a\x13.lapse.v1.GrantView\x12S\n\x11PreviewRevocation\x12!.lapse.v1.ScopedRevocationRequest\x1a\x1b.lapse.v1.RevocationPreview\x12S\n\x0bRevokeScope\x12!.lapse.v1.ScopedRevocationRequest\x1a\x1f.lapse.v1.RevocationRunProgress0\x01\x12P\n\rListLockdowns\x12\x1e.lapse.v1.ListLockdownsRequest\x1a\x1f.lapse.v1.ListLockdownsResponse\x12?\n\x0bSetLockdown\x12\x1c.lapse.v1.SetLockdownRequest\x1a\x12.lapse.v1.Lockdown\x12\x41\n\x0cLiftLockdown\x12\x1d.lapse.v1.LiftLockdownRequest\x1a\x12.lapse.v1.Lockdownb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elapse/v1/request_service.proto\x12\x08lapse.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15lapse/v1/common.proto\x1a\x1blapse/v1/field_limits.proto\"\xda\x01\n\x17ScopedRevocationRequest\x12$\n\x05scope\x18\x01 \x01(\x0b\x32\x15.lapse.v1.AccessScope\x12\x16\n\x0e\x61pproved_by_me\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05panic\x18\x04 \x01(\x08\x12\x14\n\x0c\x65nd_sessions\x18\x05 \x01(\x08\x12\x10\n\x08lockdown\x18\x06 \x01(\x08\x12\x1d\n\x0cwait_seconds\x18\x07 \x01(\x05\x42\x07\xfa\x9f\x19\x03\x18\x90\x1c\x12\x1b\n\x13preview_fingerprint\x18\x08 \x01(\t\"V\n\nAgentCount\x12\x16\n\x0eintegration_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x0e\n\x06grants\x18\x03 \x01(\x05\x12\x0e\n\x06online\x18\x04 \x01(\x08\"\x8a\x01\n\x11RevocationPreview\x12\x0e\n\x06grants\x18\x01 \x01(\x05\x12\r\n\x05users\x18\x02 \x01(\x05\x12\'\n\tper_agent\x18\x03 \x03(\x0b\x32\x14.lapse.v1.AgentCount\x12\x13\n\x0b\x66ingerprint\x18\x04 \x01(\t\x12\x18\n\x10pending_requests\x18\x05 \x01(\x05\"\xf0\x01\n\x15RevocationRunProgress\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06grants\x18\x02 \x01(\x05\x12\x0c\n\x04sent\x18\x03 \x01(\x05\x12\x11\n\tconfirmed\x18\x04 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x05\x12\x33\n\x15unconfirmed_per_agent\x18\x06 \x03(\x0b\x32\x14.lapse.v1.AgentCount\x12\x0c\n\x04\x64one\x18\x07 \x01(\x08\x12\x1d\n\x15unconfirmed_grant_ids\x18\x08 \x03(\t\x12\x0f\n\x07summary\x18\t \x01(\t\x12\x13\n\x0blockdown_id\x18\n \x01(\t\"\xe8\x01\n\x08Lockdown\x12\x13\n\x0blockdown_id\x18\x01 \x01(\t\x12$\n\x05scope\x18\x02 \x01(\x0b\x32\x15.lapse.v1.AccessScope\x12\x0e\n\x06set_by\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12*\n\x06set_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tlifted_by\x18\x06 \x01(\t\x12-\n\tlifted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bincident_id\x18\x08 \x01(\t\"^\n\x14ListLockdownsRequest\x12\x16\n\x0einclude_lifted\x18\x01 \x01(\x08\x12\x1a\n\tpage_size\x18\x02 \x01(\x05\x42\x07\xfa\x9f\x19\x03\x18\xe8\x07\x12\x12\n\npage_token\x18\x03 \x01(\t\"W\n\x15ListLockdownsResponse\x12%\n\tlockdowns\x18\x01 \x03(\x0b\x32\x12.lapse.v1.Lockdown\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"J\n\x12SetLockdownRequest\x12$\n\x05scope\x18\x01 \x01(\x0b\x32\x15.lapse.v1.AccessScope\x12\x0e\n\x06reason\x18\x02 \x01(\t\":\n\x13LiftLockdownRequest\x12\x13\n\x0blockdown_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"6\n\x12RevokeGrantRequest\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"M\n\x1bListUnverifiedAccessRequest\x12\x1a\n\tpage_size\x18\x01 \x01(\x05\x42\x07\xfa\x9f\x19\x03\x18\xe8\x07\x12\x12\n\npage_token\x18\x02 \x01(\t\"]\n\x10UnverifiedAccess\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\t\x12\"\n\x05grant\x18\x03 \x01(\x0b\x32\x13.lapse.v1.GrantView\"c\n\x1cListUnverifiedAccessResponse\x12*\n\x06grants\x18\x01 \x03(\x0b\x32\x1a.lapse.v1.UnverifiedAccess\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x98\x01\n\x14SubmitRequestRequest\x12\x16\n\x0eintegration_id\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\x12\x12\n\npermission\x18\x03 \x01(\t\x12\x11\n\tprincipal\x18\x04 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x05 \x01(\x03\x12\x15\n\rjustification\x18\x06 \x01(\t\"E\n\x15SubmitRequestResponse\x12,\n\x07request\x18\x01 \x01(\x0b\x32\x1b.lapse.v1.AccessRequestView\":\n\x14\x43\x61ncelRequestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\'\n\x11GetRequestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"g\n\x13ListActivityRequest\x12\x11\n\tall_users\x18\x01 \x01(\x08\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x1a\n\tpage_size\x18\x03 \x01(\x05\x42\x07\xfa\x9f\x19\x03\x18\xe8\x07\x12\x12\n\npage_token\x18\x04 \x01(\t\"^\n\x14ListActivityResponse\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.lapse.v1.AccessRequestView\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8b\x01\n\x10StatusTransition\x12\x0e\n\x06status\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x06reason\x18\x03 \x01(\x0e\x32\x10.lapse.v1.Reason\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"\x92\x02\n\tGrantView\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12!\n\x04spec\x18\x02 \x01(\x0b\x32\x13.lapse.v1.GrantSpec\x12%\n\x06status\x18\x03 \x01(\x0e\x32\x15.lapse.v1.GrantStatus\x12\r\n\x05stuck\x18\x04 \x01(\x08\x12\r\n\x05\x65poch\x18\x05 \x01(\x03\x12.\n\ngranted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07history\x18\x08 \x03(\x0b\x32\x1a.lapse.v1.StatusTransition\"\xf8\x02\n\x11\x41\x63\x63\x65ssRequestView\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\t\x12\x0c\n\x04\x66low\x18\x03 \x01(\t\x12\'\n\x06status\x18\x04 \x01(\x0e\x32\x17.lapse.v1.RequestStatus\x12\x15\n\rjustification\x18\x05 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x03\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndecided_by\x18\t \x01(\t\x12\x17\n\x0f\x64\x65\x63ision_detail\x18\n \x01(\t\x12\"\n\x05items\x18\x0b \x03(\x0b\x32\x13.lapse.v1.GrantSpec\x12#\n\x06grants\x18\x0c \x03(\x0b\x32\x13.lapse.v1.GrantView2\xf0\x06\n\x0eRequestService\x12P\n\rSubmitRequest\x12\x1e.lapse.v1.SubmitRequestRequest\x1a\x1f.lapse.v1.SubmitRequestResponse\x12L\n\rCancelRequest\x12\x1e.lapse.v1.CancelRequestRequest\x1a\x1b.lapse.v1.AccessRequestView\x12\x46\n\nGetRequest\x12\x1b.lapse.v1.GetRequestRequest\x1a\x1b.lapse.v1.AccessRequestView\x12M\n\x0cListActivity\x12\x1d.lapse.v1.ListActivityRequest\x1a\x1e.lapse.v1.ListActivityResponse\x12\x65\n\x14ListUnverifiedAccess\x12%.lapse.v1.ListUnverifiedAccessRequest\x1a&.lapse.v1.ListUnverifiedAccessResponse\x12@\n\x0bRevokeGrant\x12\x1c.lapse.v1.RevokeGrantRequest\x1a\x13.lapse.v1.GrantView\x12S\n\x11PreviewRevocation\x12!.lapse.v1.ScopedRevocationRequest\x1a\x1b.lapse.v1.RevocationPreview\x12S\n\x0bRevokeScope\x12!.lapse.v1.ScopedRevocationRequest\x1a\x1f.lapse.v1.RevocationRunProgress0\x01\x12P\n\rListLockdowns\x12\x1e.lapse.v1.ListLockdownsRequest\x1a\x1f.lapse.v1.ListLockdownsResponse\x12?\n\x0bSetLockdown\x12\x1c.lapse.v1.SetLockdownRequest\x1a\x12.lapse.v1.Lockdown\x12\x41\n\x0cLiftLockdown\x12\x1d.lapse.v1.LiftLockdownRequest\x1a\x12.lapse.v1.Lockdownb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lapse.v1.request_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SCOPEDREVOCATIONREQUEST']._serialized_start=101
-  _globals['_SCOPEDREVOCATIONREQUEST']._serialized_end=310
-  _globals['_AGENTCOUNT']._serialized_start=312
-  _globals['_AGENTCOUNT']._serialized_end=398
-  _globals['_REVOCATIONPREVIEW']._serialized_start=401
-  _globals['_REVOCATIONPREVIEW']._serialized_end=539
-  _globals['_REVOCATIONRUNPROGRESS']._serialized_start=542
-  _globals['_REVOCATIONRUNPROGRESS']._serialized_end=782
-  _globals['_LOCKDOWN']._serialized_start=785
-  _globals['_LOCKDOWN']._serialized_end=1017
-  _globals['_LISTLOCKDOWNSREQUEST']._serialized_start=1019
-  _globals['_LISTLOCKDOWNSREQUEST']._serialized_end=1104
-  _globals['_LISTLOCKDOWNSRESPONSE']._serialized_start=1106
-  _globals['_LISTLOCKDOWNSRESPONSE']._serialized_end=1193
-  _globals['_SETLOCKDOWNREQUEST']._serialized_start=1195
-  _globals['_SETLOCKDOWNREQUEST']._serialized_end=1269
-  _globals['_LIFTLOCKDOWNREQUEST']._serialized_start=1271
-  _globals['_LIFTLOCKDOWNREQUEST']._serialized_end=1329
-  _globals['_REVOKEGRANTREQUEST']._serialized_start=1331
-  _globals['_REVOKEGRANTREQUEST']._serialized_end=1385
-  _globals['_LISTUNVERIFIEDACCESSREQUEST']._serialized_start=1387
-  _globals['_LISTUNVERIFIEDACCESSREQUEST']._serialized_end=1455
-  _globals['_UNVERIFIEDACCESS']._serialized_start=1457
-  _globals['_UNVERIFIEDACCESS']._serialized_end=1550
-  _globals['_LISTUNVERIFIEDACCESSRESPONSE']._serialized_start=1552
-  _globals['_LISTUNVERIFIEDACCESSRESPONSE']._serialized_end=1651
-  _globals['_SUBMITREQUESTREQUEST']._serialized_start=1654
-  _globals['_SUBMITREQUESTREQUEST']._serialized_end=1806
-  _globals['_SUBMITREQUESTRESPONSE']._serialized_start=1808
-  _globals['_SUBMITREQUESTRESPONSE']._serialized_end=1877
-  _globals['_CANCELREQUESTREQUEST']._serialized_start=1879
-  _globals['_CANCELREQUESTREQUEST']._serialized_end=1937
-  _globals['_GETREQUESTREQUEST']._serialized_start=1939
-  _globals['_GETREQUESTREQUEST']._serialized_end=1978
-  _globals['_LISTACTIVITYREQUEST']._serialized_start=1980
-  _globals['_LISTACTIVITYREQUEST']._serialized_end=2074
-  _globals['_LISTACTIVITYRESPONSE']._serialized_start=2076
-  _globals['_LISTACTIVITYRESPONSE']._serialized_end=2170
-  _globals['_STATUSTRANSITION']._serialized_start=2173
-  _globals['_STATUSTRANSITION']._serialized_end=2312
-  _globals['_GRANTVIEW']._serialized_start=2315
-  _globals['_GRANTVIEW']._serialized_end=2589
-  _globals['_ACCESSREQUESTVIEW']._serialized_start=2592
-  _globals['_ACCESSREQUESTVIEW']._serialized_end=2968
-  _globals['_REQUESTSERVICE']._serialized_start=2971
-  _globals['_REQUESTSERVICE']._serialized_end=3851
+  _globals['_SCOPEDREVOCATIONREQUEST'].fields_by_name['wait_seconds']._loaded_options = None
+  _globals['_SCOPEDREVOCATIONREQUEST'].fields_by_name['wait_seconds']._serialized_options = b'\372\237\031\003\030\220\034'
+  _globals['_LISTLOCKDOWNSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTLOCKDOWNSREQUEST'].fields_by_name['page_size']._serialized_options = b'\372\237\031\003\030\350\007'
+  _globals['_LISTUNVERIFIEDACCESSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTUNVERIFIEDACCESSREQUEST'].fields_by_name['page_size']._serialized_options = b'\372\237\031\003\030\350\007'
+  _globals['_LISTACTIVITYREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTACTIVITYREQUEST'].fields_by_name['page_size']._serialized_options = b'\372\237\031\003\030\350\007'
+  _globals['_SCOPEDREVOCATIONREQUEST']._serialized_start=130
+  _globals['_SCOPEDREVOCATIONREQUEST']._serialized_end=348
+  _globals['_AGENTCOUNT']._serialized_start=350
+  _globals['_AGENTCOUNT']._serialized_end=436
+  _globals['_REVOCATIONPREVIEW']._serialized_start=439
+  _globals['_REVOCATIONPREVIEW']._serialized_end=577
+  _globals['_REVOCATIONRUNPROGRESS']._serialized_start=580
+  _globals['_REVOCATIONRUNPROGRESS']._serialized_end=820
+  _globals['_LOCKDOWN']._serialized_start=823
+  _globals['_LOCKDOWN']._serialized_end=1055
+  _globals['_LISTLOCKDOWNSREQUEST']._serialized_start=1057
+  _globals['_LISTLOCKDOWNSREQUEST']._serialized_end=1151
+  _globals['_LISTLOCKDOWNSRESPONSE']._serialized_start=1153
+  _globals['_LISTLOCKDOWNSRESPONSE']._serialized_end=1240
+  _globals['_SETLOCKDOWNREQUEST']._serialized_start=1242
+  _globals['_SETLOCKDOWNREQUEST']._serialized_end=1316
+  _globals['_LIFTLOCKDOWNREQUEST']._serialized_start=1318
+  _globals['_LIFTLOCKDOWNREQUEST']._serialized_end=1376
+  _globals['_REVOKEGRANTREQUEST']._serialized_start=1378
+  _globals['_REVOKEGRANTREQUEST']._serialized_end=1432
+  _globals['_LISTUNVERIFIEDACCESSREQUEST']._serialized_start=1434
+  _globals['_LISTUNVERIFIEDACCESSREQUEST']._serialized_end=1511
+  _globals['_UNVERIFIEDACCESS']._serialized_start=1513
+  _globals['_UNVERIFIEDACCESS']._serialized_end=1606
+  _globals['_LISTUNVERIFIEDACCESSRESPONSE']._serialized_start=1608
+  _globals['_LISTUNVERIFIEDACCESSRESPONSE']._serialized_end=1707
+  _globals['_SUBMITREQUESTREQUEST']._serialized_start=1710
+  _globals['_SUBMITREQUESTREQUEST']._serialized_end=1862
+  _globals['_SUBMITREQUESTRESPONSE']._serialized_start=1864
+  _globals['_SUBMITREQUESTRESPONSE']._serialized_end=1933
+  _globals['_CANCELREQUESTREQUEST']._serialized_start=1935
+  _globals['_CANCELREQUESTREQUEST']._serialized_end=1993
+  _globals['_GETREQUESTREQUEST']._serialized_start=1995
+  _globals['_GETREQUESTREQUEST']._serialized_end=2034
+  _globals['_LISTACTIVITYREQUEST']._serialized_start=2036
+  _globals['_LISTACTIVITYREQUEST']._serialized_end=2139
+  _globals['_LISTACTIVITYRESPONSE']._serialized_start=2141
+  _globals['_LISTACTIVITYRESPONSE']._serialized_end=2235
+  _globals['_STATUSTRANSITION']._serialized_start=2238
+  _globals['_STATUSTRANSITION']._serialized_end=2377
+  _globals['_GRANTVIEW']._serialized_start=2380
+  _globals['_GRANTVIEW']._serialized_end=2654
+  _globals['_ACCESSREQUESTVIEW']._serialized_start=2657
+  _globals['_ACCESSREQUESTVIEW']._serialized_end=3033
+  _globals['_REQUESTSERVICE']._serialized_start=3036
+  _globals['_REQUESTSERVICE']._serialized_end=3916
 # @@protoc_insertion_point(module_scope)

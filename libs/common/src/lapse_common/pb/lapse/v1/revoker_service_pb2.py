@@ -25,41 +25,46 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from lapse_common.pb.lapse.v1 import common_pb2 as lapse_dot_v1_dot_common__pb2
 from lapse_common.pb.lapse.v1 import events_pb2 as lapse_dot_v1_dot_events__pb2
+from lapse_common.pb.lapse.v1 import field_limits_pb2 as lapse_dot_v1_dot_field__limits__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elapse/v1/revoker_service.proto\x12\x08lapse.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15lapse/v1/common.proto\x1a\x15lapse/v1/events.proto\"\x96\x01\n\x1bListStuckRevocationsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x16\n\x0eintegration_id\x18\x02 \x01(\t\x12\x17\n\x0fmin_age_seconds\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\x05\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"\xe7\x02\n\x0eRevocationView\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x11\n\trequester\x18\x03 \x01(\t\x12!\n\x04spec\x18\x04 \x01(\x0b\x32\x13.lapse.v1.GrantSpec\x12\r\n\x05\x65poch\x18\x05 \x01(\x03\x12\r\n\x05state\x18\x06 \x01(\t\x12\r\n\x05stuck\x18\x07 \x01(\x08\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\x05\x12 \n\x06reason\x18\t \x01(\x0e\x32\x10.lapse.v1.Reason\x12*\n\x06\x64ue_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x0b \x01(\t\x12)\n\x08\x61ttempts\x18\x0c \x03(\x0b\x32\x17.lapse.v1.RevokeAttempt\x12\x13\n\x0bresolved_by\x18\r \x01(\t\x12\x19\n\x11resolution_reason\x18\x0e \x01(\t\"f\n\x1cListStuckRevocationsResponse\x12-\n\x0brevocations\x18\x01 \x03(\x0b\x32\x18.lapse.v1.RevocationView\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"(\n\x14GetRevocationRequest\x12\x10\n\x08grant_id\x18\x01 \x01(\t\"O\n\x18ReplayRevocationsRequest\x12\x11\n\tgrant_ids\x18\x01 \x03(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"d\n\x18\x43\x61ncelRevocationsRequest\x12\x11\n\tgrant_ids\x18\x01 \x03(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12%\n\x1d\x61\x63knowledge_access_may_remain\x18\x03 \x01(\x08\"_\n\x12RevocationProgress\x12\x0c\n\x04\x64one\x18\x01 \x01(\x05\x12\r\n\x05total\x18\x02 \x01(\x05\x12\x10\n\x08grant_id\x18\x03 \x01(\t\x12\n\n\x02ok\x18\x04 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\":\n\x11ListAgentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\xb5\x01\n\tAgentView\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x35\n\x11last_heartbeat_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15heartbeat_age_seconds\x18\x03 \x01(\x01\x12\x0e\n\x06online\x18\x04 \x01(\x08\x12\x11\n\tin_flight\x18\x05 \x01(\x05\x12\x0e\n\x06queued\x18\x06 \x01(\x05\x12\r\n\x05stuck\x18\x07 \x01(\x05\"R\n\x12ListAgentsResponse\x12#\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x13.lapse.v1.AgentView\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x12\x45nrollAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x16\n\x0epublic_key_pem\x18\x02 \x01(\t\"7\n\x13\x44isableAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x89\x01\n\x11\x41gentRegistration\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12.\n\nchanged_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nchanged_by\x18\x05 \x01(\t2\xa0\x05\n\x0eRevokerService\x12\x65\n\x14ListStuckRevocations\x12%.lapse.v1.ListStuckRevocationsRequest\x1a&.lapse.v1.ListStuckRevocationsResponse\x12I\n\rGetRevocation\x12\x1e.lapse.v1.GetRevocationRequest\x1a\x18.lapse.v1.RevocationView\x12W\n\x11ReplayRevocations\x12\".lapse.v1.ReplayRevocationsRequest\x1a\x1c.lapse.v1.RevocationProgress0\x01\x12W\n\x11\x43\x61ncelRevocations\x12\".lapse.v1.CancelRevocationsRequest\x1a\x1c.lapse.v1.RevocationProgress0\x01\x12G\n\nListAgents\x12\x1b.lapse.v1.ListAgentsRequest\x1a\x1c.lapse.v1.ListAgentsResponse\x12H\n\x0b\x45nrollAgent\x12\x1c.lapse.v1.EnrollAgentRequest\x1a\x1b.lapse.v1.AgentRegistration\x12K\n\x0eRotateAgentKey\x12\x1c.lapse.v1.EnrollAgentRequest\x1a\x1b.lapse.v1.AgentRegistration\x12J\n\x0c\x44isableAgent\x12\x1d.lapse.v1.DisableAgentRequest\x1a\x1b.lapse.v1.AgentRegistrationb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elapse/v1/revoker_service.proto\x12\x08lapse.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15lapse/v1/common.proto\x1a\x15lapse/v1/events.proto\x1a\x1blapse/v1/field_limits.proto\"\x9f\x01\n\x1bListStuckRevocationsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x16\n\x0eintegration_id\x18\x02 \x01(\t\x12\x17\n\x0fmin_age_seconds\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\x05\x12\x1a\n\tpage_size\x18\x05 \x01(\x05\x42\x07\xfa\x9f\x19\x03\x18\xe8\x07\x12\x12\n\npage_token\x18\x06 \x01(\t\"\xe7\x02\n\x0eRevocationView\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x11\n\trequester\x18\x03 \x01(\t\x12!\n\x04spec\x18\x04 \x01(\x0b\x32\x13.lapse.v1.GrantSpec\x12\r\n\x05\x65poch\x18\x05 \x01(\x03\x12\r\n\x05state\x18\x06 \x01(\t\x12\r\n\x05stuck\x18\x07 \x01(\x08\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\x05\x12 \n\x06reason\x18\t \x01(\x0e\x32\x10.lapse.v1.Reason\x12*\n\x06\x64ue_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x0b \x01(\t\x12)\n\x08\x61ttempts\x18\x0c \x03(\x0b\x32\x17.lapse.v1.RevokeAttempt\x12\x13\n\x0bresolved_by\x18\r \x01(\t\x12\x19\n\x11resolution_reason\x18\x0e \x01(\t\"f\n\x1cListStuckRevocationsResponse\x12-\n\x0brevocations\x18\x01 \x03(\x0b\x32\x18.lapse.v1.RevocationView\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"(\n\x14GetRevocationRequest\x12\x10\n\x08grant_id\x18\x01 \x01(\t\"O\n\x18ReplayRevocationsRequest\x12\x11\n\tgrant_ids\x18\x01 \x03(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"d\n\x18\x43\x61ncelRevocationsRequest\x12\x11\n\tgrant_ids\x18\x01 \x03(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12%\n\x1d\x61\x63knowledge_access_may_remain\x18\x03 \x01(\x08\"_\n\x12RevocationProgress\x12\x0c\n\x04\x64one\x18\x01 \x01(\x05\x12\r\n\x05total\x18\x02 \x01(\x05\x12\x10\n\x08grant_id\x18\x03 \x01(\t\x12\n\n\x02ok\x18\x04 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"C\n\x11ListAgentsRequest\x12\x1a\n\tpage_size\x18\x01 \x01(\x05\x42\x07\xfa\x9f\x19\x03\x18\xe8\x07\x12\x12\n\npage_token\x18\x02 \x01(\t\"\xb5\x01\n\tAgentView\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x35\n\x11last_heartbeat_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15heartbeat_age_seconds\x18\x03 \x01(\x01\x12\x0e\n\x06online\x18\x04 \x01(\x08\x12\x11\n\tin_flight\x18\x05 \x01(\x05\x12\x0e\n\x06queued\x18\x06 \x01(\x05\x12\r\n\x05stuck\x18\x07 \x01(\x05\"R\n\x12ListAgentsResponse\x12#\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x13.lapse.v1.AgentView\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x12\x45nrollAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x16\n\x0epublic_key_pem\x18\x02 \x01(\t\"7\n\x13\x44isableAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x89\x01\n\x11\x41gentRegistration\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12.\n\nchanged_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nchanged_by\x18\x05 \x01(\t2\xa0\x05\n\x0eRevokerService\x12\x65\n\x14ListStuckRevocations\x12%.lapse.v1.ListStuckRevocationsRequest\x1a&.lapse.v1.ListStuckRevocationsResponse\x12I\n\rGetRevocation\x12\x1e.lapse.v1.GetRevocationRequest\x1a\x18.lapse.v1.RevocationView\x12W\n\x11ReplayRevocations\x12\".lapse.v1.ReplayRevocationsRequest\x1a\x1c.lapse.v1.RevocationProgress0\x01\x12W\n\x11\x43\x61ncelRevocations\x12\".lapse.v1.CancelRevocationsRequest\x1a\x1c.lapse.v1.RevocationProgress0\x01\x12G\n\nListAgents\x12\x1b.lapse.v1.ListAgentsRequest\x1a\x1c.lapse.v1.ListAgentsResponse\x12H\n\x0b\x45nrollAgent\x12\x1c.lapse.v1.EnrollAgentRequest\x1a\x1b.lapse.v1.AgentRegistration\x12K\n\x0eRotateAgentKey\x12\x1c.lapse.v1.EnrollAgentRequest\x1a\x1b.lapse.v1.AgentRegistration\x12J\n\x0c\x44isableAgent\x12\x1d.lapse.v1.DisableAgentRequest\x1a\x1b.lapse.v1.AgentRegistrationb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lapse.v1.revoker_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTSTUCKREVOCATIONSREQUEST']._serialized_start=124
-  _globals['_LISTSTUCKREVOCATIONSREQUEST']._serialized_end=274
-  _globals['_REVOCATIONVIEW']._serialized_start=277
-  _globals['_REVOCATIONVIEW']._serialized_end=636
-  _globals['_LISTSTUCKREVOCATIONSRESPONSE']._serialized_start=638
-  _globals['_LISTSTUCKREVOCATIONSRESPONSE']._serialized_end=740
-  _globals['_GETREVOCATIONREQUEST']._serialized_start=742
-  _globals['_GETREVOCATIONREQUEST']._serialized_end=782
-  _globals['_REPLAYREVOCATIONSREQUEST']._serialized_start=784
-  _globals['_REPLAYREVOCATIONSREQUEST']._serialized_end=863
-  _globals['_CANCELREVOCATIONSREQUEST']._serialized_start=865
-  _globals['_CANCELREVOCATIONSREQUEST']._serialized_end=965
-  _globals['_REVOCATIONPROGRESS']._serialized_start=967
-  _globals['_REVOCATIONPROGRESS']._serialized_end=1062
-  _globals['_LISTAGENTSREQUEST']._serialized_start=1064
-  _globals['_LISTAGENTSREQUEST']._serialized_end=1122
-  _globals['_AGENTVIEW']._serialized_start=1125
-  _globals['_AGENTVIEW']._serialized_end=1306
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=1308
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=1390
-  _globals['_ENROLLAGENTREQUEST']._serialized_start=1392
-  _globals['_ENROLLAGENTREQUEST']._serialized_end=1454
-  _globals['_DISABLEAGENTREQUEST']._serialized_start=1456
-  _globals['_DISABLEAGENTREQUEST']._serialized_end=1511
-  _globals['_AGENTREGISTRATION']._serialized_start=1514
-  _globals['_AGENTREGISTRATION']._serialized_end=1651
-  _globals['_REVOKERSERVICE']._serialized_start=1654
-  _globals['_REVOKERSERVICE']._serialized_end=2326
+  _globals['_LISTSTUCKREVOCATIONSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTSTUCKREVOCATIONSREQUEST'].fields_by_name['page_size']._serialized_options = b'\372\237\031\003\030\350\007'
+  _globals['_LISTAGENTSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTAGENTSREQUEST'].fields_by_name['page_size']._serialized_options = b'\372\237\031\003\030\350\007'
+  _globals['_LISTSTUCKREVOCATIONSREQUEST']._serialized_start=153
+  _globals['_LISTSTUCKREVOCATIONSREQUEST']._serialized_end=312
+  _globals['_REVOCATIONVIEW']._serialized_start=315
+  _globals['_REVOCATIONVIEW']._serialized_end=674
+  _globals['_LISTSTUCKREVOCATIONSRESPONSE']._serialized_start=676
+  _globals['_LISTSTUCKREVOCATIONSRESPONSE']._serialized_end=778
+  _globals['_GETREVOCATIONREQUEST']._serialized_start=780
+  _globals['_GETREVOCATIONREQUEST']._serialized_end=820
+  _globals['_REPLAYREVOCATIONSREQUEST']._serialized_start=822
+  _globals['_REPLAYREVOCATIONSREQUEST']._serialized_end=901
+  _globals['_CANCELREVOCATIONSREQUEST']._serialized_start=903
+  _globals['_CANCELREVOCATIONSREQUEST']._serialized_end=1003
+  _globals['_REVOCATIONPROGRESS']._serialized_start=1005
+  _globals['_REVOCATIONPROGRESS']._serialized_end=1100
+  _globals['_LISTAGENTSREQUEST']._serialized_start=1102
+  _globals['_LISTAGENTSREQUEST']._serialized_end=1169
+  _globals['_AGENTVIEW']._serialized_start=1172
+  _globals['_AGENTVIEW']._serialized_end=1353
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=1355
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=1437
+  _globals['_ENROLLAGENTREQUEST']._serialized_start=1439
+  _globals['_ENROLLAGENTREQUEST']._serialized_end=1501
+  _globals['_DISABLEAGENTREQUEST']._serialized_start=1503
+  _globals['_DISABLEAGENTREQUEST']._serialized_end=1558
+  _globals['_AGENTREGISTRATION']._serialized_start=1561
+  _globals['_AGENTREGISTRATION']._serialized_end=1698
+  _globals['_REVOKERSERVICE']._serialized_start=1701
+  _globals['_REVOKERSERVICE']._serialized_end=2373
 # @@protoc_insertion_point(module_scope)
