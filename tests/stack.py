@@ -287,6 +287,8 @@ class LapseStack:
         keys = self.workdir / "keys"
         self.dev_key, self.dev_public = ensure_keypair(keys, "dev-token")
         self.signing_key, self.signing_public = ensure_keypair(keys, "command-signing")
+        self.checkpoint_key, self.checkpoint_public = ensure_keypair(keys, "audit-checkpoint")
+        self.checkpoint_dir = self.workdir / "audit-checkpoints"
         self.ports = {name: free_port() for name in ("request", "approval", "audit", "revoker")}
         principals = "\n".join(
             [f"      {self.login_for(user)}: [{user}]" for user in self.users]
@@ -456,6 +458,10 @@ integrations:
                 "LAPSE_REQUEST_GRPC_ADDRESS": f"127.0.0.1:{self.ports['request']}",
                 "LAPSE_REQUEST_APPROVAL_ADDRESS": f"127.0.0.1:{self.ports['approval']}",
                 "LAPSE_AUDIT_GRPC_ADDRESS": f"127.0.0.1:{self.ports['audit']}",
+                "LAPSE_AUDIT_CHECKPOINT_KEY_FILE": str(self.checkpoint_key),
+                "LAPSE_AUDIT_CHECKPOINT_DIR": str(self.checkpoint_dir),
+                # A checkpoint within a test's patience.
+                "LAPSE_AUDIT_CHECKPOINT_INTERVAL_SECONDS": "2",
                 "LAPSE_REVOKER_GRPC_ADDRESS": f"127.0.0.1:{self.ports['revoker']}",
                 "LAPSE_SCHEDULER_COMMAND_SIGNING_KEY_FILE": str(self.signing_key),
                 # Expiry reminders within a test's patience (a 1m grant: 15 s before).

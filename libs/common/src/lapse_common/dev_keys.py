@@ -1,6 +1,7 @@
 """`python -m lapse_common.dev_keys DIR`: create the local key pairs a dev run needs.
 
 dev-token: signs `lapse login --dev` tokens; command-signing: signs agent commands;
+audit-checkpoint: signs the audit chain head checkpoints;
 producers/: keys of the demo access-event producers and the registry the request service
 trusts them by. Existing keys are kept, so tokens and the agent's trust survive a restart.
 """
@@ -17,7 +18,7 @@ def main() -> None:
     if len(sys.argv) != 2:
         raise SystemExit("usage: python -m lapse_common.dev_keys DIR")
     directory = Path(sys.argv[1])
-    for name in ("dev-token", "command-signing"):
+    for name in ("dev-token", "command-signing", "audit-checkpoint"):
         private, public = ensure_keypair(directory, name)
         print(f"{name}: {private} / {public}")
     producers = directory / "producers"
