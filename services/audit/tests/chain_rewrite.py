@@ -31,6 +31,10 @@ _COPIED = (
 async def delete_and_rehash(session: AsyncSession, *, sequence: int) -> None:
     """Remove event `sequence` and rebuild a consistent chain after it, in the caller's
     transaction."""
+    # Like an append, hold the head row so the live service waits until the rewrite is in.
+    await session.execute(
+        select(AuditChainHead).where(AuditChainHead.id == CHAIN_HEAD_ID).with_for_update()
+    )
     later = (
         await session.scalars(
             select(AuditEventRecord)
