@@ -170,6 +170,7 @@ def test_a_checkpoint_of_another_log_is_refused(key: Ed25519PrivateKey) -> None:
         ("[]", "JSON object"),
         ("{}", "missing"),
         ("x" * 5000, "at most 2048 bytes"),
+        ("[" * 2000, "JSON object"),
     ],
 )
 def test_malformed_checkpoints_are_named(text: str, message: str) -> None:

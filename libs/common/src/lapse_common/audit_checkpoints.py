@@ -111,7 +111,8 @@ def parse_checkpoint(text: str | bytes) -> Checkpoint:
         )
     try:
         document = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
+        # RecursionError: 2 KiB of "[[[[..." nests deeper than the parser goes.
         raise CheckpointInvalid(f"a checkpoint is a JSON object: {error}") from None
     if not isinstance(document, dict):
         raise CheckpointInvalid("a checkpoint is a JSON object")
