@@ -297,6 +297,8 @@ class LapseStack:
         self.request_service_key, self.request_service_public = ensure_keypair(
             keys / "services", "request"
         )
+        self.checkpoint_key, self.checkpoint_public = ensure_keypair(keys, "audit-checkpoint")
+        self.checkpoint_dir = self.workdir / "audit-checkpoints"
         self.ports = {name: free_port() for name in ("request", "approval", "audit", "revoker")}
         self.tls = StackTls.make(self.workdir / "tls")
         principals = "\n".join(
@@ -474,6 +476,10 @@ integrations:
                 "LAPSE_REQUEST_GRPC_ADDRESS": f"127.0.0.1:{self.ports['request']}",
                 "LAPSE_REQUEST_APPROVAL_ADDRESS": f"127.0.0.1:{self.ports['approval']}",
                 "LAPSE_AUDIT_GRPC_ADDRESS": f"127.0.0.1:{self.ports['audit']}",
+                "LAPSE_AUDIT_CHECKPOINT_KEY_FILE": str(self.checkpoint_key),
+                "LAPSE_AUDIT_CHECKPOINT_DIR": str(self.checkpoint_dir),
+                # A checkpoint within a test's patience.
+                "LAPSE_AUDIT_CHECKPOINT_INTERVAL_SECONDS": "2",
                 "LAPSE_REVOKER_GRPC_ADDRESS": f"127.0.0.1:{self.ports['revoker']}",
                 "LAPSE_SCHEDULER_COMMAND_SIGNING_KEY_FILE": str(self.signing_key),
                 # Expiry reminders within a test's patience (a 1m grant: 15 s before).

@@ -13,11 +13,14 @@ from lapse_common.auth import ensure_keypair
 
 def _start_audit(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:
     _, public_key = ensure_keypair(tmp_path / "keys", "dev-token")
+    checkpoint_key, _ = ensure_keypair(tmp_path / "keys", "audit-checkpoint")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAPSE_")}
     env.update(
         {
             "LAPSE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/audit.db",
             "LAPSE_AUTH_PUBLIC_KEY_FILE": str(public_key),
+            "LAPSE_AUDIT_CHECKPOINT_KEY_FILE": str(checkpoint_key),
+            "LAPSE_AUDIT_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
             "LAPSE_AUDIT_GRPC_ADDRESS": "127.0.0.1:0",
             # No broker runs here: the refusal must come before any Kafka connection.
             "LAPSE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",

@@ -9,50 +9,34 @@ from pathlib import Path
 
 import grpc
 import pytest
-from lapse_audit.grpc_api import AuditApi
 from lapse_audit.operations.record_event import record_event
-from lapse_common.auth import AuthInterceptor, TokenVerifier, ensure_keypair, mint_token
-from lapse_common.grpc_transport import bind_server_port
 from lapse_common.pb.lapse.v1 import audit_service_pb2, audit_service_pb2_grpc, events_pb2
-from lapse_common.settings import AuthSettings
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.audit.tests.audit_events import decoded, grant_fact
-from tests.grpc_tls import StackTls
+from services.audit.tests.audit_server import AuditServer, audit_server
 
 NOW = datetime(2025, 3, 1, 12, 0, 5, tzinfo=UTC)
 TokenFor = Callable[..., list[tuple[str, str]]]
 
 
 @pytest.fixture
-async def stub(
+async def server(
     sessions: async_sessionmaker[AsyncSession], tmp_path: Path
-) -> AsyncIterator[audit_service_pb2_grpc.AuditServiceAsyncStub]:
-    _, public_key = ensure_keypair(tmp_path / "keys", "dev-token")
-    verifier = TokenVerifier.from_settings(AuthSettings(public_key_file=public_key, dev_mode=True))
-    server = grpc.aio.server(interceptors=[AuthInterceptor(verifier)])
-    AuditApi(sessions=sessions).register(server)
-    tls = StackTls.make(tmp_path / "tls")
-    port = bind_server_port(server, "127.0.0.1:0", tls.server)
-    await server.start()
-    channel = tls.aio_channel(port)
-    yield audit_service_pb2_grpc.AuditServiceStub(channel)  # type: ignore[misc]
-    await channel.close()
-    await server.stop(grace=None)
+) -> AsyncIterator[AuditServer]:
+    async with audit_server(sessions, tmp_path) as running:
+        yield running
 
 
 @pytest.fixture
-def token_for(tmp_path: Path) -> TokenFor:
+def stub(server: AuditServer) -> audit_service_pb2_grpc.AuditServiceAsyncStub:
+    return server.stub
+
+
+@pytest.fixture
+def token_for(server: AuditServer) -> TokenFor:
     def metadata(*roles: str, subject: str = "carol") -> list[tuple[str, str]]:
-        private_key, _ = ensure_keypair(tmp_path / "keys", "dev-token")
-        token = mint_token(
-            private_key_pem=private_key.read_bytes(),
-            subject=subject,
-            groups=[],
-            roles=list(roles),
-            ttl_seconds=300,
-        )
-        return [("authorization", f"Bearer {token}")]
+        return server.bearer(*roles, subject=subject)
 
     return metadata
 

@@ -81,6 +81,7 @@ async def audit(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Runni
     run_id = uuid.uuid4().hex[:8]
     topics = Topics(prefix=f"it-audit-{run_id}.")
     _, public_key = ensure_keypair(tmp_path / "keys", "dev-token")
+    checkpoint_key, _ = ensure_keypair(tmp_path / "keys", "audit-checkpoint")
     kafka = InstallationCredentials(
         admin=infra.kafka_admin,
         installation=Installation(topic_prefix=topics.prefix, agents=(AGENT_ID,)),
@@ -101,6 +102,8 @@ async def audit(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Runni
             "LAPSE_AUTH_PUBLIC_KEY_FILE": str(public_key),
             "LAPSE_AUDIT_GRPC_ADDRESS": f"127.0.0.1:{port}",
             **tls.env(),
+            "LAPSE_AUDIT_CHECKPOINT_KEY_FILE": str(checkpoint_key),
+            "LAPSE_AUDIT_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
         }
     )
     process = ServiceProcess("audit", "lapse_audit", env, tmp_path)

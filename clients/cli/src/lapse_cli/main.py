@@ -25,6 +25,7 @@ from lapse_common.private_files import write_private_file
 from lapse_cli import agent_enrollment
 from lapse_cli.access_scope_option import SCOPE_HELP, parse_scope
 from lapse_cli.approvals import approve, list_approvals, reject
+from lapse_cli.audit import audit_app
 from lapse_cli.config import CliSettings
 from lapse_cli.flows import flows_app
 from lapse_cli.lockdowns import lockdown_app
@@ -83,6 +84,7 @@ app.command("approve")(approve)
 app.command("reject")(reject)
 app.command("panic")(panic)
 app.add_typer(lockdown_app, name="lockdown")
+app.add_typer(audit_app, name="audit")
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -2,8 +2,9 @@
 
 dev-token: signs `lapse login --dev` tokens; chatops-token: signs the chat front end's
 tokens (trusted for the subject only, LAPSE_AUTH_SUBJECT_ONLY_ISSUERS); command-signing:
-signs agent commands; services/: each calling service's own key (services/request.key signs
-the request service's calls to approval; approval trusts services/*.pub); producers/: keys of
+signs agent commands; audit-checkpoint: signs the audit chain head checkpoints; services/:
+each calling service's own key (services/request.key signs the request service's calls to
+approval; approval trusts services/*.pub); producers/: keys of
 the demo access-event producers and the registry the request service trusts them by. Existing
 keys are kept, so tokens and the agent's trust survive a restart.
 
@@ -24,7 +25,7 @@ def main() -> None:
     if len(sys.argv) != 2:
         raise SystemExit("usage: python -m lapse_common.dev_keys DIR")
     directory = Path(sys.argv[1])
-    for name in ("dev-token", "chatops-token", "command-signing"):
+    for name in ("dev-token", "chatops-token", "command-signing", "audit-checkpoint"):
         private, public = ensure_keypair(directory, name)
         print(f"{name}: {private} / {public}")
     services = directory / "services"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Integer, LargeBinary, String, Text
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Every row's prev_hash points at the previous row's hash; the first row points here.
@@ -32,7 +32,7 @@ class AuditEventRecord(AuditBase):
     type: Mapped[str] = mapped_column(String(255), index=True)
     topic: Mapped[str] = mapped_column(String(255))
     producer: Mapped[str] = mapped_column(String(255))
-    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     request_id: Mapped[str] = mapped_column(String(255), index=True)
     grant_id: Mapped[str] = mapped_column(String(255), index=True)
@@ -54,3 +54,22 @@ class AuditChainHead(AuditBase):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     last_sequence: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     last_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditEventSubject(AuditBase):
+    """A person an event names (requester, actor, approver, operator, principal), so the
+    log can be listed by person without reading every payload.
+
+    An index derived from `payload_json`, which the chain covers; it is not itself in the
+    chain, so editing it can only hide a row from a filtered listing, never from
+    VerifyChain or an unfiltered export.
+    """
+
+    __tablename__ = "audit_event_subjects"
+
+    sequence: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("audit_events.sequence"),
+        primary_key=True,
+    )
+    subject: Mapped[str] = mapped_column(String(255), primary_key=True, index=True)

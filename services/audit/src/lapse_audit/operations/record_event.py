@@ -10,8 +10,15 @@ from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from lapse_audit.event_subjects import subjects_named
 from lapse_audit.hash_chain import link_hash
-from lapse_audit.models import CHAIN_HEAD_ID, GENESIS_HASH, AuditChainHead, AuditEventRecord
+from lapse_audit.models import (
+    CHAIN_HEAD_ID,
+    GENESIS_HASH,
+    AuditChainHead,
+    AuditEventRecord,
+    AuditEventSubject,
+)
 from lapse_audit.payload_rendering import render_payload_json
 
 # Width of the indexed text columns. The full values stay in the stored envelope.
@@ -59,6 +66,11 @@ async def record_event(
     session.add(record)
     head.last_sequence = record.sequence
     head.last_hash = record.hash
+    await session.flush()
+    session.add_all(
+        AuditEventSubject(sequence=record.sequence, subject=subject)
+        for subject in sorted(subjects_named(record.payload_json))
+    )
     await session.flush()
     return record
 

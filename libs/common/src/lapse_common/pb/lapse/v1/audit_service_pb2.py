@@ -25,23 +25,27 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clapse/v1/audit_service.proto\x12\x08lapse.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"s\n\x16ListAuditEventsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08grant_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x04 \x01(\x03\x12\r\n\x05limit\x18\x05 \x01(\x05\"\x9e\x02\n\nAuditEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\r\n\x05topic\x18\x04 \x01(\t\x12\x10\n\x08producer\x18\x05 \x01(\t\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brecorded_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x10\n\x08grant_id\x18\t \x01(\t\x12\x14\n\x0cpayload_json\x18\n \x01(\t\x12\x0c\n\x04hash\x18\x0b \x01(\t\x12\x11\n\tprev_hash\x18\x0c \x01(\t\"?\n\x17ListAuditEventsResponse\x12$\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x14.lapse.v1.AuditEvent\"\x14\n\x12VerifyChainRequest\"e\n\x13VerifyChainResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x16\n\x0e\x65vents_checked\x18\x02 \x01(\x03\x12\x1a\n\x12\x66irst_bad_sequence\x18\x03 \x01(\x03\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t2\xad\x01\n\x0c\x41uditService\x12Q\n\nListEvents\x12 .lapse.v1.ListAuditEventsRequest\x1a!.lapse.v1.ListAuditEventsResponse\x12J\n\x0bVerifyChain\x12\x1c.lapse.v1.VerifyChainRequest\x1a\x1d.lapse.v1.VerifyChainResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clapse/v1/audit_service.proto\x12\x08lapse.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x02\n\x16ListAuditEventsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08grant_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x04 \x01(\x03\x12\r\n\x05limit\x18\x05 \x01(\x05\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12\x32\n\x0eoccurred_after\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0foccurred_before\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\t \x01(\x05\x12\x12\n\npage_token\x18\n \x01(\t\"\x9e\x02\n\nAuditEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\r\n\x05topic\x18\x04 \x01(\t\x12\x10\n\x08producer\x18\x05 \x01(\t\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brecorded_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x10\n\x08grant_id\x18\t \x01(\t\x12\x14\n\x0cpayload_json\x18\n \x01(\t\x12\x0c\n\x04hash\x18\x0b \x01(\t\x12\x11\n\tprev_hash\x18\x0c \x01(\t\"X\n\x17ListAuditEventsResponse\x12$\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x14.lapse.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"-\n\x12VerifyChainRequest\x12\x17\n\x0f\x63heckpoint_json\x18\x01 \x01(\t\"\xac\x01\n\x13VerifyChainResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x16\n\x0e\x65vents_checked\x18\x02 \x01(\x03\x12\x1a\n\x12\x66irst_bad_sequence\x18\x03 \x01(\x03\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x1b\n\x13\x63heckpoints_checked\x18\x05 \x01(\x03\x12\x15\n\rhead_sequence\x18\x06 \x01(\x03\x12\x11\n\thead_hash\x18\x07 \x01(\t\"\x19\n\x17\x43reateCheckpointRequest\"W\n\x18\x43reateCheckpointResponse\x12\x17\n\x0f\x63heckpoint_json\x18\x01 \x01(\t\x12\x0f\n\x07written\x18\x02 \x01(\x08\x12\x11\n\tfile_name\x18\x03 \x01(\t2\x88\x02\n\x0c\x41uditService\x12Q\n\nListEvents\x12 .lapse.v1.ListAuditEventsRequest\x1a!.lapse.v1.ListAuditEventsResponse\x12J\n\x0bVerifyChain\x12\x1c.lapse.v1.VerifyChainRequest\x1a\x1d.lapse.v1.VerifyChainResponse\x12Y\n\x10\x43reateCheckpoint\x12!.lapse.v1.CreateCheckpointRequest\x1a\".lapse.v1.CreateCheckpointResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lapse.v1.audit_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=75
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=190
-  _globals['_AUDITEVENT']._serialized_start=193
-  _globals['_AUDITEVENT']._serialized_end=479
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=481
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=544
-  _globals['_VERIFYCHAINREQUEST']._serialized_start=546
-  _globals['_VERIFYCHAINREQUEST']._serialized_end=566
-  _globals['_VERIFYCHAINRESPONSE']._serialized_start=568
-  _globals['_VERIFYCHAINRESPONSE']._serialized_end=669
-  _globals['_AUDITSERVICE']._serialized_start=672
-  _globals['_AUDITSERVICE']._serialized_end=845
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=76
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=350
+  _globals['_AUDITEVENT']._serialized_start=353
+  _globals['_AUDITEVENT']._serialized_end=639
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=641
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=729
+  _globals['_VERIFYCHAINREQUEST']._serialized_start=731
+  _globals['_VERIFYCHAINREQUEST']._serialized_end=776
+  _globals['_VERIFYCHAINRESPONSE']._serialized_start=779
+  _globals['_VERIFYCHAINRESPONSE']._serialized_end=951
+  _globals['_CREATECHECKPOINTREQUEST']._serialized_start=953
+  _globals['_CREATECHECKPOINTREQUEST']._serialized_end=978
+  _globals['_CREATECHECKPOINTRESPONSE']._serialized_start=980
+  _globals['_CREATECHECKPOINTRESPONSE']._serialized_end=1067
+  _globals['_AUDITSERVICE']._serialized_start=1070
+  _globals['_AUDITSERVICE']._serialized_end=1334
 # @@protoc_insertion_point(module_scope)

@@ -28,11 +28,30 @@ class ListAuditEventsRequest(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    OCCURRED_AFTER_FIELD_NUMBER: _builtins.int
+    OCCURRED_BEFORE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     grant_id: _builtins.str
     type: _builtins.str
     after_sequence: _builtins.int
+    """Superseded by page_token; still honoured when no page_token is given."""
     limit: _builtins.int
+    """Superseded by page_size; used when page_size is 0."""
+    actor: _builtins.str
+    """Events naming this person as requester, actor, approver, operator or principal."""
+    page_size: _builtins.int
+    """0 means 100; at most 1000."""
+    page_token: _builtins.str
+    """next_page_token of the previous page, asked with the same filters."""
+    @_builtins.property
+    def occurred_after(self) -> _timestamp_pb2.Timestamp:
+        """occurred_after <= occurred_at < occurred_before, each bound optional."""
+
+    @_builtins.property
+    def occurred_before(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -41,10 +60,15 @@ class ListAuditEventsRequest(_message.Message):
         type: _builtins.str = ...,
         after_sequence: _builtins.int = ...,
         limit: _builtins.int = ...,
+        actor: _builtins.str = ...,
+        occurred_after: _timestamp_pb2.Timestamp | None = ...,
+        occurred_before: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_after", b"occurred_after", "occurred_before", b"occurred_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "grant_id", b"grant_id", "limit", b"limit", "request_id", b"request_id", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "after_sequence", b"after_sequence", "grant_id", b"grant_id", "limit", b"limit", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "page_size", b"page_size", "page_token", b"page_token", "request_id", b"request_id", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -110,16 +134,20 @@ class ListAuditEventsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEvent]: ...
     def __init__(
         self,
         *,
         events: _abc.Iterable[Global___AuditEvent] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -129,12 +157,19 @@ Global___ListAuditEventsResponse: _TypeAlias = ListAuditEventsResponse  # noqa: 
 class VerifyChainRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    CHECKPOINT_JSON_FIELD_NUMBER: _builtins.int
+    checkpoint_json: _builtins.str
+    """A checkpoint file's content (services/audit/README.md): the chain must hold its
+    sequence with exactly its head hash, and its signature must verify.
+    """
     def __init__(
         self,
+        *,
+        checkpoint_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_json", b"checkpoint_json"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -148,11 +183,18 @@ class VerifyChainResponse(_message.Message):
     EVENTS_CHECKED_FIELD_NUMBER: _builtins.int
     FIRST_BAD_SEQUENCE_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
+    CHECKPOINTS_CHECKED_FIELD_NUMBER: _builtins.int
+    HEAD_SEQUENCE_FIELD_NUMBER: _builtins.int
+    HEAD_HASH_FIELD_NUMBER: _builtins.int
     ok: _builtins.bool
     events_checked: _builtins.int
     first_bad_sequence: _builtins.int
     """The first sequence whose hash does not match, when ok is false."""
     detail: _builtins.str
+    checkpoints_checked: _builtins.int
+    """Signed checkpoints the chain was compared with: the one given and the stored ones."""
+    head_sequence: _builtins.int
+    head_hash: _builtins.str
     def __init__(
         self,
         *,
@@ -160,11 +202,55 @@ class VerifyChainResponse(_message.Message):
         events_checked: _builtins.int = ...,
         first_bad_sequence: _builtins.int = ...,
         detail: _builtins.str = ...,
+        checkpoints_checked: _builtins.int = ...,
+        head_sequence: _builtins.int = ...,
+        head_hash: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "events_checked", b"events_checked", "first_bad_sequence", b"first_bad_sequence", "ok", b"ok"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoints_checked", b"checkpoints_checked", "detail", b"detail", "events_checked", b"events_checked", "first_bad_sequence", b"first_bad_sequence", "head_hash", b"head_hash", "head_sequence", b"head_sequence", "ok", b"ok"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VerifyChainResponse: _TypeAlias = VerifyChainResponse  # noqa: Y015
+
+@_typing.final
+class CreateCheckpointRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateCheckpointRequest: _TypeAlias = CreateCheckpointRequest  # noqa: Y015
+
+@_typing.final
+class CreateCheckpointResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKPOINT_JSON_FIELD_NUMBER: _builtins.int
+    WRITTEN_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    checkpoint_json: _builtins.str
+    written: _builtins.bool
+    """False when the head had not moved since the newest checkpoint, which is answered."""
+    file_name: _builtins.str
+    def __init__(
+        self,
+        *,
+        checkpoint_json: _builtins.str = ...,
+        written: _builtins.bool = ...,
+        file_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_json", b"checkpoint_json", "file_name", b"file_name", "written", b"written"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateCheckpointResponse: _TypeAlias = CreateCheckpointResponse  # noqa: Y015

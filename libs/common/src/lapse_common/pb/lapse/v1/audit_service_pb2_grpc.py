@@ -45,6 +45,11 @@ class AuditServiceStub:
                 request_serializer=lapse_dot_v1_dot_audit__service__pb2.VerifyChainRequest.SerializeToString,
                 response_deserializer=lapse_dot_v1_dot_audit__service__pb2.VerifyChainResponse.FromString,
                 _registered_method=True)
+        self.CreateCheckpoint = channel.unary_unary(
+                '/lapse.v1.AuditService/CreateCheckpoint',
+                request_serializer=lapse_dot_v1_dot_audit__service__pb2.CreateCheckpointRequest.SerializeToString,
+                response_deserializer=lapse_dot_v1_dot_audit__service__pb2.CreateCheckpointResponse.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
@@ -63,6 +68,14 @@ class AuditServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateCheckpoint(self, request, context):
+        """Signs the chain head now (as the periodic writer does) and stores the checkpoint in
+        the checkpoint directory; answers the newest checkpoint when the head has not moved.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +88,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.VerifyChain,
                     request_deserializer=lapse_dot_v1_dot_audit__service__pb2.VerifyChainRequest.FromString,
                     response_serializer=lapse_dot_v1_dot_audit__service__pb2.VerifyChainResponse.SerializeToString,
+            ),
+            'CreateCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCheckpoint,
+                    request_deserializer=lapse_dot_v1_dot_audit__service__pb2.CreateCheckpointRequest.FromString,
+                    response_serializer=lapse_dot_v1_dot_audit__service__pb2.CreateCheckpointResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +150,33 @@ class AuditService:
             '/lapse.v1.AuditService/VerifyChain',
             lapse_dot_v1_dot_audit__service__pb2.VerifyChainRequest.SerializeToString,
             lapse_dot_v1_dot_audit__service__pb2.VerifyChainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lapse.v1.AuditService/CreateCheckpoint',
+            lapse_dot_v1_dot_audit__service__pb2.CreateCheckpointRequest.SerializeToString,
+            lapse_dot_v1_dot_audit__service__pb2.CreateCheckpointResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,6 +35,10 @@ class AuditServiceStub:
     def __new__(cls, channel: _aio.Channel) -> AuditServiceAsyncStub: ...
     ListEvents: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.ListAuditEventsRequest, _audit_service_pb2.ListAuditEventsResponse]
     VerifyChain: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.VerifyChainRequest, _audit_service_pb2.VerifyChainResponse]
+    CreateCheckpoint: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.CreateCheckpointRequest, _audit_service_pb2.CreateCheckpointResponse]
+    """Signs the chain head now (as the periodic writer does) and stores the checkpoint in
+    the checkpoint directory; answers the newest checkpoint when the head has not moved.
+    """
 
 @_typing.type_check_only
 class AuditServiceAsyncStub(AuditServiceStub):
@@ -43,6 +47,10 @@ class AuditServiceAsyncStub(AuditServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListEvents: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.ListAuditEventsRequest, _audit_service_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
     VerifyChain: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.VerifyChainRequest, _audit_service_pb2.VerifyChainResponse]  # type: ignore[assignment]
+    CreateCheckpoint: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.CreateCheckpointRequest, _audit_service_pb2.CreateCheckpointResponse]  # type: ignore[assignment]
+    """Signs the chain head now (as the periodic writer does) and stores the checkpoint in
+    the checkpoint directory; answers the newest checkpoint when the head has not moved.
+    """
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
     """The append-only, hash-chained audit log."""
@@ -60,5 +68,15 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_service_pb2.VerifyChainRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_service_pb2.VerifyChainResponse, _abc.Awaitable[_audit_service_pb2.VerifyChainResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateCheckpoint(
+        self,
+        request: _audit_service_pb2.CreateCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_service_pb2.CreateCheckpointResponse, _abc.Awaitable[_audit_service_pb2.CreateCheckpointResponse]]:
+        """Signs the chain head now (as the periodic writer does) and stores the checkpoint in
+        the checkpoint directory; answers the newest checkpoint when the head has not moved.
+        """
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
