@@ -62,9 +62,12 @@ async def test_lists_page_with_tokens_and_refuse_tokens_that_are_not_theirs(
             return [r.request_id for r in page.requests], page.next_page_token
 
         pages = await every_page(activity)
-        assert [len(p) for p in pages] == [2, 2, 1]
+        # Every page but the last is full, and nothing is served twice; the five newest are
+        # ours (earlier tests on this stack may have left pg01 older requests).
+        assert all(len(page) == 2 for page in pages[:-1]) and 1 <= len(pages[-1]) <= 2
         served = [request_id for page in pages for request_id in page]
-        assert sorted(served) == sorted(submitted) and len(set(served)) == 5
+        assert len(served) == len(set(served))
+        assert set(served[:5]) == set(submitted), served
 
         approver = bearer(stack.token("approver-b"))
 
