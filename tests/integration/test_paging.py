@@ -108,7 +108,7 @@ async def test_lists_page_with_tokens_and_refuse_tokens_that_are_not_theirs(
             "an oversized page": (
                 request_service_pb2.ListActivityRequest(page_size=5000),
                 mine,
-                "page_size is 5000; it must be 0..1000",
+                "page_size is 5000; it must be between 0 and 1000",
             ),
         }
         for what, (asked, caller, message) in refusals.items():

@@ -44,7 +44,7 @@ def test_a_zero_page_size_means_the_default() -> None:
 
 @pytest.mark.parametrize("size", [-1, MAX_PAGE_SIZE + 1, 2**31 - 1])
 def test_page_sizes_out_of_range_are_refused(size: int) -> None:
-    with pytest.raises(PageRequestRefused, match=f"page_size is {size}; it must be 0..1000"):
+    with pytest.raises(PageRequestRefused, match=f"page_size is {size}; it must be between 0 and 1000"):
         read_page_request(page_size=size, page_token="", query=())
 
 

@@ -67,7 +67,9 @@ def read_page_request(
     """The page asked for. `query` is everything the result depends on (caller, filters):
     a token is valid only for the query that produced it."""
     if page_size < 0 or page_size > MAX_PAGE_SIZE:
-        raise PageRequestRefused(f"page_size is {page_size}; it must be 0..{MAX_PAGE_SIZE}")
+        raise PageRequestRefused(
+            f"page_size is {page_size}; it must be between 0 and {MAX_PAGE_SIZE}"
+        )
     digest = hashlib.sha256(json.dumps([str(q) for q in query]).encode()).hexdigest()[:24]
     size = page_size or min(default_size, MAX_PAGE_SIZE)
     if not page_token:
