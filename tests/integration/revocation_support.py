@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from lapse_common.clock import as_utc
 from lapse_common.messaging.codec import decode
@@ -129,7 +129,19 @@ async def wait_all(
         return has_reached(grant, status) if or_later else grant.status == status
 
     def moves(found: dict[str, request_service_pb2.GrantView]) -> object:
-        return sorted((rid, grant.status, len(grant.history)) for rid, grant in found.items())
+        # A grant still waiting to fall due is moving towards it with the clock: a batch given
+        # a long lifetime on a slow machine must not count as stalled before it is due.
+        now = datetime.now(UTC)
+        not_yet_due = [
+            g
+            for g in found.values()
+            if not reached(g)
+            and g.HasField("expires_at")
+            and as_utc(g.expires_at.ToDatetime()) > now
+        ]
+        clock = int(now.timestamp()) if not_yet_due else None
+        states = sorted((rid, grant.status, len(grant.history)) for rid, grant in found.items())
+        return (clock, states)
 
     def where_they_stand(found: dict[str, request_service_pb2.GrantView]) -> str:
         behind = {rid: g for rid, g in found.items() if not reached(g)}
