@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from lapse_common.field_bounds import MAX_SECONDS, OutOfBounds, screen
 from lapse_common.pb.lapse.v1 import (
     access_events_pb2,
     approval_service_pb2,
@@ -14,7 +15,6 @@ from lapse_common.pb.lapse.v1 import (
     request_service_pb2,
     revoker_service_pb2,
 )
-from lapse_common.request_screening import MAX_SECONDS, OutOfBounds, screen
 
 
 def test_a_two_mebibyte_reason_is_refused_naming_the_field_without_echoing_it() -> None:

@@ -8,9 +8,9 @@ import uuid
 
 from lapse_common.auth import Identity
 from lapse_common.clock import Clock
+from lapse_common.field_bounds import MAX_SECONDS
 from lapse_common.messaging.outbox import enqueue
 from lapse_common.pb.lapse.v1 import approval_service_pb2, common_pb2, events_pb2
-from lapse_common.request_screening import MAX_SECONDS
 from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession
 
