@@ -124,6 +124,27 @@ def test_roles_and_groups_must_be_lists_of_strings(
         pem_verifier(public).verify(token)
 
 
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"groups": [f"g{i}" for i in range(1001)]}, "claim 'groups' has 1001 items"),
+        ({"roles": ["admin\x00"]}, "claim 'roles' has a value of 6 characters or with a NUL"),
+        ({"groups": ["g" * 5000]}, "claim 'groups' has a value of 5000 characters"),
+        ({"sub": "a" * 5000}, "claim 'sub' has a value of 5000 characters"),
+    ],
+)
+def test_claims_beyond_the_field_bounds_are_refused(
+    ed_key: tuple[ed25519.Ed25519PrivateKey, Path], extra: dict[str, Any], named: str
+) -> None:
+    """The caller's subject and groups travel in events every consumer screens; a token
+    beyond those bounds would make a request no consumer accepts."""
+    private, public = ed_key
+    token = jwt.encode(claims(**extra), private, algorithm="EdDSA")
+    with pytest.raises(InvalidToken, match=named) as refused:
+        pem_verifier(public).verify(token)
+    assert len(str(refused.value)) < 300
+
+
 @pytest.mark.parametrize("subject", ["", "   ", 42])
 def test_an_empty_or_non_string_subject_is_refused(
     ed_key: tuple[ed25519.Ed25519PrivateKey, Path], subject: Any

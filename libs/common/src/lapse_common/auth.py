@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from lapse_common.dev_trust import DEV_ISSUER, DevTrustRefused, refuse_dev_trust_in_production
+from lapse_common.field_bounds import MAX_ITEMS, MAX_TEXT, excerpt
 from lapse_common.group_directory import GroupDirectory, watch_group_directory
 from lapse_common.private_files import write_private_file
 from lapse_common.service_credentials import (
@@ -92,7 +93,21 @@ def _string_list(claims: dict[str, Any], name: str) -> tuple[str, ...]:
         raise InvalidToken(
             f"claim {name!r} must be a list of non-empty strings, not {type(value).__name__}"
         )
+    # The caller's groups travel in events (RequestSubmitted.requester_groups) that every
+    # consumer screens: a token beyond those bounds is refused here, not a request later.
+    if len(value) > MAX_ITEMS:
+        raise InvalidToken(f"claim {name!r} has {len(value)} items; the limit is {MAX_ITEMS}")
+    for item in value:
+        _within_field_bounds(name, item)
     return tuple(value)
+
+
+def _within_field_bounds(claim: str, text: str) -> None:
+    if len(text) > MAX_TEXT or "\x00" in text:
+        raise InvalidToken(
+            f"claim {claim!r} has a value of {len(text)} characters or with a NUL "
+            f"({excerpt(text)}); at most {MAX_TEXT} characters without NUL are allowed"
+        )
 
 
 def _select_key(
@@ -311,6 +326,7 @@ class TokenVerifier:
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject.strip():
             raise InvalidToken("sub must be a non-empty string")
+        _within_field_bounds("sub", subject)
         lifetime = claims["exp"] - claims["iat"]
         if lifetime > max_lifetime:
             raise InvalidToken(
