@@ -7,9 +7,9 @@ from __future__ import annotations
 import grpc
 import pytest
 from lapse_common.messaging.codec import decode
-from lapse_common.pb.lapse.v1 import common_pb2, events_pb2, request_service_pb2
+from lapse_common.pb.lapse.v1 import common_pb2, envelope_pb2, events_pb2, request_service_pb2
 
-from tests.integration.clients import StackClients, bearer
+from tests.integration.clients import StackClients, bearer, has_role
 from tests.integration.kafka_records import end_offsets, publish_raw, read_all
 from tests.integration.waiting import wait_for
 from tests.stack import LapseStack
@@ -169,3 +169,75 @@ async def test_undecodable_message_is_quarantined_and_consumers_keep_going(
         )
     finally:
         await clients.close()
+
+
+async def test_a_decision_out_of_bounds_is_quarantined_before_anything_acts_on_it(
+    stack: LapseStack,
+) -> None:
+    """A compromised (or broken) approval service writes an approval whose detail is 100 KB:
+    every consumer refuses it by its bounds, names the field, grants nothing in the target,
+    and goes on with the next decision."""
+    approval = stack.kafka_as("lapse-approval")
+    decisions = stack.topic_prefix + "lapse.decisions.v1"
+    login, role = stack.login_for("x02"), stack.bulk_role(29)
+    oversized = events_pb2.RequestDecided(
+        request_id="req-oversized",
+        decision=common_pb2.REQUEST_STATUS_APPROVED,
+        decided_by="lapse-approval",
+        detail="approved " + "x" * (100 * 1024),
+        requester="x02",
+        duration_seconds=600,
+        items=[
+            common_pb2.GrantSpec(
+                integration_id="demo-pg",
+                agent_id="demo-agent",
+                resource="r29",
+                permission="read",
+                principal=login,
+            )
+        ],
+    )
+    # Built by hand: Lapse's own envelope builder refuses to write this.
+    envelope = envelope_pb2.Envelope(
+        event_id="evt-oversized-decision",
+        type=oversized.DESCRIPTOR.full_name,
+        producer="approval",
+        request_id="req-oversized",
+        payload=oversized.SerializeToString(),
+    )
+    envelope.occurred_at.GetCurrentTime()
+    await publish_raw(approval, decisions, value=envelope.SerializeToString(), key=b"req-oversized")
+
+    async def quarantined() -> list[events_pb2.QuarantinedMessage]:
+        found = []
+        for record in await read_all(stack.observer, stack.topic_prefix + "lapse.quarantine.v1"):
+            payload = decode(record.value).payload
+            assert isinstance(payload, events_pb2.QuarantinedMessage)
+            if payload.key == b"req-oversized":
+                found.append(payload)
+        return found
+
+    found = await wait_for(
+        quarantined,
+        lambda q: {"request-decisions", "grant-scheduler-decisions"} <= {x.consumer for x in q},
+        what="the oversized decision quarantined by the request service and the scheduler",
+    )
+    for record in found:
+        assert "lapse.v1.RequestDecided out of bounds: detail is 102409 characters long" in (
+            record.reason
+        ), record.reason
+        assert len(record.reason) < 400
+
+    # The next decision is acted on, and the refused one granted nothing in the target.
+    clients = StackClients(stack)
+    try:
+        token = stack.token("bob")
+        response = await clients.requests.SubmitRequest(submission(stack), metadata=bearer(token))
+        await wait_for(
+            lambda: clients.get_request(response.request.request_id, token),
+            lambda v: bool(v.grants) and v.grants[0].status == common_pb2.GRANT_STATUS_ACTIVE,
+            what="grant ACTIVE after the oversized decision",
+        )
+    finally:
+        await clients.close()
+    assert not await has_role(stack.infra.target_admin_dsn, login=login, role=role)

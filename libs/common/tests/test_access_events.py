@@ -307,7 +307,7 @@ def _requested(**fields: object) -> AccessRequested:
         ),
         pytest.param(
             _case("ci-pipelines", _requested(duration_seconds=-5)),
-            "access_requested.duration_seconds is negative",
+            "access_requested.duration_seconds is -5; it must be between 0 and",
             id="negative-duration",
         ),
     ],

@@ -24,6 +24,7 @@ from opentelemetry import metrics
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_common.clock import Clock, as_utc
+from lapse_common.field_bounds import OutOfBounds, screen
 from lapse_common.key_ids import ed25519_key_id
 from lapse_common.messaging.codec import UndecodableMessage, decode
 from lapse_common.messaging.consumer import RefusedMessage
@@ -283,6 +284,10 @@ class AgentRegistry:
             raise RefusedMessage(
                 f"signed {name} from agent {agent!r} does not parse: {error}"
             ) from error
+        try:
+            screen(report)
+        except OutOfBounds as problem:
+            raise RefusedMessage(f"signed {name} from agent {agent!r}: {problem}") from None
         if report.agent_id != agent:
             raise RefusedMessage(
                 f"{name} signed by agent {agent!r} claims to come from agent {report.agent_id!r}"

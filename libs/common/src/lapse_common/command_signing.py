@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from lapse_common.clock import Clock, as_utc
+from lapse_common.field_bounds import OutOfBounds, screen
 from lapse_common.key_ids import ed25519_key_id
 from lapse_common.pb.lapse.v1 import commands_pb2
 
@@ -136,6 +137,10 @@ class CommandVerifier:
             command.ParseFromString(signed.command)
         except DecodeError as error:
             raise CommandRejected(f"signed bytes are not an AgentCommand: {error}") from error
+        try:
+            screen(command)
+        except OutOfBounds as problem:
+            raise CommandRejected(f"command out of bounds: {problem}") from None
         self._check_validity_window(command)
         return command
 

@@ -15,6 +15,7 @@ from google.protobuf.message import DecodeError
 from lapse_common.access_events.kinds import AccessRequested, payload_of, payload_problem
 from lapse_common.access_events.producer_registry import ProducerRegistry
 from lapse_common.clock import Clock, as_utc
+from lapse_common.field_bounds import OutOfBounds, screen
 from lapse_common.messaging.codec import MAX_EVENT_ID_LENGTH, DecodedEvent
 from lapse_common.messaging.consumer import RefusedMessage
 from lapse_common.pb.lapse.v1 import access_events_pb2
@@ -55,6 +56,10 @@ class AccessEventVerifier:
             event.ParseFromString(signed.event)
         except DecodeError as error:
             raise AccessEventRefused(f"signed bytes are not an AccessEvent: {error}") from error
+        try:
+            screen(event)
+        except OutOfBounds as bounds:
+            raise AccessEventRefused(f"access event out of bounds: {bounds}") from None
         if event.producer != producer.name:
             raise AccessEventRefused(
                 f"event claims producer {event.producer!r} but is signed with key {producer.name!r}"

@@ -9,6 +9,7 @@ from datetime import datetime
 from google.protobuf.message import DecodeError, Message
 from opentelemetry import propagate
 
+from lapse_common.field_bounds import OutOfBounds, screen
 from lapse_common.pb.lapse.v1 import access_events_pb2, commands_pb2, envelope_pb2, events_pb2
 
 # The inbox stores event ids in a String(64) column: a longer id would fail the insert on
@@ -69,6 +70,12 @@ def build_envelope(
         payload=payload.SerializeToString(deterministic=True),
     )
     envelope.occurred_at.FromDatetime(occurred_at)
+    try:
+        # A consumer refuses a message out of bounds; failing here, in the transaction
+        # that wanted to write it, keeps it from ever becoming a record nobody acts on.
+        screen(payload)
+    except OutOfBounds as problem:
+        raise OutOfBounds(f"refusing to write a {envelope.type} out of bounds: {problem}") from None
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     envelope.trace_context.update(carrier)
@@ -84,6 +91,7 @@ def decode(raw: bytes | None, *, expected: tuple[type[Message], ...] = ()) -> De
         envelope.ParseFromString(raw)
     except DecodeError as error:
         raise UndecodableMessage(f"not a lapse.v1.Envelope: {error}") from error
+    _screen_or_refuse(envelope, "envelope")
     if not envelope.event_id:
         raise UndecodableMessage("envelope has no event_id")
     if len(envelope.event_id) > MAX_EVENT_ID_LENGTH:
@@ -108,4 +116,15 @@ def decode(raw: bytes | None, *, expected: tuple[type[Message], ...] = ()) -> De
         payload.ParseFromString(envelope.payload)
     except DecodeError as error:
         raise UndecodableMessage(f"payload is not a valid {envelope.type}: {error}") from error
+    _screen_or_refuse(payload, envelope.type)
     return DecodedEvent(envelope=envelope, payload=payload)
+
+
+def _screen_or_refuse(message: Message, what: str) -> None:
+    """Every field within its bounds before any handler sees it: a record from a producer
+    that is compromised or broken must not carry megabytes or NULs into tables, outbox
+    rows and logs."""
+    try:
+        screen(message)
+    except OutOfBounds as problem:
+        raise UndecodableMessage(f"{what} out of bounds: {problem}") from None

@@ -12,6 +12,10 @@ from lapse_common.pb.lapse.v1 import events_pb2
 
 logger = logging.getLogger(__name__)
 
+# Within QuarantinedMessage.reason's declared bound, so the quarantine record itself is
+# never out of bounds.
+_REASON_LIMIT = 4096
+
 
 class Quarantine:
     def __init__(self, *, publisher: Publisher, topic: str, producer: str, clock: Clock) -> None:
@@ -22,6 +26,19 @@ class Quarantine:
 
     async def put(self, *, record: Any, reason: str, consumer: str) -> None:
         """Publish before the offset commits: a failed publish redelivers the original."""
+        reason = reason if len(reason) <= _REASON_LIMIT else reason[: _REASON_LIMIT - 1] + "…"
+        if record.topic == self._topic:
+            # Quarantining a record of the quarantine topic would write a bigger one to the
+            # same topic, which its consumer would refuse again, for ever.
+            logger.error(
+                "%s refused %s[%s]@%s of the quarantine topic itself and skips it: %s",
+                consumer,
+                record.topic,
+                record.partition,
+                record.offset,
+                reason,
+            )
+            return
         key: bytes = record.key or b""
         quarantined = events_pb2.QuarantinedMessage(
             source_topic=record.topic,

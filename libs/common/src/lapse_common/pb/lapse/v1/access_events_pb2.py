@@ -24,25 +24,28 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from lapse_common.pb.lapse.v1 import common_pb2 as lapse_dot_v1_dot_common__pb2
+from lapse_common.pb.lapse.v1 import field_limits_pb2 as lapse_dot_v1_dot_field__limits__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clapse/v1/access_events.proto\x12\x08lapse.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15lapse/v1/common.proto\"E\n\x11SignedAccessEvent\x12\r\n\x05\x65vent\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\t\"\xc6\x02\n\x0b\x41\x63\x63\x65ssEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08producer\x18\x02 \x01(\t\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fuser_offboarded\x18\n \x01(\x0b\x32\x18.lapse.v1.UserOffboardedH\x00\x12\x37\n\x11incident_declared\x18\x0b \x01(\x0b\x32\x1a.lapse.v1.IncidentDeclaredH\x00\x12\x37\n\x11incident_resolved\x18\x0c \x01(\x0b\x32\x1a.lapse.v1.IncidentResolvedH\x00\x12\x35\n\x10\x61\x63\x63\x65ss_requested\x18\r \x01(\x0b\x32\x19.lapse.v1.AccessRequestedH\x00\x42\x06\n\x04kind\"1\n\x0eUserOffboarded\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"o\n\x10IncidentDeclared\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12$\n\x05scope\x18\x02 \x01(\x0b\x32\x15.lapse.v1.AccessScope\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x10\n\x08lockdown\x18\x04 \x01(\x08\"7\n\x10IncidentResolved\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xad\x01\n\x0f\x41\x63\x63\x65ssRequested\x12\x18\n\x10machine_identity\x18\x01 \x01(\t\x12\x16\n\x0eintegration_id\x18\x02 \x01(\t\x12\x10\n\x08resource\x18\x03 \x01(\t\x12\x12\n\npermission\x18\x04 \x01(\t\x12\x11\n\tprincipal\x18\x05 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x03\x12\x15\n\rjustification\x18\x07 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clapse/v1/access_events.proto\x12\x08lapse.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15lapse/v1/common.proto\x1a\x1blapse/v1/field_limits.proto\"O\n\x11SignedAccessEvent\x12\x17\n\x05\x65vent\x18\x01 \x01(\x0c\x42\x08\xfa\x9f\x19\x04\x08\x80\x80\x04\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\t\"\xc6\x02\n\x0b\x41\x63\x63\x65ssEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08producer\x18\x02 \x01(\t\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fuser_offboarded\x18\n \x01(\x0b\x32\x18.lapse.v1.UserOffboardedH\x00\x12\x37\n\x11incident_declared\x18\x0b \x01(\x0b\x32\x1a.lapse.v1.IncidentDeclaredH\x00\x12\x37\n\x11incident_resolved\x18\x0c \x01(\x0b\x32\x1a.lapse.v1.IncidentResolvedH\x00\x12\x35\n\x10\x61\x63\x63\x65ss_requested\x18\r \x01(\x0b\x32\x19.lapse.v1.AccessRequestedH\x00\x42\x06\n\x04kind\"1\n\x0eUserOffboarded\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"o\n\x10IncidentDeclared\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12$\n\x05scope\x18\x02 \x01(\x0b\x32\x15.lapse.v1.AccessScope\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x10\n\x08lockdown\x18\x04 \x01(\x08\"7\n\x10IncidentResolved\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xad\x01\n\x0f\x41\x63\x63\x65ssRequested\x12\x18\n\x10machine_identity\x18\x01 \x01(\t\x12\x16\n\x0eintegration_id\x18\x02 \x01(\t\x12\x10\n\x08resource\x18\x03 \x01(\t\x12\x12\n\npermission\x18\x04 \x01(\t\x12\x11\n\tprincipal\x18\x05 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x03\x12\x15\n\rjustification\x18\x07 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lapse.v1.access_events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SIGNEDACCESSEVENT']._serialized_start=98
-  _globals['_SIGNEDACCESSEVENT']._serialized_end=167
-  _globals['_ACCESSEVENT']._serialized_start=170
-  _globals['_ACCESSEVENT']._serialized_end=496
-  _globals['_USEROFFBOARDED']._serialized_start=498
-  _globals['_USEROFFBOARDED']._serialized_end=547
-  _globals['_INCIDENTDECLARED']._serialized_start=549
-  _globals['_INCIDENTDECLARED']._serialized_end=660
-  _globals['_INCIDENTRESOLVED']._serialized_start=662
-  _globals['_INCIDENTRESOLVED']._serialized_end=717
-  _globals['_ACCESSREQUESTED']._serialized_start=720
-  _globals['_ACCESSREQUESTED']._serialized_end=893
+  _globals['_SIGNEDACCESSEVENT'].fields_by_name['event']._loaded_options = None
+  _globals['_SIGNEDACCESSEVENT'].fields_by_name['event']._serialized_options = b'\372\237\031\004\010\200\200\004'
+  _globals['_SIGNEDACCESSEVENT']._serialized_start=127
+  _globals['_SIGNEDACCESSEVENT']._serialized_end=206
+  _globals['_ACCESSEVENT']._serialized_start=209
+  _globals['_ACCESSEVENT']._serialized_end=535
+  _globals['_USEROFFBOARDED']._serialized_start=537
+  _globals['_USEROFFBOARDED']._serialized_end=586
+  _globals['_INCIDENTDECLARED']._serialized_start=588
+  _globals['_INCIDENTDECLARED']._serialized_end=699
+  _globals['_INCIDENTRESOLVED']._serialized_start=701
+  _globals['_INCIDENTRESOLVED']._serialized_end=756
+  _globals['_ACCESSREQUESTED']._serialized_start=759
+  _globals['_ACCESSREQUESTED']._serialized_end=932
 # @@protoc_insertion_point(module_scope)

@@ -24,17 +24,20 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from lapse_common.pb.lapse.v1 import common_pb2 as lapse_dot_v1_dot_common__pb2
+from lapse_common.pb.lapse.v1 import field_limits_pb2 as lapse_dot_v1_dot_field__limits__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17lapse/v1/commands.proto\x12\x08lapse.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15lapse/v1/common.proto\"\x8f\x02\n\x0c\x41gentCommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x10\n\x08grant_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\x12#\n\x04kind\x18\x04 \x01(\x0e\x32\x15.lapse.v1.CommandKind\x12!\n\x04spec\x18\x05 \x01(\x0b\x32\x13.lapse.v1.GrantSpec\x12-\n\tissued_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tnot_after\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06issuer\x18\x08 \x01(\t\x12\x14\n\x0c\x65nd_sessions\x18\t \x01(\x08\"C\n\rSignedCommand\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17lapse/v1/commands.proto\x12\x08lapse.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15lapse/v1/common.proto\x1a\x1blapse/v1/field_limits.proto\"\x8f\x02\n\x0c\x41gentCommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x10\n\x08grant_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x03\x12#\n\x04kind\x18\x04 \x01(\x0e\x32\x15.lapse.v1.CommandKind\x12!\n\x04spec\x18\x05 \x01(\x0b\x32\x13.lapse.v1.GrantSpec\x12-\n\tissued_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tnot_after\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06issuer\x18\x08 \x01(\t\x12\x14\n\x0c\x65nd_sessions\x18\t \x01(\x08\"M\n\rSignedCommand\x12\x19\n\x07\x63ommand\x18\x01 \x01(\x0c\x42\x08\xfa\x9f\x19\x04\x08\x80\x80\x04\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lapse.v1.commands_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AGENTCOMMAND']._serialized_start=94
-  _globals['_AGENTCOMMAND']._serialized_end=365
-  _globals['_SIGNEDCOMMAND']._serialized_start=367
-  _globals['_SIGNEDCOMMAND']._serialized_end=434
+  _globals['_SIGNEDCOMMAND'].fields_by_name['command']._loaded_options = None
+  _globals['_SIGNEDCOMMAND'].fields_by_name['command']._serialized_options = b'\372\237\031\004\010\200\200\004'
+  _globals['_AGENTCOMMAND']._serialized_start=123
+  _globals['_AGENTCOMMAND']._serialized_end=394
+  _globals['_SIGNEDCOMMAND']._serialized_start=396
+  _globals['_SIGNEDCOMMAND']._serialized_end=473
 # @@protoc_insertion_point(module_scope)

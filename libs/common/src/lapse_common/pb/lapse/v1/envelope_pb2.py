@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from lapse_common.pb.lapse.v1 import field_limits_pb2 as lapse_dot_v1_dot_field__limits__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17lapse/v1/envelope.proto\x12\x08lapse.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x96\x02\n\x08\x45nvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08producer\x18\x04 \x01(\t\x12;\n\rtrace_context\x18\x05 \x03(\x0b\x32$.lapse.v1.Envelope.TraceContextEntry\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x10\n\x08grant_id\x18\x07 \x01(\t\x12\x0f\n\x07payload\x18\x08 \x01(\x0c\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17lapse/v1/envelope.proto\x12\x08lapse.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1blapse/v1/field_limits.proto\"\xa0\x02\n\x08\x45nvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08producer\x18\x04 \x01(\t\x12;\n\rtrace_context\x18\x05 \x03(\x0b\x32$.lapse.v1.Envelope.TraceContextEntry\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x10\n\x08grant_id\x18\x07 \x01(\t\x12\x19\n\x07payload\x18\x08 \x01(\x0c\x42\x08\xfa\x9f\x19\x04\x08\x80\x80@\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +35,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ENVELOPE_TRACECONTEXTENTRY']._loaded_options = None
   _globals['_ENVELOPE_TRACECONTEXTENTRY']._serialized_options = b'8\001'
-  _globals['_ENVELOPE']._serialized_start=71
-  _globals['_ENVELOPE']._serialized_end=349
-  _globals['_ENVELOPE_TRACECONTEXTENTRY']._serialized_start=298
-  _globals['_ENVELOPE_TRACECONTEXTENTRY']._serialized_end=349
+  _globals['_ENVELOPE'].fields_by_name['payload']._loaded_options = None
+  _globals['_ENVELOPE'].fields_by_name['payload']._serialized_options = b'\372\237\031\004\010\200\200@'
+  _globals['_ENVELOPE']._serialized_start=100
+  _globals['_ENVELOPE']._serialized_end=388
+  _globals['_ENVELOPE_TRACECONTEXTENTRY']._serialized_start=337
+  _globals['_ENVELOPE_TRACECONTEXTENTRY']._serialized_end=388
 # @@protoc_insertion_point(module_scope)

@@ -68,6 +68,7 @@ class Envelope(_message.Message):
     """
     grant_id: _builtins.str
     payload: _builtins.bytes
+    """At most the 1 MiB a Kafka record may carry by default."""
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property

@@ -522,6 +522,9 @@ class AgentResult(_message.Message):
     verified: _builtins.bool
     """For revokes: the agent read the target back and the access is gone."""
     detail: _builtins.str
+    """The agent's own words, at most the shared 4096 characters (it truncates longer ones);
+    the services quote it inside their own, longer, details.
+    """
     agent_id: _builtins.str
     @_builtins.property
     def completed_at(self) -> _timestamp_pb2.Timestamp: ...

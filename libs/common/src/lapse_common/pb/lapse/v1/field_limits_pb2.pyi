@@ -22,8 +22,9 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class FieldLimits(_message.Message):
     """The bound of one field, declared on the field itself:
       string content = 2 [(lapse.v1.limits).max_len = 262144];
-    lapse_common.request_screening enforces it on every gRPC request before any handler
-    runs, and answers INVALID_ARGUMENT naming the field and the limit. A field without an
+    lapse_common.field_bounds enforces it on every gRPC request before any handler runs
+    (INVALID_ARGUMENT naming the field and the limit) and on every message consumed from
+    Kafka before any handler sees it (quarantined with that reason). A field without an
     annotation has the shared bounds: text at most 4096 characters and without NUL, bytes at
     most 4096, lists at most 1000 items, and integer fields named *_seconds within 0 to ten
     years. These are declared here once, so a new field is bounded the day it is added.
