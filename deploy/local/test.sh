@@ -54,5 +54,6 @@ else
 fi
 log "pytest"
 started=$(date +%s)
-uv run pytest "$@"
+# The slowest tests are printed so a suite growing past its time budget shows where.
+uv run pytest --durations=25 "$@"
 log "suite took $(( $(date +%s) - started ))s"
