@@ -132,14 +132,13 @@ async def wait_all(
         # A grant still waiting to fall due is moving towards it with the clock: a batch given
         # a long lifetime on a slow machine must not count as stalled before it is due.
         now = datetime.now(UTC)
-        not_yet_due = [
-            g
-            for g in found.values()
-            if not reached(g)
+        waiting_to_fall_due = any(
+            not reached(g)
             and g.HasField("expires_at")
             and as_utc(g.expires_at.ToDatetime()) > now
-        ]
-        clock = int(now.timestamp()) if not_yet_due else None
+            for g in found.values()
+        )
+        clock = int(now.timestamp()) if waiting_to_fall_due else None
         states = sorted((rid, grant.status, len(grant.history)) for rid, grant in found.items())
         return (clock, states)
 

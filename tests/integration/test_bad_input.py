@@ -10,7 +10,7 @@ from lapse_common.messaging.codec import decode
 from lapse_common.pb.lapse.v1 import common_pb2, envelope_pb2, events_pb2, request_service_pb2
 
 from tests.integration.clients import StackClients, bearer, has_role
-from tests.integration.kafka_records import end_offsets, publish_raw, read_all
+from tests.integration.kafka_records import end_offsets, publish_raw, read_all, read_payloads
 from tests.integration.waiting import wait_for
 from tests.stack import LapseStack
 
@@ -124,6 +124,21 @@ async def test_refused_requests_say_why_and_publish_nothing(
     assert await end_offsets(stack.observer, requests_topic) == before
 
 
+async def next_request_goes_active(stack: LapseStack, *, after: str) -> None:
+    """Consumers that refused a record go on: bob's next request is approved and granted."""
+    clients = StackClients(stack)
+    try:
+        token = stack.token("bob")
+        response = await clients.requests.SubmitRequest(submission(stack), metadata=bearer(token))
+        await wait_for(
+            lambda: clients.get_request(response.request.request_id, token),
+            lambda v: bool(v.grants) and v.grants[0].status == common_pb2.GRANT_STATUS_ACTIVE,
+            what=f"grant ACTIVE after {after}",
+        )
+    finally:
+        await clients.close()
+
+
 async def test_undecodable_message_is_quarantined_and_consumers_keep_going(
     stack: LapseStack,
 ) -> None:
@@ -158,17 +173,7 @@ async def test_undecodable_message_is_quarantined_and_consumers_keep_going(
     assert {q.key for q in found} == {b"req-garbage", b"req-json"}
 
     # ... and they keep going: a new request is still approved and granted.
-    clients = StackClients(stack)
-    try:
-        token = stack.token("bob")
-        response = await clients.requests.SubmitRequest(submission(stack), metadata=bearer(token))
-        await wait_for(
-            lambda: clients.get_request(response.request.request_id, token),
-            lambda v: bool(v.grants) and v.grants[0].status == common_pb2.GRANT_STATUS_ACTIVE,
-            what="grant ACTIVE after garbage",
-        )
-    finally:
-        await clients.close()
+    await next_request_goes_active(stack, after="garbage")
 
 
 async def test_a_decision_out_of_bounds_is_quarantined_before_anything_acts_on_it(
@@ -209,13 +214,12 @@ async def test_a_decision_out_of_bounds_is_quarantined_before_anything_acts_on_i
     await publish_raw(approval, decisions, value=envelope.SerializeToString(), key=b"req-oversized")
 
     async def quarantined() -> list[events_pb2.QuarantinedMessage]:
-        found = []
-        for record in await read_all(stack.observer, stack.topic_prefix + "lapse.quarantine.v1"):
-            payload = decode(record.value).payload
-            assert isinstance(payload, events_pb2.QuarantinedMessage)
-            if payload.key == b"req-oversized":
-                found.append(payload)
-        return found
+        records = await read_payloads(
+            stack.observer,
+            stack.topic_prefix + "lapse.quarantine.v1",
+            events_pb2.QuarantinedMessage,
+        )
+        return [q for q in records if q.key == b"req-oversized"]
 
     found = await wait_for(
         quarantined,
@@ -229,15 +233,5 @@ async def test_a_decision_out_of_bounds_is_quarantined_before_anything_acts_on_i
         assert len(record.reason) < 400
 
     # The next decision is acted on, and the refused one granted nothing in the target.
-    clients = StackClients(stack)
-    try:
-        token = stack.token("bob")
-        response = await clients.requests.SubmitRequest(submission(stack), metadata=bearer(token))
-        await wait_for(
-            lambda: clients.get_request(response.request.request_id, token),
-            lambda v: bool(v.grants) and v.grants[0].status == common_pb2.GRANT_STATUS_ACTIVE,
-            what="grant ACTIVE after the oversized decision",
-        )
-    finally:
-        await clients.close()
+    await next_request_goes_active(stack, after="the oversized decision")
     assert not await has_role(stack.infra.target_admin_dsn, login=login, role=role)

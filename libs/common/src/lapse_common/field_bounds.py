@@ -47,6 +47,12 @@ def excerpt(text: str) -> str:
     return repr(text[:EXCERPT]) + ("…" if len(text) > EXCERPT else "")
 
 
+def truncated(text: str, limit: int = MAX_TEXT) -> str:
+    """`text` cut to fit a field of `limit` characters, marked as cut: for words of our own
+    (a target's error, a refusal reason) that must go out even when they run long."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def screen(message: Message, path: str = "") -> None:
     """Raise OutOfBounds naming the first field of `message` that breaks its limit.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from lapse_common.field_bounds import MAX_TEXT
+from lapse_common.field_bounds import truncated
 from lapse_common.pb.lapse.v1 import commands_pb2, events_pb2
 
 
@@ -28,7 +28,7 @@ def agent_result(
         verified=verified,
         # A target's error text can be long; the platform refuses a result out of bounds, and
         # a refused result would leave the command unanswered.
-        detail=detail if len(detail) <= MAX_TEXT else detail[: MAX_TEXT - 1] + "…",
+        detail=truncated(detail),
         agent_id=agent_id,
     )
     result.completed_at.FromDatetime(completed_at)

@@ -6,15 +6,12 @@ import logging
 from typing import Any
 
 from lapse_common.clock import Clock
+from lapse_common.field_bounds import truncated
 from lapse_common.messaging.codec import build_envelope
 from lapse_common.messaging.publishing import Publisher
 from lapse_common.pb.lapse.v1 import events_pb2
 
 logger = logging.getLogger(__name__)
-
-# Within QuarantinedMessage.reason's declared bound, so the quarantine record itself is
-# never out of bounds.
-_REASON_LIMIT = 4096
 
 
 class Quarantine:
@@ -26,7 +23,8 @@ class Quarantine:
 
     async def put(self, *, record: Any, reason: str, consumer: str) -> None:
         """Publish before the offset commits: a failed publish redelivers the original."""
-        reason = reason if len(reason) <= _REASON_LIMIT else reason[: _REASON_LIMIT - 1] + "…"
+        # Within QuarantinedMessage.reason's bound, so the quarantine record is never refused.
+        reason = truncated(reason)
         if record.topic == self._topic:
             # Quarantining a record of the quarantine topic would write a bigger one to the
             # same topic, which its consumer would refuse again, for ever.
