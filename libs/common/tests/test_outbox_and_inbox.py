@@ -4,12 +4,17 @@ by the integration tests against the real database."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from aiokafka.errors import MessageSizeTooLargeError, TopicAuthorizationFailedError
+from aiokafka.errors import (
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    TopicAuthorizationFailedError,
+)
 from lapse_common.clock import ManualClock
 from lapse_common.db import Base, create_engine_for_service, create_schema, session_factory
 from lapse_common.messaging.codec import decode
@@ -29,19 +34,35 @@ async def sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSess
 
 
 class RecordingPublisher:
-    """Stands in for Kafka in these unit tests only; it can be told to fail."""
+    """Stands in for Kafka in these unit tests only; it can be told to fail, either when a
+    record is handed over (`fail`, `refuse_keys`: as aiokafka refuses an oversized record at
+    once) or in its acknowledgement (`unacknowledged_keys`: as a broker answers)."""
 
     def __init__(self) -> None:
         self.published: list[tuple[str, str, bytes, dict[str, str]]] = []
         self.fail = False
         self.refuse_keys: dict[str, Exception] = {}
+        self.unacknowledged_keys: dict[str, Exception] = {}
 
     async def publish(self, *, topic: str, key: str, value: bytes, headers: dict[str, str]) -> None:
+        await (await self.send(topic=topic, key=key, value=value, headers=headers))
+
+    async def send(
+        self, *, topic: str, key: str, value: bytes, headers: dict[str, str]
+    ) -> Awaitable[object]:
         if self.fail:
             raise ConnectionError("broker unavailable")
         if key in self.refuse_keys:
             raise self.refuse_keys[key]
-        self.published.append((topic, key, value, headers))
+        answer = self.unacknowledged_keys.get(key)
+        if answer is None:
+            self.published.append((topic, key, value, headers))
+        return self._acknowledgement(answer)
+
+    async def _acknowledgement(self, answer: Exception | None) -> object:
+        if answer is not None:
+            raise answer
+        return None
 
 
 CLOCK = ManualClock(datetime(2026, 11, 29, tzinfo=UTC))
@@ -115,6 +136,55 @@ async def test_row_kafka_refuses_for_good_is_set_aside_and_the_rows_behind_it_go
     # Set aside means set aside: the next passes neither retry it nor stall on it.
     assert await relay.relay_once() == 0
     assert [key for _, key, _, _ in publisher.published] == ["g-1", "g-3"]
+
+
+async def test_rows_kafka_acknowledged_are_not_sent_again_when_another_failed(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await stage(sessions, ["g-1", "g-2", "g-3"])
+    publisher = RecordingPublisher()
+    publisher.unacknowledged_keys["g-2"] = KafkaTimeoutError()
+    relay = OutboxRelay(sessions=sessions, publisher=publisher, clock=CLOCK)
+    with pytest.raises(KafkaTimeoutError):
+        await relay.relay_once()
+    async with sessions() as session:
+        rows = {row.key: row for row in (await session.execute(select(OutboxMessage))).scalars()}
+    assert rows["g-1"].published_at is not None
+    assert rows["g-2"].published_at is None and rows["g-2"].set_aside_at is None
+    assert rows["g-3"].published_at is not None
+    del publisher.unacknowledged_keys["g-2"]
+    assert await relay.relay_once() == 1
+    assert [key for _, key, _, _ in publisher.published] == ["g-1", "g-3", "g-2"]
+
+
+async def test_a_refusal_in_the_acknowledgement_sets_the_row_aside(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await stage(sessions, ["g-1", "g-poison", "g-3"])
+    publisher = RecordingPublisher()
+    publisher.unacknowledged_keys["g-poison"] = RecordTooLargeError()
+    relay = OutboxRelay(sessions=sessions, publisher=publisher, clock=CLOCK)
+    assert await relay.relay_once() == 3
+    async with sessions() as session:
+        rows = {row.key: row for row in (await session.execute(select(OutboxMessage))).scalars()}
+    assert rows["g-poison"].set_aside_at is not None and rows["g-poison"].published_at is None
+    assert [key for _, key, _, _ in publisher.published] == ["g-1", "g-3"]
+    assert await relay.relay_once() == 0
+
+
+async def test_a_cluster_failure_while_handing_over_leaves_that_row_and_the_rest_in_order(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await stage(sessions, ["g-1", "g-2", "g-3"])
+    publisher = RecordingPublisher()
+    publisher.refuse_keys["g-2"] = TopicAuthorizationFailedError()
+    relay = OutboxRelay(sessions=sessions, publisher=publisher, clock=CLOCK)
+    with pytest.raises(TopicAuthorizationFailedError):
+        await relay.relay_once()
+    assert [key for _, key, _, _ in publisher.published] == ["g-1"]
+    del publisher.refuse_keys["g-2"]
+    assert await relay.relay_once() == 2
+    assert [key for _, key, _, _ in publisher.published] == ["g-1", "g-2", "g-3"]
 
 
 async def test_cluster_errors_are_retried_not_set_aside(

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Awaitable, Sequence
 from datetime import datetime
 
 from aiokafka.errors import (
@@ -25,14 +26,14 @@ from aiokafka.errors import (
 )
 from google.protobuf.message import Message
 from opentelemetry import metrics
-from sqlalchemy import BigInteger, DateTime, Integer, LargeBinary, String, Text, select
+from sqlalchemy import BigInteger, DateTime, Integer, LargeBinary, String, Text, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
 from lapse_common.clock import Clock
 from lapse_common.db import Base, dialect_of
 from lapse_common.messaging.codec import build_envelope
-from lapse_common.messaging.publishing import Publisher
+from lapse_common.messaging.publishing import PipelinedPublisher
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ class OutboxRelay:
         self,
         *,
         sessions: async_sessionmaker[AsyncSession],
-        publisher: Publisher,
+        publisher: PipelinedPublisher,
         clock: Clock,
         batch_size: int = 200,
         poll_interval: float = 1.0,
@@ -160,7 +161,8 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Publish one batch of pending rows; returns how many it handled (published or set
-        aside)."""
+        aside). A failure that is about the cluster raises, after what did reach Kafka was
+        marked published (so only the rest goes again)."""
         async with self._sessions() as session, session.begin():
             query = (
                 select(OutboxMessage)
@@ -172,19 +174,57 @@ class OutboxRelay:
                 # Replicas of a service share the outbox without publishing a row twice.
                 query = query.with_for_update(skip_locked=True)
             rows = (await session.execute(query)).scalars().all()
-            for row in rows:
-                try:
-                    await self._publisher.publish(
-                        topic=row.topic,
-                        key=row.key,
-                        value=row.value,
-                        headers=json.loads(row.headers_json),
-                    )
-                except _REFUSED_FOR_GOOD as refusal:
-                    self._set_aside(row, refusal)
-                    continue
-                row.published_at = self._clock.now()
-            return len(rows)
+            published, set_aside, failure = await self._publish_in_order(rows)
+            if published:
+                await session.execute(
+                    update(OutboxMessage)
+                    .where(OutboxMessage.id.in_(published))
+                    .values(published_at=self._clock.now())
+                    .execution_options(synchronize_session=False)
+                )
+        if failure is not None:
+            raise failure
+        return len(published) + set_aside
+
+    async def _publish_in_order(
+        self, rows: Sequence[OutboxMessage]
+    ) -> tuple[list[int], int, Exception | None]:
+        """Hand every row to the producer in order, then wait for all acknowledgements at
+        once: one round trip to the broker for the batch instead of one per row. Returns the
+        ids Kafka acknowledged, how many rows were set aside, and the first cluster failure
+        (the rows from it on are left pending, in their order)."""
+        in_flight: list[tuple[OutboxMessage, Awaitable[object]]] = []
+        failure: Exception | None = None
+        set_aside = 0
+        for row in rows:
+            try:
+                delivery = await self._publisher.send(
+                    topic=row.topic,
+                    key=row.key,
+                    value=row.value,
+                    headers=json.loads(row.headers_json),
+                )
+            except _REFUSED_FOR_GOOD as refusal:
+                self._set_aside(row, refusal)
+                set_aside += 1
+                continue
+            except Exception as error:  # about the cluster: this row and the rest wait
+                failure = error
+                break
+            in_flight.append((row, delivery))
+        outcomes = await asyncio.gather(*(d for _, d in in_flight), return_exceptions=True)
+        published: list[int] = []
+        for (row, _), outcome in zip(in_flight, outcomes, strict=True):
+            if isinstance(outcome, _REFUSED_FOR_GOOD):
+                self._set_aside(row, outcome)
+                set_aside += 1
+            elif isinstance(outcome, Exception):
+                failure = failure or outcome
+            elif isinstance(outcome, BaseException):
+                raise outcome  # cancelled: nothing is marked, every row goes again
+            else:
+                published.append(row.id)
+        return published, set_aside, failure
 
     def _set_aside(self, row: OutboxMessage, refusal: Exception) -> None:
         reason = f"{type(refusal).__name__}: {refusal}"[:_SET_ASIDE_REASON_LIMIT]
