@@ -3,6 +3,7 @@ as the state change, so a redelivered event is a no-op."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import DateTime, String
@@ -33,3 +34,21 @@ async def first_delivery(
     result = await session.execute(statement)
     assert isinstance(result, CursorResult)
     return bool(result.rowcount == 1)
+
+
+async def first_deliveries(
+    session: AsyncSession, *, consumer: str, event_ids: Sequence[str], now: datetime
+) -> set[str]:
+    """Record a batch of events for this consumer in one statement; returns the ids that
+    were not handled before (an id repeated in the batch counts once)."""
+    unique = list(dict.fromkeys(event_ids))
+    if not unique:
+        return set()
+    insert = postgres_insert if dialect_of(session) == "postgresql" else sqlite_insert
+    statement = (
+        insert(InboxRecord)
+        .values([{"consumer": consumer, "event_id": e, "handled_at": now} for e in unique])
+        .on_conflict_do_nothing()
+        .returning(InboxRecord.event_id)
+    )
+    return set((await session.scalars(statement)).all())
