@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from google.protobuf.message import DecodeError, Message
 from lapse_common.agent_reports import AgentRegistry, refuse_replays
 from lapse_common.clock import Clock
 from lapse_common.command_signing import CommandSigner
 from lapse_common.messaging.codec import DecodedEvent
-from lapse_common.pb.lapse.v1 import events_pb2
+from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
 from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -69,6 +70,8 @@ class SchedulerHandlers:
         )
 
     async def on_agent_result(self, *, session: AsyncSession, event: DecodedEvent) -> None:
+        if _answers_no_grant_command(event.payload):
+            return
         result = await self.agents.verify(event.payload, events_pb2.AgentResult)
         await refuse_replays(
             session, payload=event.payload, consumer="grant-scheduler-results", now=self.clock.now()
@@ -89,3 +92,19 @@ class SchedulerHandlers:
         await end_grant_early(
             session=session, requested=event.payload, topics=self.topics, clock=self.clock
         )
+
+
+def _answers_no_grant_command(payload: Message) -> bool:
+    """The scheduler acts only on answers to grant commands; half the results on the topic
+    answer revokes. Reading the kind before the signature is safe because it is used only to
+    skip: the revoker, which acts on revoke results, verifies (and refuses) them."""
+    if not isinstance(payload, events_pb2.SignedAgentReport) or (
+        payload.report_type != events_pb2.AgentResult.DESCRIPTOR.full_name
+    ):
+        return False
+    result = events_pb2.AgentResult()
+    try:
+        result.ParseFromString(payload.report)
+    except DecodeError:
+        return False  # refused by the signature check, with the reason
+    return result.kind != common_pb2.COMMAND_KIND_GRANT
