@@ -47,6 +47,7 @@ SETTINGS_CLASSES = (
     "lapse_common.settings.TelemetrySettings",
     "lapse_common.settings.AuthSettings",
     "lapse_common.settings.DatabaseSettings",
+    "lapse_common.settings.HousekeepingSettings",
     "lapse_common.grpc_transport.GrpcTransportSettings",
     "lapse_request.settings.RequestSettings",
     "lapse_approval.settings.ApprovalSettings",

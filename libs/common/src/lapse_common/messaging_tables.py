@@ -52,3 +52,15 @@ def add_outbox_set_aside_columns() -> None:
 def drop_outbox_set_aside_columns() -> None:
     op.drop_column("outbox", "set_aside_reason")
     op.drop_column("outbox", "set_aside_at")
+
+
+def add_inbox_handled_at_index() -> None:
+    # Housekeeping deletes inbox ids by age (lapse_common.messaging.housekeeping); without
+    # the index each batch would scan the whole table. On PostgreSQL this is a plain CREATE
+    # INDEX (migrations run in one transaction, which CONCURRENTLY cannot): it holds off
+    # writes to the inbox while it builds, before this process's consumers start.
+    op.create_index("ix_inbox_handled_at", "inbox", ["handled_at"], unique=False)
+
+
+def drop_inbox_handled_at_index() -> None:
+    op.drop_index("ix_inbox_handled_at", table_name="inbox")

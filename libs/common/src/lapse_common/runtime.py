@@ -31,12 +31,13 @@ from lapse_common.grpc_transport import (
 from lapse_common.kafka_admin import principals
 from lapse_common.messaging.broker import create_broker, require_topics
 from lapse_common.messaging.consumer import EventHandler, subscribe_events
+from lapse_common.messaging.housekeeping import Housekeeping
 from lapse_common.messaging.outbox import OutboxRelay
 from lapse_common.messaging.publishing import BrokerPublisher
 from lapse_common.messaging.quarantine import Quarantine
 from lapse_common.migrations import upgrade_to_head
 from lapse_common.request_screening import RequestScreeningInterceptor
-from lapse_common.settings import KafkaSettings, TelemetrySettings
+from lapse_common.settings import HousekeepingSettings, KafkaSettings, TelemetrySettings
 from lapse_common.telemetry import setup_telemetry
 from lapse_common.topics import Topics
 
@@ -194,9 +195,12 @@ class Service:
         grpc_address: str | None = None,
         grpc_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
-        """Run until SIGTERM/SIGINT: consumers, relay, background loops and gRPC."""
+        """Run until SIGTERM/SIGINT: consumers, relay, housekeeping, background loops and gRPC."""
         server: grpc.aio.Server | None = None
         probes = Probes()
+        housekeeping = Housekeeping(
+            sessions=self.sessions, clock=self.clock, settings=HousekeepingSettings()
+        )
         if grpc_address:
             # Before anything else starts: a port that would serve in the clear stops the
             # process with the setting to fix.
@@ -215,6 +219,7 @@ class Service:
             )
         tasks = [asyncio.create_task(self.relay.run(), name="outbox-relay")]
         tasks += [asyncio.create_task(loop(), name=loop.__name__) for loop in self.background]
+        tasks.append(asyncio.create_task(housekeeping.run(), name="housekeeping"))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

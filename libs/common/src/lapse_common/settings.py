@@ -126,3 +126,29 @@ class DatabaseSettings(BaseSettings):
     # postgresql+asyncpg://... in production (each service uses its own schema in it);
     # sqlite+aiosqlite:///path.db for a zero-setup single-node run.
     database_url: str = "sqlite+aiosqlite:///./.lapse/lapse.db"
+
+
+class HousekeepingSettings(BaseSettings):
+    """How long each service keeps its outbox rows and inbox ids, and how it prunes them
+    (lapse_common.messaging.housekeeping)."""
+
+    model_config = SettingsConfigDict(env_prefix="LAPSE_HOUSEKEEPING_", extra="ignore")
+
+    # Once Kafka has a row nothing reads it again; a day leaves time to look into what a
+    # service sent. Rows never published (pending or set aside) are kept whatever their age.
+    outbox_retention_seconds: float = Field(default=86400, gt=0)
+    # An inbox id must outlive every copy of its event Kafka could still deliver, or a
+    # redelivery is handled a second time. Topics are created (kafka_admin) without a
+    # retention.ms of their own, so they keep the broker's log.retention.hours: Kafka's
+    # default 168 h (deploy/local: 24 h). Kafka deletes whole segments, so a record can stay
+    # up to a segment roll (log.roll.hours, also 168 h by default) beyond that: up to 14 days.
+    # A consumer group whose offsets expired (offsets.retention.minutes, 7 days) starts over
+    # at the earliest record and sees all of it again. 30 days covers that with room to spare;
+    # raise it with the topics' retention.
+    inbox_retention_seconds: float = Field(default=30 * 86400, gt=0)
+    # How often a pass runs; each pass prunes everything that is due, batch by batch.
+    interval_seconds: float = Field(default=60, gt=0)
+    # Rows per DELETE, each in its own short transaction, with a pause between them so the
+    # service's own transactions (and, on SQLite, its single writer) get their turn.
+    batch_size: int = Field(default=1000, gt=0, le=100_000)
+    batch_pause_seconds: float = Field(default=0.05, ge=0)
