@@ -33,7 +33,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import psycopg  # noqa: E402
+try:
+    import psycopg
+except ModuleNotFoundError as missing:  # the bench group is not installed by a plain uv sync
+    raise SystemExit(f"{missing}: run `uv sync --group bench` first") from None
 
 from benchmarks.peers.runners import PEERS, REDIS_URL_VARIABLE  # noqa: E402
 from benchmarks.peers.scenarios import (  # noqa: E402
