@@ -2,7 +2,7 @@
 SQLAlchemyJobStore on the target's PostgreSQL (schema `apscheduler`), as an application
 that revokes access on a timer would run it.
 
-    python -m benchmarks.peers.apscheduler_peer --jobstore-url postgresql+psycopg://...
+    LAPSE_PEER_JOBSTORE_URL=postgresql+psycopg://... python -m benchmarks.peers.apscheduler_peer
 
 Each grant becomes a `date` job (id = grant id) that runs `revoke_and_verify` at the grant's
 expiry. Everything else is APScheduler's default: its thread pool of 10, misfire_grace_time
@@ -15,8 +15,8 @@ and runs what its job store still holds.
 
 from __future__ import annotations
 
-import argparse
 import logging
+import os
 from datetime import UTC, datetime
 
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
@@ -24,6 +24,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from benchmarks.peers.revoke_job import record_misfire, revoke_and_verify
+from benchmarks.peers.runners import JOBSTORE_URL_VARIABLE
 from benchmarks.peers.schedule_lines import say, serve
 from benchmarks.peers.target import Grant
 
@@ -35,15 +36,14 @@ def on_missed(event: JobExecutionEvent) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--jobstore-url", required=True, help="SQLAlchemy URL of the job store")
-    args = parser.parse_args()
     # APScheduler logs misfires and job errors as warnings; they go to this process's log.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
 
     scheduler = BackgroundScheduler(
         jobstores={
-            "default": SQLAlchemyJobStore(url=args.jobstore_url, tableschema=JOBSTORE_SCHEMA)
+            "default": SQLAlchemyJobStore(
+                url=os.environ[JOBSTORE_URL_VARIABLE], tableschema=JOBSTORE_SCHEMA
+            )
         },
         timezone=UTC,
     )

@@ -25,6 +25,9 @@ PEERS = ("apscheduler", "celery")
 APSCHEDULER_MODULE = "benchmarks.peers.apscheduler_peer"
 CELERY_MODULE = "benchmarks.peers.celery_peer"
 REDIS_URL_VARIABLE = "LAPSE_REDIS_URL"
+# SQLAlchemy URL of APScheduler's job store, password included: in the environment, not on
+# a command line that ps shows.
+JOBSTORE_URL_VARIABLE = "LAPSE_PEER_JOBSTORE_URL"
 _READY_TIMEOUT = 120.0
 _CHUNK = 500
 
@@ -67,8 +70,11 @@ class ApschedulerRunner:
         self._starts += 1
         self._process = PeerProcess(
             f"{self._target.run_id}-apscheduler-{self._starts}",
-            ["-m", APSCHEDULER_MODULE, "--jobstore-url", self._target.sqlalchemy_url],
-            env={TARGET_DSN_VARIABLE: self._target.dsn},
+            ["-m", APSCHEDULER_MODULE],
+            env={
+                TARGET_DSN_VARIABLE: self._target.dsn,
+                JOBSTORE_URL_VARIABLE: self._target.sqlalchemy_url,
+            },
             log_dir=self._log_dir,
             stdin=True,
         )
