@@ -21,9 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lapse_common.db import Base, is_postgres
 
-# The shared tables (outbox, inbox) register on Base.metadata when their modules load, and
-# so does the inbox's index on handled_at (declared by housekeeping, which needs it).
-from lapse_common.messaging import housekeeping as _housekeeping  # noqa: F401
+# The shared tables (outbox, inbox) register on Base.metadata when their modules load.
 from lapse_common.messaging import inbox as _inbox  # noqa: F401
 from lapse_common.messaging import outbox as _outbox  # noqa: F401
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from opentelemetry import metrics
-from sqlalchemy import Delete, Index, delete, select, tuple_
+from sqlalchemy import Delete, delete, select, tuple_
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -33,12 +33,6 @@ from lapse_common.messaging.outbox import OutboxMessage
 from lapse_common.settings import HousekeepingSettings
 
 logger = logging.getLogger(__name__)
-
-# Inbox ids are deleted by age, so the age is indexed; each service's migration builds it
-# (messaging_tables.add_inbox_handled_at_index). It is the index `index=True` on
-# InboxRecord.handled_at would declare, and belongs there; declared here meanwhile, so the
-# models the migrations are checked against include it.
-INBOX_HANDLED_AT_INDEX = Index("ix_inbox_handled_at", InboxRecord.handled_at)
 
 _pruned = metrics.get_meter("lapse.housekeeping").create_counter(
     "lapse.housekeeping.pruned",

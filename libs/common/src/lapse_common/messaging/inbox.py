@@ -21,7 +21,8 @@ class InboxRecord(Base):
 
     consumer: Mapped[str] = mapped_column(String(128), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    handled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Indexed for housekeeping, which deletes ids by age.
+    handled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 async def first_delivery(
