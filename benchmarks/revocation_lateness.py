@@ -24,15 +24,20 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from lapse_common.pb.lapse.v1 import common_pb2  # noqa: E402
+from lapse_common.clock import as_utc  # noqa: E402
+from lapse_common.messaging.codec import decode  # noqa: E402
+from lapse_common.pb.lapse.v1 import common_pb2, events_pb2, request_service_pb2  # noqa: E402
 
+from benchmarks.peers.processes import process_cpu_seconds  # noqa: E402
 from tests.infrastructure import provide_infrastructure  # noqa: E402
 from tests.integration.clients import StackClients  # noqa: E402
+from tests.integration.kafka_records import read_all  # noqa: E402
 from tests.integration.revocation_support import (  # noqa: E402
     lifetime_after_setup,
     percentile,
@@ -67,11 +72,66 @@ async def request_to_active(clients: StackClients, stack: LapseStack, count: int
     return timings
 
 
+async def claim_lateness(
+    stack: LapseStack, grants: list[request_service_pb2.GrantView]
+) -> list[float]:
+    """Seconds from each grant's expiry to the grant-scheduler's claim (when it wrote the
+    REVOKING fact), read from lapse.grants.v1: the first stage of the lateness."""
+    claimed: dict[str, datetime] = {}
+    for record in await read_all(stack.observer, stack.topic_prefix + "lapse.grants.v1"):
+        event = decode(record.value)
+        fact = event.payload
+        if (
+            isinstance(fact, events_pb2.GrantStatusChanged)
+            and fact.status == common_pb2.GRANT_STATUS_REVOKING
+        ):
+            at = as_utc(event.envelope.occurred_at.ToDatetime())
+            claimed[fact.grant_id] = min(at, claimed.get(fact.grant_id, at))
+    return [
+        (claimed[g.grant_id] - as_utc(g.expires_at.ToDatetime())).total_seconds() for g in grants
+    ]
+
+
+def cpu_seconds(stack: LapseStack) -> dict[str, float]:
+    """CPU used so far by Lapse's processes (every service and agent), the Kafka broker and
+    the PostgreSQL server (all its processes: the machine runs nothing else on it)."""
+    lapse = sum(
+        process_cpu_seconds(p.process.pid)
+        for p in stack.processes.values()
+        if p.process is not None
+    )
+    kafka = sum(process_cpu_seconds(pid) for pid in _pids_of("kafka.Kafka"))
+    postgres = sum(process_cpu_seconds(pid) for pid in _pids_of("postgres"))
+    return {"lapse": lapse, "kafka": kafka, "postgres": postgres}
+
+
+def _pids_of(command_part: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if command_part in command:
+                pids.append(int(entry.name))
+    return pids
+
+
+def cpu_per_revocation(before: dict[str, float], after: dict[str, float], count: int) -> str:
+    per = {part: (after[part] - before[part]) * 1000 / count for part in before}
+    return (
+        f"CPU per revocation {sum(per.values()):.0f} ms (Lapse {per['lapse']:.0f}"
+        f" + Kafka {per['kafka']:.0f} + PostgreSQL {per['postgres']:.0f})"
+    )
+
+
 async def batch_lateness(
     clients: StackClients, stack: LapseStack, *, grants: int, far_down: bool, seconds: int
-) -> tuple[list[float], float]:
-    """Lateness of the healthy agent's revocations in one batch, and how long granting the
-    batch took."""
+) -> tuple[list[float], list[float], float, str]:
+    """Lateness of the healthy agent's revocations in one batch, the part of it before the
+    grant-scheduler claimed each (expiry -> REVOKING), how long granting the batch took, and
+    the CPU the revocations took (from just before the first fell due to the last)."""
     started = time.perf_counter()
     per_user = max(1, grants // len(USERS))
     healthy = await asyncio.gather(
@@ -88,10 +148,13 @@ async def batch_lateness(
         )
     )
     # ACTIVE or later: if granting outlasted the lifetime, the first are revoked already.
-    await wait_all(
+    active = await wait_all(
         clients, stack, [*healthy, *far], status=common_pb2.GRANT_STATUS_ACTIVE, or_later=True
     )
     granted_in = time.perf_counter() - started
+    first_due = min(as_utc(g.expires_at.ToDatetime()) for g in active)
+    await asyncio.sleep(max(0.0, (first_due - datetime.now(UTC)).total_seconds() - 0.5))
+    cpu_before = cpu_seconds(stack)
     if far_down:
         stack.processes["far-agent"].kill(signal.SIGKILL)
     revoked = await wait_all(clients, stack, healthy, status=common_pb2.GRANT_STATUS_REVOKED)
@@ -99,7 +162,9 @@ async def batch_lateness(
         stack.restart("far-agent")
     # Let the far agent's revocations finish (or retry) before the next round reuses roles.
     await wait_all(clients, stack, far, status=common_pb2.GRANT_STATUS_REVOKED)
-    return await revocation_lateness(stack, revoked), granted_in
+    cpu = cpu_per_revocation(cpu_before, cpu_seconds(stack), len(healthy) + len(far))
+    claimed = await claim_lateness(stack, revoked)
+    return await revocation_lateness(stack, revoked), claimed, granted_in, cpu
 
 
 async def measure(stack: LapseStack, *, grants: int, rounds: int) -> None:
@@ -112,20 +177,21 @@ async def measure(stack: LapseStack, *, grants: int, rounds: int) -> None:
         # A warm-up batch, not reported: it measures how long granting a batch takes on this
         # machine now, so each measured batch's lifetimes start after its setup is done and
         # its grants fall due close together, on a slow machine as on a fast one.
-        _, granted_in = await batch_lateness(
+        _, _, granted_in, _ = await batch_lateness(
             clients, stack, grants=grants, far_down=False, seconds=15
         )
         for round_number in range(1, rounds + 1):
             for far_down in (False, True):
                 seconds = lifetime_after_setup(granted_in, at_least=15)
-                values, granted_in = await batch_lateness(
+                values, claimed, granted_in, cpu = await batch_lateness(
                     clients, stack, grants=grants, far_down=far_down, seconds=seconds
                 )
                 label = "far-agent dead" if far_down else "all agents up "
                 print(
                     f"round {round_number} lateness, {label}:      ",
                     describe(values),
-                    f" (granted in {granted_in:.1f}s, lifetime {seconds}s)",
+                    f" (of it before the claim: p50 {percentile(claimed, 0.5) * 1000:.0f} ms;"
+                    f" granted in {granted_in:.1f}s, lifetime {seconds}s; {cpu})",
                     flush=True,
                 )
     finally:
@@ -140,6 +206,13 @@ def main() -> None:
         "--grants", type=int, default=100, help="grants on the healthy agent per batch (<= 200)"
     )
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--consumer-batch-size",
+        type=int,
+        default=None,
+        help="records each consumer takes at once (LAPSE_KAFKA_CONSUMER_BATCH_SIZE; default:"
+        " the services' own)",
+    )
     options = parser.parse_args()
     if not 10 <= options.grants <= 200:
         parser.error("--grants must be between 10 and 200")
@@ -154,6 +227,11 @@ def main() -> None:
             extra_env={
                 "LAPSE_REVOKER_ACK_DEADLINE_SECONDS": "3",
                 "LAPSE_REVOKER_BACKOFF_INITIAL_SECONDS": "1",
+                **(
+                    {"LAPSE_KAFKA_CONSUMER_BATCH_SIZE": str(options.consumer_batch_size)}
+                    if options.consumer_batch_size
+                    else {}
+                ),
             },
         )
         stack.prepare()
