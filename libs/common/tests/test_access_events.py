@@ -595,6 +595,7 @@ async def test_a_refused_message_is_quarantined_with_nothing_written_and_not_red
         relay=None,
         quarantine=quarantine,
         clock=setup.clock,
+        batch_size=50,
     )
     quarantined: list[events_pb2.QuarantinedMessage] = []
 

@@ -137,6 +137,7 @@ class Service:
             relay=self.relay,
             quarantine=self.quarantine,
             clock=self.clock,
+            batch_size=self.kafka.consumer_batch_size,
             deduplicate=deduplicate,
         )
 

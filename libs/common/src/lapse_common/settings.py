@@ -35,6 +35,10 @@ class KafkaSettings(BaseSettings):
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
     allow_plaintext: bool = False
+    # Records a consumer takes at once (what Kafka has ready, up to this), handled in one
+    # transaction per partition. Bigger batches cost less per record; a batch's first
+    # record waits for its last before anything it caused is published.
+    consumer_batch_size: int = Field(default=50, ge=1, le=10_000)
 
     @field_validator("topic_prefix")
     @classmethod

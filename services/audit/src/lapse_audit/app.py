@@ -92,6 +92,7 @@ def subscribe_audit_consumers(service: Service) -> None:
         relay=None,
         quarantine=service.quarantine,
         clock=service.clock,
+        batch_size=service.kafka.consumer_batch_size,
     )
     subscribe_events(
         service.broker,
@@ -107,6 +108,7 @@ def subscribe_audit_consumers(service: Service) -> None:
         relay=None,
         quarantine=service.quarantine,
         clock=service.clock,
+        batch_size=service.kafka.consumer_batch_size,
     )
 
 

@@ -64,21 +64,17 @@ def consumer_options(*, group_id: str, instance_id: str = "") -> dict[str, Any]:
     return options
 
 
-# Records one consumer takes from Kafka at a time. aiokafka hands over what it has fetched
-# at once, so a quiet topic gives batches of one and costs no latency; under load a batch
-# shares one transaction, one inbox statement and one offset commit.
-DEFAULT_BATCH_SIZE = 200
 # How long an idle consumer waits for records before asking again.
 _BATCH_WAIT_MS = 100
 
 
-def batch_consumer_options(
-    *, group_id: str, instance_id: str = "", batch_size: int = DEFAULT_BATCH_SIZE
-) -> dict[str, Any]:
+def batch_consumer_options(*, group_id: str, instance_id: str, batch_size: int) -> dict[str, Any]:
     """Options for a consumer that takes records in batches and commits their offsets
-    itself, per partition, once the batch's transaction committed (`batch_handling`)."""
-    if not 1 <= batch_size <= 10_000:
-        raise ValueError(f"batch_size must be between 1 and 10000, not {batch_size}")
+    itself, per partition, once the batch's transaction committed (`batch_handling`).
+
+    aiokafka hands over what it has fetched at once, up to `batch_size`: a quiet topic gives
+    batches of one and costs no latency; under load a batch shares one transaction, one
+    inbox statement and one offset commit."""
     options = consumer_options(group_id=group_id, instance_id=instance_id)
     options.update(
         batch=True,

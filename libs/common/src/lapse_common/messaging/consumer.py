@@ -25,7 +25,7 @@ from lapse_common.messaging.batch_handling import (
     RefusedMessage,
     UncommittedOffsets,
 )
-from lapse_common.messaging.broker import DEFAULT_BATCH_SIZE, batch_consumer_options
+from lapse_common.messaging.broker import batch_consumer_options
 from lapse_common.messaging.codec import DecodedEvent
 from lapse_common.messaging.outbox import OutboxRelay
 from lapse_common.messaging.quarantine import Quarantine
@@ -46,14 +46,15 @@ def subscribe_events(
     relay: OutboxRelay | None,
     quarantine: Quarantine,
     clock: Clock,
+    batch_size: int,
     deduplicate: bool = True,
-    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> None:
     """Register a transactional, idempotent handler for `accepts` payloads on a topic.
 
     Payload types on the topic that this consumer does not act on are acknowledged and
     skipped; only bytes that are not a Lapse message at all are quarantined.
 
+    `batch_size`: records taken at once (KafkaSettings.consumer_batch_size).
     `deduplicate=False` skips the inbox for naturally idempotent, high-volume events
     (heartbeats). `consumer` names the inbox (which events count as handled); the Kafka group is
     `group_prefix + (group_id or consumer)`, so installations sharing a cluster under

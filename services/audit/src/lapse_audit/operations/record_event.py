@@ -21,6 +21,7 @@ from lapse_audit.models import (
 )
 from lapse_audit.payload_rendering import render_payload_json
 
+_HEAD_KEY = "lapse_audit.chain_head"
 # Width of the indexed text columns. The full values stay in the stored envelope.
 INDEXED_TEXT_LENGTH = 255
 
@@ -41,10 +42,15 @@ async def record_event(
     redeliveries before they get here, and this check keeps the operation idempotent on
     its own (another consumer name, a replayed inbox).
     """
-    head = await _lock_chain_head(session)
-    already = await session.scalar(
-        select(AuditEventRecord.sequence).where(AuditEventRecord.event_id == event.event_id)
-    )
+    head, appended = await _chain_head_of_transaction(session)
+    if event.event_id in appended:
+        return None
+    # Not flushed first: what this transaction appended is in `appended`, and the rows go to
+    # the database together at commit instead of two statements per event.
+    with session.no_autoflush:
+        already = await session.scalar(
+            select(AuditEventRecord.sequence).where(AuditEventRecord.event_id == event.event_id)
+        )
     if already is not None:
         return None
     envelope = event.envelope
@@ -66,13 +72,25 @@ async def record_event(
     session.add(record)
     head.last_sequence = record.sequence
     head.last_hash = record.hash
-    await session.flush()
+    appended.add(event.event_id)
     session.add_all(
         AuditEventSubject(sequence=record.sequence, subject=subject)
         for subject in sorted(subjects_named(record.payload_json))
     )
-    await session.flush()
     return record
+
+
+async def _chain_head_of_transaction(session: AsyncSession) -> tuple[AuditChainHead, set[str]]:
+    """The chain head, locked once per transaction (a consumer appends a whole batch in
+    one), and the event ids this transaction appended so far."""
+    transaction = session.sync_session.get_transaction()
+    held = session.info.get(_HEAD_KEY)
+    if held is not None and held[0] is transaction:
+        return held[1], held[2]
+    head = await _lock_chain_head(session)
+    appended: set[str] = set()
+    session.info[_HEAD_KEY] = (transaction, head, appended)
+    return head, appended
 
 
 async def _lock_chain_head(session: AsyncSession) -> AuditChainHead:
