@@ -181,13 +181,9 @@ def transition_time(grant: request_service_pb2.GrantView, status: str) -> dateti
     return as_utc(step.at.ToDatetime())
 
 
-async def revocation_lateness(
-    stack: LapseStack, grants: Sequence[request_service_pb2.GrantView]
-) -> list[float]:
-    """Seconds from each grant's expiry to the moment its agent had removed the access and
-    read the target back (the verified revoke's completed_at), read from
-    lapse.agent-results.v1 in one pass. Unlike the Activity view's timestamps this does not
-    include how fast the request service records the fact."""
+async def verified_revokes(stack: LapseStack) -> dict[str, datetime]:
+    """When each grant's agent had removed the access and read the target back (its first
+    verified revoke's completed_at), read from lapse.agent-results.v1 in one pass."""
     records = await read_all(stack.observer, stack.topic_prefix + "lapse.agent-results.v1")
     removed: dict[str, datetime] = {}
     for record in records:
@@ -200,6 +196,16 @@ async def revocation_lateness(
         ):
             done = as_utc(result.completed_at.ToDatetime())
             removed[result.grant_id] = min(done, removed.get(result.grant_id, done))
+    return removed
+
+
+async def revocation_lateness(
+    stack: LapseStack, grants: Sequence[request_service_pb2.GrantView]
+) -> list[float]:
+    """Seconds from each grant's expiry to its verified revoke (`verified_revokes`). Unlike
+    the Activity view's timestamps this does not include how fast the request service
+    records the fact."""
+    removed = await verified_revokes(stack)
     return [
         (removed[g.grant_id] - as_utc(g.expires_at.ToDatetime())).total_seconds() for g in grants
     ]
