@@ -7,7 +7,7 @@ import asyncio
 import os
 import stat
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,7 +35,7 @@ from lapse_common.access_events.__main__ import main as access_events_cli
 from lapse_common.access_events.keys import generate_producer_keys, load_private_key
 from lapse_common.access_events.kinds import wrap
 from lapse_common.clock import ManualClock, SystemClock
-from lapse_common.db import Base, create_engine_for_service, create_schema, session_factory
+from lapse_common.db import Base
 from lapse_common.kafka_admin.provisioning import Installation
 from lapse_common.messaging.broker import create_broker
 from lapse_common.messaging.codec import DecodedEvent, build_envelope, decode
@@ -541,14 +541,6 @@ def test_keygen_refuses_a_name_that_is_not_a_producer_name(
 
 
 # --- the consumer's RefusedMessage path ----------------------------------------------
-
-
-@pytest.fixture
-async def sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine_for_service(f"sqlite+aiosqlite:///{tmp_path}/t.db", schema="probe")
-    await create_schema(engine, schema="probe", metadatas=[Base.metadata])
-    yield session_factory(engine)
-    await engine.dispose()
 
 
 async def _count(sessions: async_sessionmaker[AsyncSession], model: type[Base]) -> int:

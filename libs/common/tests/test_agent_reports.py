@@ -3,7 +3,6 @@ that wrong is refused with a reason that says which."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import pytest
 from lapse_common.agent_reports import AgentRegistry, ReportSigner, key_id_of, refuse_replays
 from lapse_common.auth import ensure_keypair
 from lapse_common.clock import ManualClock
-from lapse_common.db import Base, create_engine_for_service, create_schema, session_factory
 from lapse_common.messaging.consumer import RefusedMessage
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -140,14 +138,6 @@ async def test_an_old_heartbeat_does_not_pass_for_a_live_agent(
     assert (await registry.verify(fresh, events_pb2.AgentHeartbeat)).agent_id == "agent-b"
     stale = sign.sign(heartbeat("agent-b", NOW - timedelta(minutes=5)))
     assert "is older than 60s" in await refusal(registry, stale, events_pb2.AgentHeartbeat)
-
-
-@pytest.fixture
-async def sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine_for_service(f"sqlite+aiosqlite:///{tmp_path}/r.db", schema="probe")
-    await create_schema(engine, schema="probe", metadatas=[Base.metadata])
-    yield session_factory(engine)
-    await engine.dispose()
 
 
 async def test_a_signed_report_sent_again_in_a_new_envelope_is_a_replay(

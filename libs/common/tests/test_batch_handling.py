@@ -5,16 +5,13 @@ against Kafka and PostgreSQL in tests/integration (test_delivery, test_batch_cra
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from lapse_common.clock import ManualClock
-from lapse_common.db import Base, create_engine_for_service, create_schema, session_factory
 from lapse_common.messaging.batch_handling import BatchHandling, RefusedMessage
 from lapse_common.messaging.codec import DecodedEvent, build_envelope, decode
 from lapse_common.messaging.inbox import InboxRecord
@@ -26,14 +23,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 CLOCK = ManualClock(datetime(2026, 12, 4, 9, 0, tzinfo=UTC))
 TOPIC = "lapse.revoke-requests.v1"
-
-
-@pytest.fixture
-async def sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine_for_service(f"sqlite+aiosqlite:///{tmp_path}/t.db", schema="probe")
-    await create_schema(engine, schema="probe", metadatas=[Base.metadata])
-    yield session_factory(engine)
-    await engine.dispose()
 
 
 class QuarantinePublisher:

@@ -4,9 +4,8 @@ by the integration tests against the real database."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from aiokafka.errors import (
@@ -16,21 +15,12 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 from lapse_common.clock import ManualClock
-from lapse_common.db import Base, create_engine_for_service, create_schema, session_factory
 from lapse_common.messaging.codec import decode
 from lapse_common.messaging.inbox import first_delivery
 from lapse_common.messaging.outbox import OutboxMessage, OutboxRelay, enqueue
 from lapse_common.pb.lapse.v1 import events_pb2
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-
-@pytest.fixture
-async def sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine_for_service(f"sqlite+aiosqlite:///{tmp_path}/t.db", schema="probe")
-    await create_schema(engine, schema="probe", metadatas=[Base.metadata])
-    yield session_factory(engine)
-    await engine.dispose()
 
 
 class RecordingPublisher:
