@@ -130,10 +130,15 @@ async def run_agent(
             verifier=verifier,
             connectors=connectors,
             principal_rules=config.principal_rules(),
+            limits={
+                integration.id: asyncio.Semaphore(integration.max_concurrent_commands)
+                for integration in config.integrations
+            },
             ledger=ledger,
             publisher=publisher,
             signer=signer,
             clock=clock,
+            batch_size=kafka.consumer_batch_size,
             instance_id=kafka.instance_id,
         ),
     )

@@ -140,6 +140,9 @@ class PostgresIntegrationConfig(BaseModel):
     # session would keep that role's privileges until it disconnects.
     terminate_sessions_on_revoke: bool = False
     pool_max_size: int = Field(default=4, ge=1, le=64)
+    # Commands for different grants run at once, up to this many on this integration; each
+    # holds a pooled connection, so more than pool_max_size only queue for the pool.
+    max_concurrent_commands: int = Field(default=4, ge=1, le=64)
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
     statement_timeout_seconds: float = Field(default=15.0, gt=0)
     resources: dict[str, ResourceConfig] = Field(min_length=1)

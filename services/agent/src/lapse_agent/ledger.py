@@ -9,6 +9,7 @@ first outcome instead of running it again.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +39,16 @@ CREATE TABLE IF NOT EXISTS executed_commands (
     completed_at TEXT NOT NULL
 );
 """
+
+
+@dataclass(frozen=True)
+class CommandIdentity:
+    """What the ledger keeps of a command: which one, for which grant, at which epoch."""
+
+    command_id: str
+    grant_id: str
+    epoch: int
+    kind: common_pb2.CommandKind.ValueType
 
 
 @dataclass(frozen=True)
@@ -99,32 +110,47 @@ class CommandLedger:
         kind: common_pb2.CommandKind.ValueType,
         now: datetime,
     ) -> Admission:
-        """Decide whether a verified command may run, and remember its epoch if so.
+        """Decide whether a verified command may run, and remember its epoch if so."""
+        identity = CommandIdentity(command_id=command_id, grant_id=grant_id, epoch=epoch, kind=kind)
+        [admission] = await self.admit_all([identity], now=now)
+        return admission
 
-        The epoch is written before the command runs, so a crash mid-command still
-        fences out older commands after restart.
+    async def admit_all(
+        self, commands: Sequence[CommandIdentity], *, now: datetime
+    ) -> list[Admission]:
+        """Decide, in the order given, whether each command may run, as if one by one:
+        a command is fenced out by the epochs of those before it in the same call.
+
+        The epochs are written, in one transaction, before any of the commands runs, so a
+        crash mid-command still fences out older commands after restart. The caller passes
+        each command id once (a repeat in one call would be admitted twice).
         """
+        admissions = [await self._admit(command, now=now) for command in commands]
+        await self._db.commit()
+        return admissions
+
+    async def _admit(self, command: CommandIdentity, *, now: datetime) -> Admission:
         # Discovery only reads the target, so it neither obeys nor moves the epoch fence.
-        if kind != common_pb2.COMMAND_KIND_DISCOVER:
-            fence = await self._fence(grant_id)
+        if command.kind != common_pb2.COMMAND_KIND_DISCOVER:
+            fence = await self._fence(command.grant_id)
             if fence is not None:
                 highest, revoked = fence
-                if epoch < highest:
-                    return Stale(f"stale epoch {epoch} < {highest}")
+                if command.epoch < highest:
+                    return Stale(f"stale epoch {command.epoch} < {highest}")
                 if (
-                    kind == common_pb2.COMMAND_KIND_GRANT
+                    command.kind == common_pb2.COMMAND_KIND_GRANT
                     and revoked is not None
-                    and epoch <= revoked
+                    and command.epoch <= revoked
                 ):
                     return Stale(
-                        f"stale epoch: grant at epoch {epoch} is not newer than the revoke "
-                        f"at epoch {revoked}"
+                        f"stale epoch: grant at epoch {command.epoch} is not newer than the "
+                        f"revoke at epoch {revoked}"
                     )
-        first = await self._executed(command_id)
+        first = await self._executed(command.command_id)
         if first is not None:
             return AlreadyExecuted(first)
-        if kind != common_pb2.COMMAND_KIND_DISCOVER:
-            await self._raise_fence(grant_id=grant_id, epoch=epoch, kind=kind, now=now)
+        if command.kind != common_pb2.COMMAND_KIND_DISCOVER:
+            await self._raise_fence(command, now=now)
         return Admitted()
 
     async def record(
@@ -136,21 +162,29 @@ class CommandLedger:
         kind: common_pb2.CommandKind.ValueType,
         result: RecordedResult,
     ) -> None:
-        await self._db.execute(
+        identity = CommandIdentity(command_id=command_id, grant_id=grant_id, epoch=epoch, kind=kind)
+        await self.record_all([(identity, result)])
+
+    async def record_all(self, outcomes: Sequence[tuple[CommandIdentity, RecordedResult]]) -> None:
+        """Remember what the commands did, in one transaction (one sync to disk)."""
+        await self._db.executemany(
             "INSERT OR REPLACE INTO executed_commands"
             " (command_id, grant_id, epoch, kind, outcome, changed, verified, detail,"
             "  completed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                command_id,
-                grant_id,
-                epoch,
-                int(kind),
-                int(result.outcome),
-                int(result.changed),
-                int(result.verified),
-                result.detail,
-                _timestamp(result.completed_at),
-            ),
+            [
+                (
+                    command.command_id,
+                    command.grant_id,
+                    command.epoch,
+                    int(command.kind),
+                    int(result.outcome),
+                    int(result.changed),
+                    int(result.verified),
+                    result.detail,
+                    _timestamp(result.completed_at),
+                )
+                for command, result in outcomes
+            ],
         )
         await self._db.commit()
 
@@ -179,10 +213,8 @@ class CommandLedger:
             row = await cursor.fetchone()
         return None if row is None else (int(row[0]), None if row[1] is None else int(row[1]))
 
-    async def _raise_fence(
-        self, *, grant_id: str, epoch: int, kind: common_pb2.CommandKind.ValueType, now: datetime
-    ) -> None:
-        revoked = epoch if kind == common_pb2.COMMAND_KIND_REVOKE else None
+    async def _raise_fence(self, command: CommandIdentity, *, now: datetime) -> None:
+        revoked = command.epoch if command.kind == common_pb2.COMMAND_KIND_REVOKE else None
         await self._db.execute(
             "INSERT INTO grant_epochs (grant_id, highest_epoch, revoked_epoch, updated_at)"
             " VALUES (?, ?, ?, ?)"
@@ -193,9 +225,8 @@ class CommandLedger:
             "     WHEN revoked_epoch IS NULL THEN excluded.revoked_epoch"
             "     ELSE max(revoked_epoch, excluded.revoked_epoch) END,"
             "   updated_at = excluded.updated_at",
-            (grant_id, epoch, revoked, _timestamp(now)),
+            (command.grant_id, command.epoch, revoked, _timestamp(now)),
         )
-        await self._db.commit()
 
     async def _executed(self, command_id: str) -> RecordedResult | None:
         async with self._db.execute(

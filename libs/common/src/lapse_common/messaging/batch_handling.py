@@ -121,23 +121,9 @@ class BatchHandling:
                 commits[partition] = OffsetAndMetadata(first_unhandled, "")
         if self.relay is not None:
             self.relay.wake()
-        await self._commit(offsets, commits)
+        await commit_offsets(offsets, commits, consumer=self.consumer)
         if stopped:
             await asyncio.sleep(REDELIVERY_PAUSE_SECONDS)
-
-    async def _commit(
-        self, offsets: Offsets, commits: dict[TopicPartition, OffsetAndMetadata]
-    ) -> None:
-        if not commits:
-            return
-        try:
-            await offsets.commit(commits)
-        except (CommitFailedError, IllegalStateError) as error:
-            # The group rebalanced while the batch ran: the partitions' new owner reads
-            # these records again and the inbox drops what was applied here.
-            logger.warning(
-                "%s: offsets not committed (%s); records will be redelivered", self.consumer, error
-            )
 
     async def _handle_partition(self, records: Sequence[Record]) -> int | None:
         """Returns the offset of the first record not handled (to be read again), or None."""
@@ -188,7 +174,7 @@ class BatchHandling:
                     if item.event.event_id not in fresh:
                         continue
                     fresh.discard(item.event.event_id)  # twice in one batch: handled once
-                with _continued_trace(item.record):
+                with continued_trace(item.record):
                     await self.handler(session=session, event=item.event)
 
     async def _handle_one_by_one(self, screened: Sequence[_Screened]) -> int | None:
@@ -207,7 +193,7 @@ class BatchHandling:
                         event_id=item.event.event_id,
                         now=self.clock.now(),
                     ):
-                        with _continued_trace(item.record):
+                        with continued_trace(item.record):
                             await self.handler(session=session, event=item.event)
             except RefusedMessage as refusal:
                 # The inbox row rolled back with the rest: if the quarantine publish fails,
@@ -238,7 +224,23 @@ class BatchHandling:
         return True
 
 
-def _continued_trace(record: Record) -> AbstractContextManager[trace.Span]:
+async def commit_offsets(
+    offsets: Offsets, commits: dict[TopicPartition, OffsetAndMetadata], *, consumer: str
+) -> None:
+    """Commit the offsets of what was handled. A rebalance during the batch is not an
+    error: the partitions' new owner reads these records again, and whatever was applied
+    here is dropped on the way (an inbox, the agent's ledger)."""
+    if not commits:
+        return
+    try:
+        await offsets.commit(commits)
+    except (CommitFailedError, IllegalStateError) as error:
+        logger.warning(
+            "%s: offsets not committed (%s); records will be redelivered", consumer, error
+        )
+
+
+def continued_trace(record: Record) -> AbstractContextManager[trace.Span]:
     """A span for handling one record, in the trace its producer started: a batch spans
     many traces, and what the handler publishes must carry on the record's own."""
     carrier = {key: value.decode(errors="replace") for key, value in record.headers or ()}

@@ -1,11 +1,14 @@
-"""Carry out one verified command against its connector, at most once per command id,
-never behind a newer epoch, and say exactly what happened."""
+"""Carry out verified commands against their connectors, at most once per command id,
+never behind a newer epoch, several at once where they concern different grants, and say
+exactly what happened to each."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from lapse_common.clock import Clock
 from lapse_common.pb.lapse.v1 import commands_pb2, common_pb2, events_pb2
@@ -16,7 +19,14 @@ from lapse_agent.connectors.base import (
     PermanentTargetError,
     TransientTargetError,
 )
-from lapse_agent.ledger import AlreadyExecuted, CommandLedger, RecordedResult, Stale
+from lapse_agent.ledger import (
+    Admitted,
+    AlreadyExecuted,
+    CommandIdentity,
+    CommandLedger,
+    RecordedResult,
+    Stale,
+)
 from lapse_agent.operations.guard_principal import principal_refusal
 from lapse_agent.principal_rules import PrincipalRules
 from lapse_agent.results import agent_result
@@ -38,22 +48,127 @@ async def execute_command(
     ledger: CommandLedger,
     clock: Clock,
 ) -> events_pb2.AgentResult:
-    """Run a command that `authenticate_command` accepted and return its AgentResult.
+    """`execute_commands` for one command."""
+    [result] = await execute_commands(
+        commands=[command],
+        agent_id=agent_id,
+        connectors=connectors,
+        principal_rules=principal_rules,
+        ledger=ledger,
+        clock=clock,
+        limits={},
+    )
+    return result
+
+
+async def execute_commands(
+    *,
+    commands: Sequence[commands_pb2.AgentCommand],
+    agent_id: str,
+    connectors: Mapping[str, Connector],
+    principal_rules: Mapping[str, PrincipalRules],
+    ledger: CommandLedger,
+    clock: Clock,
+    limits: Mapping[str, asyncio.Semaphore],
+) -> list[events_pb2.AgentResult]:
+    """Run commands that `authenticate_command` accepted; one AgentResult each, in order.
+
+    The outcome is the one running them one by one in this order would give: the ledger
+    admits them in order (an older epoch behind a newer one is stale, an exact repeat is
+    answered with its first result), and the commands of one grant run one after the
+    other. Commands for different grants run at once, at most `limits[integration]` at a
+    time on one integration (no entry: no bound).
 
     A grant or revoke for a principal the agent must not touch (`principal_refusal`) is a
     permanent failure, recorded like one, so a redelivery does not ask the target again.
-
-    The outcome is recorded in the ledger before returning (the caller publishes it and
-    only then lets the offset commit). Transient failures are not recorded as executed:
+    Outcomes are recorded in the ledger before returning (the caller publishes them and
+    only then lets the offsets commit). Transient failures are not recorded as executed:
     the command did not take effect, and a redelivery or re-issue should try again.
     """
-    admission = await ledger.admit(
+    first_copies: dict[str, commands_pb2.AgentCommand] = {}
+    for command in commands:
+        first_copies.setdefault(command.command_id, command)
+    distinct = list(first_copies.values())
+    admissions = await ledger.admit_all(
+        [_identity(command) for command in distinct], now=clock.now()
+    )
+
+    results: dict[str, events_pb2.AgentResult] = {}
+    admitted_by_grant: dict[str, list[commands_pb2.AgentCommand]] = {}
+    for command, admission in zip(distinct, admissions, strict=True):
+        if isinstance(admission, Admitted):
+            admitted_by_grant.setdefault(command.grant_id, []).append(command)
+        else:
+            results[command.command_id] = _answer_without_running(
+                command, admission, agent_id=agent_id, clock=clock
+            )
+
+    recorded: dict[str, RecordedResult] = {}
+
+    async def run_in_order(chain: Sequence[commands_pb2.AgentCommand]) -> None:
+        for command in chain:
+            limit = limits.get(command.spec.integration_id)
+            async with limit if limit is not None else contextlib.nullcontext():
+                recorded[command.command_id] = await _run(
+                    command=command,
+                    agent_id=agent_id,
+                    connectors=connectors,
+                    principal_rules=principal_rules,
+                    clock=clock,
+                )
+
+    await asyncio.gather(*(run_in_order(chain) for chain in admitted_by_grant.values()))
+    await ledger.record_all(
+        [
+            (_identity(first_copies[command_id]), outcome)
+            for command_id, outcome in recorded.items()
+            if outcome.outcome != FAILED_TRANSIENT
+        ]
+    )
+    for command_id, outcome in recorded.items():
+        results[command_id] = agent_result(
+            command=first_copies[command_id],
+            agent_id=agent_id,
+            outcome=outcome.outcome,
+            changed=outcome.changed,
+            verified=outcome.verified,
+            detail=outcome.detail,
+            completed_at=outcome.completed_at,
+        )
+    answered: set[str] = set()
+    answers = []
+    for command in commands:
+        first = results[command.command_id]
+        answers.append(first if command.command_id not in answered else _repeat_of(first))
+        answered.add(command.command_id)
+    return answers
+
+
+def _repeat_of(first: events_pb2.AgentResult) -> events_pb2.AgentResult:
+    """The same command twice in one batch ran once; the repeat says so, like a redelivery."""
+    repeat = events_pb2.AgentResult()
+    repeat.CopyFrom(first)
+    repeat.changed = False
+    repeat.detail = f"duplicate delivery; first result in the same batch: {first.detail}"
+    return repeat
+
+
+def _identity(command: commands_pb2.AgentCommand) -> CommandIdentity:
+    return CommandIdentity(
         command_id=command.command_id,
         grant_id=command.grant_id,
         epoch=command.epoch,
         kind=command.kind,
-        now=clock.now(),
     )
+
+
+def _answer_without_running(
+    command: commands_pb2.AgentCommand,
+    admission: Stale | AlreadyExecuted,
+    *,
+    agent_id: str,
+    clock: Clock,
+) -> events_pb2.AgentResult:
     if isinstance(admission, Stale):
         return agent_result(
             command=command,
@@ -62,42 +177,16 @@ async def execute_command(
             detail=admission.reason,
             completed_at=clock.now(),
         )
-    if isinstance(admission, AlreadyExecuted):
-        first = admission.first
-        return agent_result(
-            command=command,
-            agent_id=agent_id,
-            outcome=first.outcome,
-            changed=False,
-            verified=first.verified,
-            completed_at=clock.now(),
-            detail=f"duplicate delivery; first result at {first.completed_at.isoformat()}: "
-            f"{first.detail}",
-        )
-
-    recorded = await _run(
-        command=command,
-        agent_id=agent_id,
-        connectors=connectors,
-        principal_rules=principal_rules,
-        clock=clock,
-    )
-    if recorded.outcome != FAILED_TRANSIENT:
-        await ledger.record(
-            command_id=command.command_id,
-            grant_id=command.grant_id,
-            epoch=command.epoch,
-            kind=command.kind,
-            result=recorded,
-        )
+    first = admission.first
     return agent_result(
         command=command,
         agent_id=agent_id,
-        outcome=recorded.outcome,
-        changed=recorded.changed,
-        verified=recorded.verified,
-        detail=recorded.detail,
-        completed_at=recorded.completed_at,
+        outcome=first.outcome,
+        changed=False,
+        verified=first.verified,
+        completed_at=clock.now(),
+        detail=f"duplicate delivery; first result at {first.completed_at.isoformat()}: "
+        f"{first.detail}",
     )
 
 
