@@ -248,7 +248,7 @@ async def test_slack_request_approved_with_a_button_reaches_the_target(
     login = stack.login_for("u03")
     try:
         body = slash_command(
-            REQUESTER, f"request demo-pg/g-any read as {login} for 1m because chatops: INC-42"
+            REQUESTER, f"request demo-pg/g-any read as {login} for 30s because chatops: INC-42"
         )
         status, reply = await chatops.post("/slack/commands", body, slack_headers(body))
         assert status == 200, reply
@@ -257,7 +257,7 @@ async def test_slack_request_approved_with_a_button_reaches_the_target(
         assert "PENDING_APPROVAL" in reply["text"] and "flow-g-any" in reply["text"], reply
         view = await clients.get_request(request_id, stack.token("u03"))
         assert (view.requester, view.justification) == ("u03", "chatops: INC-42")
-        assert view.duration_seconds == 60
+        assert view.duration_seconds == 30
 
         # The approvers' channel gets the request with Approve / Reject buttons.
         message = await chatops.recorder.wait_for(
@@ -336,7 +336,7 @@ async def test_slack_request_approved_with_a_button_reaches_the_target(
         for title in (f"Your request {request_id} was approved", "Your access is active"):
             await recorder.wait_for("/teams/webhook", teams_notice("u03", request_id, title))
 
-        # A 1m grant is reminded a quarter of its life (15 s) before it ends, still active.
+        # A 30 s grant is reminded a quarter of its life (7.5 s) before it ends, still active.
         soon = await recorder.wait_for(
             "/api/chat.postMessage",
             dm(REQUESTER, request_id, "Your access ends in"),

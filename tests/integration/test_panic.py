@@ -42,14 +42,13 @@ def panic_stack(
             users=USERS,
             bulk_resources=len(RESOURCES),
             extra_agents=AGENTS[1:],
-            # The agent works through its commands one by one, so the ack deadline must cover
-            # the commands in flight ahead of one: 10 here, a second each, which a one-core run
-            # (about 0.3 s per command during the panic) keeps well within; with 25 in flight
-            # it re-sent 181 commands whose agents were merely busy. Short enough that the
-            # down agent's revocations are dead-lettered within about 35 s.
+            # The ack deadline must cover the commands in flight ahead of one: 50 per agent,
+            # which an agent running 4 at once works through in a few seconds even on one
+            # core (10 when it ran them one by one). Short enough that the down agent's
+            # revocations are dead-lettered within about 35 s.
             extra_env={
                 "LAPSE_REVOKER_ACK_DEADLINE_SECONDS": "10",
-                "LAPSE_REVOKER_MAX_IN_FLIGHT_PER_AGENT": "10",
+                "LAPSE_REVOKER_MAX_IN_FLIGHT_PER_AGENT": "50",
                 "LAPSE_REVOKER_MAX_ATTEMPTS": "3",
                 "LAPSE_REVOKER_BACKOFF_INITIAL_SECONDS": "1",
                 "LAPSE_REVOKER_BACKOFF_MAX_SECONDS": "2",
