@@ -42,6 +42,7 @@ from lapse_common.messaging.codec import DecodedEvent, build_envelope, decode
 from lapse_common.messaging.consumer import subscribe_events
 from lapse_common.messaging.inbox import InboxRecord
 from lapse_common.messaging.outbox import OutboxMessage, enqueue
+from lapse_common.messaging.payload_routes import on
 from lapse_common.messaging.publishing import BrokerPublisher
 from lapse_common.messaging.quarantine import Quarantine
 from lapse_common.pb.lapse.v1 import access_events_pb2, common_pb2, envelope_pb2, events_pb2
@@ -581,8 +582,7 @@ async def test_a_refused_message_is_quarantined_with_nothing_written_and_not_red
         broker,
         topic=topics.access_events,
         consumer="probe",
-        accepts=(access_events_pb2.SignedAccessEvent,),
-        handler=handle,
+        routes=[on(access_events_pb2.SignedAccessEvent, handler=handle)],
         sessions=sessions,
         relay=None,
         quarantine=quarantine,

@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
+from google.protobuf.message import Message
 from lapse_common.clock import ManualClock
 from lapse_common.messaging.batch_handling import BatchHandling, RefusedMessage
 from lapse_common.messaging.codec import DecodedEvent, build_envelope, decode
 from lapse_common.messaging.inbox import InboxRecord
 from lapse_common.messaging.outbox import OutboxMessage, enqueue
+from lapse_common.messaging.payload_routes import Route, on
 from lapse_common.messaging.quarantine import Quarantine
 from lapse_common.pb.lapse.v1 import events_pb2
 from sqlalchemy import func, select
@@ -57,10 +59,11 @@ class EffectHandler:
         self.failures: dict[str, int] = {}
         self.calls = 0
 
-    async def __call__(self, *, session: AsyncSession, event: DecodedEvent) -> None:
+    async def __call__(
+        self, *, session: AsyncSession, event: DecodedEvent[events_pb2.RevokeRequested]
+    ) -> None:
         self.calls += 1
         payload = event.payload
-        assert isinstance(payload, events_pb2.RevokeRequested)
         enqueue(
             session,
             topic="effects",
@@ -78,11 +81,20 @@ class EffectHandler:
 
 
 def record(grant_id: str, offset: int, *, partition: int = 0, event_id: str = "") -> Any:
-    envelope = build_envelope(
+    return record_of(
         events_pb2.RevokeRequested(grant_id=grant_id),
-        producer="test",
-        occurred_at=CLOCK.now(),
+        offset,
+        key=grant_id,
+        partition=partition,
         event_id=event_id or f"event-{grant_id}",
+    )
+
+
+def record_of(
+    payload: Message, offset: int, *, key: str, partition: int = 0, event_id: str = ""
+) -> Any:
+    envelope = build_envelope(
+        payload, producer="test", occurred_at=CLOCK.now(), event_id=event_id or f"event-{key}"
     )
     value = envelope.SerializeToString()
     return ConsumerRecord(
@@ -91,10 +103,10 @@ def record(grant_id: str, offset: int, *, partition: int = 0, event_id: str = ""
         offset=offset,
         timestamp=0,
         timestamp_type=0,
-        key=grant_id.encode(),
+        key=key.encode(),
         value=value,
         checksum=None,
-        serialized_key_size=len(grant_id),
+        serialized_key_size=len(key),
         serialized_value_size=len(value),
         headers=[],
     )
@@ -119,10 +131,15 @@ def garbage(offset: int) -> Any:
 def handling(
     sessions: async_sessionmaker[AsyncSession], handler: EffectHandler, publisher: Any
 ) -> BatchHandling:
+    return routed(sessions, [on(events_pb2.RevokeRequested, handler=handler)], publisher)
+
+
+def routed(
+    sessions: async_sessionmaker[AsyncSession], routes: list[Route], publisher: Any
+) -> BatchHandling:
     return BatchHandling(
         consumer="probe-consumer",
-        accepts=(events_pb2.RevokeRequested,),
-        handler=handler,
+        routes=routes,
         sessions=sessions,
         relay=None,
         quarantine=Quarantine(publisher=publisher, topic="q", producer="probe", clock=CLOCK),
@@ -246,3 +263,86 @@ async def test_when_the_quarantine_is_down_the_partition_is_read_again_from_the_
     await handling(sessions, handler, publisher).handle(batch[1:], offsets=offsets)
     assert await applied(sessions) == {"g0": 1, "g2": 1}
     assert len(publisher.reasons) == 1
+
+
+async def test_each_payload_type_goes_to_its_route_and_one_no_route_takes_is_skipped(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    seen: list[str] = []
+
+    async def on_revoke(
+        *, session: AsyncSession, event: DecodedEvent[events_pb2.RevokeRequested]
+    ) -> None:
+        seen.append(f"revoke {event.payload.grant_id}")
+
+    async def on_heartbeat(
+        *,
+        session: AsyncSession,
+        event: DecodedEvent[events_pb2.SignedAgentReport | events_pb2.AgentHeartbeat],
+    ) -> None:
+        seen.append(f"{type(event.payload).__name__} {event.payload.agent_id}")
+
+    offsets, publisher = RecordingOffsets(), QuarantinePublisher()
+    batches = routed(
+        sessions,
+        [
+            on(events_pb2.RevokeRequested, handler=on_revoke),
+            on(events_pb2.SignedAgentReport, events_pb2.AgentHeartbeat, handler=on_heartbeat),
+        ],
+        publisher,
+    )
+    batch = [
+        record("g0", 0),
+        record_of(events_pb2.AgentHeartbeat(agent_id="a1"), 1, key="a1"),
+        record_of(events_pb2.GrantStatusChanged(grant_id="g9"), 2, key="g9"),
+        record_of(events_pb2.SignedAgentReport(agent_id="a2"), 3, key="a2"),
+        record("g4", 4),
+    ]
+    await batches.handle(batch, offsets=offsets)
+    assert seen == [
+        "revoke g0",
+        "AgentHeartbeat a1",
+        "SignedAgentReport a2",
+        "revoke g4",
+    ]
+    # The GrantStatusChanged is no concern of this consumer: skipped, not quarantined.
+    assert publisher.reasons == []
+    assert offsets.commits == [{PARTITION_0: 5}]
+
+
+async def test_a_route_for_every_payload_takes_every_type(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    seen: list[str] = []
+
+    async def record_any(*, session: AsyncSession, event: DecodedEvent[Message]) -> None:
+        seen.append(event.type)
+
+    batch = [record("g0", 0), record_of(events_pb2.AgentHeartbeat(agent_id="a1"), 1, key="a1")]
+    await routed(sessions, [on(Message, handler=record_any)], QuarantinePublisher()).handle(
+        batch, offsets=RecordingOffsets()
+    )
+    assert seen == ["lapse.v1.RevokeRequested", "lapse.v1.AgentHeartbeat"]
+
+
+async def test_a_payload_type_routed_twice_is_refused_when_subscribing(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    handler = EffectHandler()
+    with pytest.raises(ValueError, match="lapse.v1.RevokeRequested and lapse.v1.RevokeRequested"):
+        routed(
+            sessions,
+            [
+                on(events_pb2.RevokeRequested, handler=handler),
+                on(events_pb2.SignedAgentReport, events_pb2.RevokeRequested, handler=handler),
+            ],
+            QuarantinePublisher(),
+        )
+    with pytest.raises(ValueError, match="every payload and lapse.v1.RevokeRequested"):
+        routed(
+            sessions,
+            [on(Message, handler=handler), on(events_pb2.RevokeRequested, handler=handler)],
+            QuarantinePublisher(),
+        )
+    with pytest.raises(ValueError, match="at least one route"):
+        routed(sessions, [], QuarantinePublisher())

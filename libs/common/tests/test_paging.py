@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 import pytest
 from lapse_common.paging import (
     MAX_PAGE_SIZE,
-    PageRequestRefused,
     page_of,
     read_page_request,
     time_key,
 )
+from lapse_common.refusals import Refusal, Refused
 
 ITEMS = [f"item-{n:03d}" for n in range(25)]
 
@@ -44,17 +44,20 @@ def test_a_zero_page_size_means_the_default() -> None:
 
 @pytest.mark.parametrize("size", [-1, MAX_PAGE_SIZE + 1, 2**31 - 1])
 def test_page_sizes_out_of_range_are_refused(size: int) -> None:
-    with pytest.raises(PageRequestRefused, match=f"page_size is {size}; it must be between 0 and 1000"):
+    with pytest.raises(
+        Refused, match=f"page_size is {size}; it must be between 0 and 1000"
+    ) as refused:
         read_page_request(page_size=size, page_token="", query=())
+    assert refused.value.kind is Refusal.INVALID
 
 
 def test_a_token_works_only_for_the_query_that_gave_it() -> None:
     first = read_page_request(page_size=5, page_token="", query=("alice", False))
     _, token = page_of(ITEMS, page=first, key=lambda item: (item,))
     assert read_page_request(page_size=5, page_token=token, query=("alice", False)).after
-    with pytest.raises(PageRequestRefused, match="belongs to another query"):
+    with pytest.raises(Refused, match="belongs to another query"):
         read_page_request(page_size=5, page_token=token, query=("bob", False))
-    with pytest.raises(PageRequestRefused, match="belongs to another query"):
+    with pytest.raises(Refused, match="belongs to another query"):
         read_page_request(page_size=5, page_token=token, query=("alice", True))
 
 
@@ -70,8 +73,9 @@ def test_a_token_works_only_for_the_query_that_gave_it() -> None:
     ],
 )
 def test_forged_or_damaged_tokens_are_refused_with_a_clear_message(token: str) -> None:
-    with pytest.raises(PageRequestRefused, match="not one this list gave out"):
+    with pytest.raises(Refused, match="not one this list gave out") as refused:
         read_page_request(page_size=5, page_token=token, query=("alice",))
+    assert refused.value.kind is Refusal.INVALID
 
 
 def test_a_time_cursor_round_trips_and_a_bad_one_is_refused() -> None:
@@ -83,5 +87,5 @@ def test_a_time_cursor_round_trips_and_a_bad_one_is_refused() -> None:
         "req-1",
     )
     bad = page.next_token(("yesterday", "req-1"))
-    with pytest.raises(PageRequestRefused, match="not one this list gave out"):
+    with pytest.raises(Refused, match="not one this list gave out"):
         read_page_request(page_size=2, page_token=bad, query=("q",)).after_time()

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 from lapse_approval.flows import FlowFileError, load_catalog, parse_duration
-from lapse_approval.operations.check_request import Refusal, RequestRefused, check_request
+from lapse_approval.operations.check_request import check_request
+from lapse_common.refusals import Refusal, Refused
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -144,10 +145,10 @@ def test_default_duration_and_agent_come_from_policy(tmp_path: Path) -> None:
     [
         (
             {"groups": ("sales",)},
-            Refusal.NOT_ALLOWED,
+            Refusal.FORBIDDEN,
             "no Access Flow lets bob request read on demo-pg/appdb",
         ),
-        ({"permission": "write"}, Refusal.NOT_ALLOWED, "no Access Flow lets bob request write"),
+        ({"permission": "write"}, Refusal.FORBIDDEN, "no Access Flow lets bob request write"),
         (
             {"duration": timedelta(hours=2)},
             Refusal.INVALID,
@@ -156,7 +157,7 @@ def test_default_duration_and_agent_come_from_policy(tmp_path: Path) -> None:
         ({"principal": "root"}, Refusal.NOT_FOUND, "unknown principal 'root'"),
         (
             {"principal": "alice"},
-            Refusal.NOT_ALLOWED,
+            Refusal.FORBIDDEN,
             "bob may not receive access as principal 'alice'",
         ),
         ({"integration_id": "prod-pg"}, Refusal.NOT_FOUND, "unknown integration 'prod-pg'"),
@@ -171,7 +172,7 @@ def test_default_duration_and_agent_come_from_policy(tmp_path: Path) -> None:
 def test_refusals(
     tmp_path: Path, overrides: dict[str, object], kind: Refusal, message: str
 ) -> None:
-    with pytest.raises(RequestRefused) as refused:
+    with pytest.raises(Refused) as refused:
         check(VALID, tmp_path, **overrides)
     assert refused.value.kind == kind
     assert message in refused.value.message

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 import pytest
 from google.protobuf.message import Message
 from lapse_audit.operations import list_events as listing
-from lapse_audit.operations.list_events import InvalidQuery, list_events
+from lapse_audit.operations.list_events import list_events
 from lapse_audit.operations.record_event import record_event
+from lapse_common.refusals import Refusal, Refused
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.audit.tests.audit_events import decoded, grant_fact, request_submitted
@@ -86,5 +87,6 @@ async def test_limit_defaults_and_is_capped(
 async def test_negative_numbers_are_refused(
     sessions: async_sessionmaker[AsyncSession], filters: dict[str, int], message: str
 ) -> None:
-    with pytest.raises(InvalidQuery, match=message):
+    with pytest.raises(Refused, match=message) as refused:
         await sequences(sessions, **filters)
+    assert refused.value.kind is Refusal.INVALID

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from lapse_common.auth import Identity
 from lapse_common.pb.lapse.v1 import common_pb2
+from lapse_common.refusals import Refusal, Refused
 from lapse_request.access_scope import (
     Reach,
-    ScopeRefused,
     authorize_scope,
     check_scope_shape,
     request_in_scope,
@@ -48,16 +48,18 @@ def test_allowed_reach(
     ],
 )
 def test_refused_reach(scope: Scope, approved_by_me: bool, admin_only: str, message: str) -> None:
-    with pytest.raises(ScopeRefused) as refused:
+    with pytest.raises(Refused) as refused:
         authorize_scope(ALICE, scope, approved_by_me=approved_by_me, admin_only=admin_only)
-    assert refused.value.forbidden and message in str(refused.value)
+    assert refused.value.kind is Refusal.FORBIDDEN and message in refused.value.message
 
 
 def test_an_empty_scope_is_never_everything() -> None:
-    with pytest.raises(ScopeRefused, match="names nothing"):
+    with pytest.raises(Refused, match="names nothing") as refused:
         check_scope_shape(Scope(), reach=Reach())
-    with pytest.raises(ScopeRefused, match="choose one"):
+    assert refused.value.kind is Refusal.INVALID
+    with pytest.raises(Refused, match="choose one") as refused:
         check_scope_shape(Scope(everything=True, user="bob"))
+    assert refused.value.kind is Refusal.INVALID
     # Confined by the reach: all of one's own access, or all one approved.
     check_scope_shape(Scope(), reach=Reach(owner="alice"))
     check_scope_shape(Scope(), reach=Reach(approved_by="alice"))

@@ -10,9 +10,10 @@ import pytest
 from lapse_common.clock import ManualClock
 from lapse_common.db import Base, create_engine_for_service, create_schema, session_factory
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
+from lapse_common.refusals import Refusal, Refused
 from lapse_request.models import GrantActivity, RequestBase
 from lapse_request.operations.record_grant_transition import record_grant_transition
-from lapse_request.operations.submit_request import InvalidSubmission, validate_submission
+from lapse_request.operations.submit_request import validate_submission
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 CLOCK = ManualClock(datetime(2026, 11, 29, tzinfo=UTC))
@@ -88,5 +89,6 @@ def test_malformed_submissions(overrides: dict[str, object], message: str) -> No
         "justification": "",
     }
     arguments.update(overrides)
-    with pytest.raises(InvalidSubmission, match=message.replace("(", r"\(")):
+    with pytest.raises(Refused, match=message.replace("(", r"\(")) as refused:
         validate_submission(**arguments)  # type: ignore[arg-type]
+    assert refused.value.kind is Refusal.INVALID

@@ -15,10 +15,11 @@ from lapse_common.db import Base, create_engine_for_service, create_schema, sess
 from lapse_common.messaging.codec import decode
 from lapse_common.messaging.outbox import OutboxMessage
 from lapse_common.pb.lapse.v1 import events_pb2
+from lapse_common.refusals import Refusal, Refused
 from lapse_common.topics import Topics
 from lapse_revoker.models import RevokerBase
 from lapse_revoker.operations.disable_agent import disable_agent
-from lapse_revoker.operations.register_agent_key import RegistryRefused, register_agent_key
+from lapse_revoker.operations.register_agent_key import register_agent_key
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -82,8 +83,9 @@ async def test_enroll_rotate_and_disable_publish_each_change(
     # The same enrollment again is no change; another key is a rotation, not an enrollment.
     await register(sessions, first.read_text(), rotate=False)
     assert await published(sessions) == []
-    with pytest.raises(RegistryRefused, match="with another key: rotate its key instead"):
+    with pytest.raises(Refused, match="with another key: rotate its key instead") as refused:
         await register(sessions, second.read_text(), rotate=False)
+    assert refused.value.kind is Refusal.ALREADY_EXISTS
     await register(sessions, second.read_text(), rotate=True)
     [rotated] = await published(sessions)
     assert rotated.change == events_pb2.AGENT_REGISTRATION_CHANGE_KEY_ROTATED
@@ -102,8 +104,9 @@ async def test_enroll_rotate_and_disable_publish_each_change(
     assert disabled.change == events_pb2.AGENT_REGISTRATION_CHANGE_DISABLED
     assert (disabled.key_id, disabled.public_key_pem, disabled.reason) == ("", "", "host lost")
     # Disabled: its key can no longer be rotated, only enrolled again.
-    with pytest.raises(RegistryRefused, match="is not enrolled: enroll it first"):
+    with pytest.raises(Refused, match="is not enrolled: enroll it first") as refused:
         await register(sessions, first.read_text(), rotate=True)
+    assert refused.value.kind is Refusal.NOT_FOUND
     await register(sessions, first.read_text(), rotate=False)
     assert [c.change for c in await published(sessions)] == [
         events_pb2.AGENT_REGISTRATION_CHANGE_ENROLLED
@@ -123,10 +126,10 @@ async def test_bad_agent_ids_and_keys_are_refused_and_nothing_is_published(
         (huge, "agent-a", "an Ed25519 key in PEM is about 113"),
         (good, "Agent A!", "must be 1-63 lowercase"),
     ):
-        with pytest.raises(RegistryRefused, match=message) as refused:
+        with pytest.raises(Refused, match=message) as refused:
             await register(sessions, public.read_text(), rotate=False, agent=agent)
-        assert refused.value.kind == "invalid"
-    with pytest.raises(RegistryRefused, match="is not enrolled") as refused:
+        assert refused.value.kind is Refusal.INVALID
+    with pytest.raises(Refused, match="is not enrolled") as refused:
         async with sessions() as session, session.begin():
             await disable_agent(
                 session=session,
@@ -136,6 +139,6 @@ async def test_bad_agent_ids_and_keys_are_refused_and_nothing_is_published(
                 topics=TOPICS,
                 clock=CLOCK,
             )
-    assert refused.value.kind == "not_found"
+    assert refused.value.kind is Refusal.NOT_FOUND
     async with sessions() as session:
         assert list((await session.execute(select(OutboxMessage))).scalars()) == []

@@ -18,12 +18,12 @@ from lapse_common.messaging.codec import decode
 from lapse_common.messaging.consumer import RefusedMessage
 from lapse_common.messaging.outbox import OutboxMessage
 from lapse_common.pb.lapse.v1 import commands_pb2, common_pb2, events_pb2
+from lapse_common.refusals import Refusal, Refused
 from lapse_common.topics import Topics
 from lapse_revoker.models import Revocation, RevocationState, RevokerBase
 from lapse_revoker.operations.accept_revoke_request import accept_revoke_request
 from lapse_revoker.operations.record_revoke_result import record_revoke_result
 from lapse_revoker.operations.resolve_stuck_revocation import (
-    NotStuck,
     cancel_stuck_revocation,
     replay_stuck_revocation,
 )
@@ -344,10 +344,11 @@ async def test_replay_and_cancel_only_stuck_revocations(
 ) -> None:
     command_id = await start(sessions, ctx)
     async with sessions() as session, session.begin():
-        with pytest.raises(NotStuck, match="not stuck"):
+        with pytest.raises(Refused, match="not stuck") as refused:
             await cancel_stuck_revocation(
                 session=session, grant_id="grant-1", operator="sre", reason="", ctx=ctx
             )
+        assert refused.value.kind is Refusal.CONFLICT
     await answer(
         sessions, ctx, command_id=command_id, outcome=events_pb2.RESULT_OUTCOME_FAILED_PERMANENT
     )

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from google.protobuf.message import Message
 from lapse_common.messaging.broker import consumer_options, create_broker, require_topics
 from lapse_common.messaging.codec import DecodedEvent, UndecodableMessage, decode
 from lapse_common.settings import KafkaSettings
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 CONSUMER_GROUP = "lapse-chatops-notifier"
 RECONNECT_SECONDS = 5.0
 
-EventHandler = Callable[[DecodedEvent], Awaitable[object]]
+EventHandler = Callable[[DecodedEvent[Message]], Awaitable[object]]
 
 
 class RequesterFeed:

@@ -7,8 +7,7 @@ service's own schema with `schema_translate_map`, so the same models also run on
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import MetaData, event, text
@@ -84,15 +83,6 @@ async def create_schema(engine: AsyncEngine, *, schema: str, metadatas: Sequence
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
-
-
-@asynccontextmanager
-async def transaction(
-    sessions: async_sessionmaker[AsyncSession],
-) -> AsyncIterator[AsyncSession]:
-    """One unit of work: commits on success, rolls back on any exception."""
-    async with sessions() as session, session.begin():
-        yield session
 
 
 def dialect_of(session: AsyncSession) -> str:

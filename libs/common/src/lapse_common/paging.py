@@ -20,15 +20,14 @@ from typing import TypeVar
 
 import grpc
 
+from lapse_common.refusals import Refusal, Refused
+from lapse_common.unit_of_work import abort_refused
+
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 _VERSION = 1
 
 Item = TypeVar("Item")
-
-
-class PageRequestRefused(ValueError):
-    """A page_size or page_token the list cannot serve; the message says which and why."""
 
 
 @dataclass(frozen=True)
@@ -47,11 +46,11 @@ class PageRequest:
         if self.after is None:
             return None
         if len(self.after) != 2:
-            raise PageRequestRefused(_NOT_OURS)
+            raise Refused(Refusal.INVALID, _NOT_OURS)
         try:
             return datetime.fromisoformat(self.after[0]), self.after[1]
         except ValueError as error:
-            raise PageRequestRefused(_NOT_OURS) from error
+            raise Refused(Refusal.INVALID, _NOT_OURS) from error
 
 
 _NOT_OURS = "page_token is not one this list gave out; start again without it"
@@ -65,10 +64,11 @@ def read_page_request(
     default_size: int = DEFAULT_PAGE_SIZE,
 ) -> PageRequest:
     """The page asked for. `query` is everything the result depends on (caller, filters):
-    a token is valid only for the query that produced it."""
+    a token is valid only for the query that produced it. A page_size or page_token the
+    list cannot serve is Refused (INVALID), the message saying which and why."""
     if page_size < 0 or page_size > MAX_PAGE_SIZE:
-        raise PageRequestRefused(
-            f"page_size is {page_size}; it must be between 0 and {MAX_PAGE_SIZE}"
+        raise Refused(
+            Refusal.INVALID, f"page_size is {page_size}; it must be between 0 and {MAX_PAGE_SIZE}"
         )
     digest = hashlib.sha256(json.dumps([str(q) for q in query]).encode()).hexdigest()[:24]
     size = page_size or min(default_size, MAX_PAGE_SIZE)
@@ -78,18 +78,19 @@ def read_page_request(
         padded = page_token + "=" * (-len(page_token) % 4)
         body = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (binascii.Error, ValueError, UnicodeDecodeError) as error:
-        raise PageRequestRefused(_NOT_OURS) from error
+        raise Refused(Refusal.INVALID, _NOT_OURS) from error
     if (
         not isinstance(body, dict)
         or body.get("v") != _VERSION
         or not isinstance(body.get("after"), list)
         or not all(isinstance(part, str) for part in body["after"])
     ):
-        raise PageRequestRefused(_NOT_OURS)
+        raise Refused(Refusal.INVALID, _NOT_OURS)
     if body.get("q") != digest:
-        raise PageRequestRefused(
+        raise Refused(
+            Refusal.INVALID,
             "page_token belongs to another query (different filters or caller); "
-            "start again without it"
+            "start again without it",
         )
     return PageRequest(size=size, after=tuple(body["after"]), query=digest)
 
@@ -107,9 +108,8 @@ async def page_request_or_abort(
         return read_page_request(
             page_size=page_size, page_token=page_token, query=query, default_size=default_size
         )
-    except PageRequestRefused as refusal:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(refusal))
-        raise  # abort() raises; this tells the type checker
+    except Refused as refusal:
+        await abort_refused(context, refusal)
 
 
 def page_of(

@@ -13,7 +13,6 @@ from typing import Any, cast
 
 import grpc
 from faststream.kafka import KafkaBroker
-from google.protobuf.message import Message
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -30,9 +29,10 @@ from lapse_common.grpc_transport import (
 )
 from lapse_common.kafka_admin import principals
 from lapse_common.messaging.broker import create_broker, require_topics
-from lapse_common.messaging.consumer import EventHandler, subscribe_events
+from lapse_common.messaging.consumer import subscribe_events
 from lapse_common.messaging.housekeeping import Housekeeping
 from lapse_common.messaging.outbox import OutboxRelay
+from lapse_common.messaging.payload_routes import Route
 from lapse_common.messaging.publishing import BrokerPublisher
 from lapse_common.messaging.quarantine import Quarantine
 from lapse_common.migrations import upgrade_to_head
@@ -115,8 +115,7 @@ class Service:
         self,
         *,
         consumer: str,
-        accepts: tuple[type[Message], ...],
-        handler: EventHandler,
+        routes: Sequence[Route],
         topic: str | Sequence[str] | None = None,
         pattern: str | None = None,
         group_id: str | None = None,
@@ -131,8 +130,7 @@ class Service:
             group_id=group_id,
             group_prefix=self.topics.prefix,
             instance_id=self.kafka.instance_id,
-            accepts=accepts,
-            handler=handler,
+            routes=routes,
             sessions=self.sessions,
             relay=self.relay,
             quarantine=self.quarantine,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import grpc
 from lapse_common.auth import AuthInterceptor, verifier_for_service
+from lapse_common.messaging.payload_routes import on
 from lapse_common.pb.lapse.v1 import approval_service_pb2_grpc, events_pb2
 from lapse_common.runtime import Service
 from lapse_common.settings import AuthSettings, DatabaseSettings
@@ -39,14 +40,15 @@ async def run() -> None:
     service.subscribe(
         topic=service.topics.requests,
         consumer="approval",
-        accepts=(events_pb2.RequestSubmitted, events_pb2.RequestCanceled),
-        handler=handlers.on_request_event,
+        routes=[
+            on(events_pb2.RequestSubmitted, handler=handlers.on_request_submitted),
+            on(events_pb2.RequestCanceled, handler=handlers.on_request_canceled),
+        ],
     )
     service.subscribe(
         topic=service.topics.grants,
         consumer="approval-grants",
-        accepts=(events_pb2.GrantStatusChanged,),
-        handler=handlers.on_grant_fact,
+        routes=[on(events_pb2.GrantStatusChanged, handler=handlers.on_grant_fact)],
     )
     service.background.append(
         ApprovalTimeouts(

@@ -10,37 +10,22 @@ from lapse_common.clock import Clock
 from lapse_common.messaging.outbox import OutboxRelay
 from lapse_common.paging import page_of, page_request_or_abort
 from lapse_common.pb.lapse.v1 import approval_service_pb2, approval_service_pb2_grpc, common_pb2
+from lapse_common.refusals import Refused
 from lapse_common.topics import Topics
+from lapse_common.unit_of_work import UnitOfWork, abort_refused
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from lapse_approval.flows import FlowFileError
 from lapse_approval.live_catalog import LiveCatalog
 from lapse_approval.operations.apply_flows import apply_flows, validate_flows
 from lapse_approval.operations.auto_approve_budget import enforce_auto_approve_budget
-from lapse_approval.operations.check_request import Refusal, RequestRefused, check_request
-from lapse_approval.operations.decide_request import DecisionRefused, Refused, decide_request
+from lapse_approval.operations.check_request import check_request
+from lapse_approval.operations.decide_request import decide_request
 from lapse_approval.operations.extend_grant import extend_grant
 from lapse_approval.operations.list_pending_approvals import list_pending_approvals
 
 # Methods only other Lapse services call, and which: a person's token is refused there.
 INTERNAL_METHODS = {
     "/lapse.v1.ApprovalService/CheckRequest": frozenset({"request"}),
-}
-
-REFUSAL_STATUS = {
-    Refusal.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
-    Refusal.NOT_ALLOWED: grpc.StatusCode.PERMISSION_DENIED,
-    Refusal.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    Refusal.CLOSED: grpc.StatusCode.FAILED_PRECONDITION,
-    Refusal.EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
-}
-
-
-DECISION_STATUS = {
-    Refused.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    Refused.FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
-    Refused.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
-    Refused.CONFLICT: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 
@@ -56,7 +41,7 @@ class ApprovalApi(approval_service_pb2_grpc.ApprovalServiceServicer):
     ) -> None:
         self._catalog = catalog
         self._sessions = sessions
-        self._relay = relay
+        self._work = UnitOfWork(sessions, relay=relay)
         self._topics = topics
         self._clock = clock
 
@@ -91,21 +76,17 @@ class ApprovalApi(approval_service_pb2_grpc.ApprovalServiceServicer):
     ) -> approval_service_pb2.DecideRequestResponse:
         if not request.request_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request_id is required")
-        try:
-            async with self._sessions() as session, session.begin():
-                status = await decide_request(
-                    session=session,
-                    approver=current_identity(),
-                    request_id=request.request_id,
-                    approve=request.approve,
-                    reason=request.reason,
-                    catalog=self._catalog.current,
-                    topics=self._topics,
-                    clock=self._clock,
-                )
-        except DecisionRefused as refusal:
-            await context.abort(DECISION_STATUS[refusal.kind], refusal.message)
-        self._relay.wake()
+        async with self._work(context) as session:
+            status = await decide_request(
+                session=session,
+                approver=current_identity(),
+                request_id=request.request_id,
+                approve=request.approve,
+                reason=request.reason,
+                catalog=self._catalog.current,
+                topics=self._topics,
+                clock=self._clock,
+            )
         return approval_service_pb2.DecideRequestResponse(status=status)
 
     async def CheckRequest(
@@ -143,8 +124,8 @@ class ApprovalApi(approval_service_pb2_grpc.ApprovalServiceServicer):
                         requester=subject,
                         now=self._clock.now(),
                     )
-        except RequestRefused as refusal:
-            await context.abort(REFUSAL_STATUS[refusal.kind], refusal.message)
+        except Refused as refusal:
+            await abort_refused(context, refusal)
         item = common_pb2.GrantSpec()
         item.CopyFrom(request.item)
         item.agent_id = allowed.agent_id
@@ -201,8 +182,8 @@ class ApprovalApi(approval_service_pb2_grpc.ApprovalServiceServicer):
             )
         try:
             catalog = validate_flows([(f.name, f.content) for f in request.files])
-        except FlowFileError as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "\n".join(error.problems))
+        except Refused as refusal:
+            await abort_refused(context, refusal)
         return approval_service_pb2.ApplyFlowsResponse(
             flows=len(catalog.flows), integrations=len(catalog.integrations)
         )
@@ -219,20 +200,16 @@ class ApprovalApi(approval_service_pb2_grpc.ApprovalServiceServicer):
             )
         if not request.files:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no flow files given")
-        try:
-            async with self._sessions() as session, session.begin():
-                catalog, review = await apply_flows(
-                    session=session,
-                    files=[(f.name, f.content) for f in request.files],
-                    applied_by=identity.subject,
-                    topics=self._topics,
-                    clock=self._clock,
-                )
-        except FlowFileError as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "\n".join(error.problems))
+        async with self._work(context) as session:
+            catalog, review = await apply_flows(
+                session=session,
+                files=[(f.name, f.content) for f in request.files],
+                applied_by=identity.subject,
+                topics=self._topics,
+                clock=self._clock,
+            )
         # Swapped only after the commit: a failed apply leaves the old flows in force.
         self._catalog.current = catalog
-        self._relay.wake()
         return approval_service_pb2.ApplyFlowsResponse(
             flows=len(catalog.flows),
             integrations=len(catalog.integrations),
@@ -248,23 +225,19 @@ class ApprovalApi(approval_service_pb2_grpc.ApprovalServiceServicer):
     ) -> approval_service_pb2.ExtendGrantResponse:
         if request.extend_by_seconds < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "extend_by_seconds must be >= 0")
-        try:
-            async with self._sessions() as session, session.begin():
-                outcome = await extend_grant(
-                    session=session,
-                    identity=current_identity(),
-                    request_id=request.request_id,
-                    grant_id=request.grant_id,
-                    extend_by=timedelta(seconds=request.extend_by_seconds)
-                    if request.extend_by_seconds
-                    else None,
-                    catalog=self._catalog.current,
-                    topics=self._topics,
-                    clock=self._clock,
-                )
-        except RequestRefused as refusal:
-            await context.abort(REFUSAL_STATUS[refusal.kind], refusal.message)
-        self._relay.wake()
+        async with self._work(context) as session:
+            outcome = await extend_grant(
+                session=session,
+                identity=current_identity(),
+                request_id=request.request_id,
+                grant_id=request.grant_id,
+                extend_by=timedelta(seconds=request.extend_by_seconds)
+                if request.extend_by_seconds
+                else None,
+                catalog=self._catalog.current,
+                topics=self._topics,
+                clock=self._clock,
+            )
         return approval_service_pb2.ExtendGrantResponse(
             extend_by_seconds=int(outcome.added.total_seconds()),
             extension_number=outcome.number,

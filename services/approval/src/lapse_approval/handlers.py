@@ -22,11 +22,9 @@ class ApprovalHandlers:
     topics: Topics
     clock: Clock
 
-    async def on_request_event(self, *, session: AsyncSession, event: DecodedEvent) -> None:
-        if isinstance(event.payload, events_pb2.RequestCanceled):
-            await cancel_pending_approval(session=session, canceled=event.payload, clock=self.clock)
-            return
-        assert isinstance(event.payload, events_pb2.RequestSubmitted)
+    async def on_request_submitted(
+        self, *, session: AsyncSession, event: DecodedEvent[events_pb2.RequestSubmitted]
+    ) -> None:
         await decide_submitted_request(
             session=session,
             submitted=event.payload,
@@ -35,6 +33,12 @@ class ApprovalHandlers:
             clock=self.clock,
         )
 
-    async def on_grant_fact(self, *, session: AsyncSession, event: DecodedEvent) -> None:
-        assert isinstance(event.payload, events_pb2.GrantStatusChanged)
+    async def on_request_canceled(
+        self, *, session: AsyncSession, event: DecodedEvent[events_pb2.RequestCanceled]
+    ) -> None:
+        await cancel_pending_approval(session=session, canceled=event.payload, clock=self.clock)
+
+    async def on_grant_fact(
+        self, *, session: AsyncSession, event: DecodedEvent[events_pb2.GrantStatusChanged]
+    ) -> None:
         await record_grant_of_request(session=session, fact=event.payload)

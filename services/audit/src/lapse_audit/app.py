@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.protobuf.message import Message
 from lapse_common.audit_checkpoints import load_private_key
 from lapse_common.auth import AuthInterceptor, verifier_for_service
 from lapse_common.messaging.consumer import subscribe_events
+from lapse_common.messaging.payload_routes import on
 from lapse_common.runtime import Service
 from lapse_common.settings import AuthSettings, DatabaseSettings
 
@@ -85,8 +87,7 @@ def subscribe_audit_consumers(service: Service) -> None:
         topic=service.topics.shared(),
         consumer=CONSUMER,
         group_prefix=service.topics.prefix,
-        accepts=(),
-        handler=handler,
+        routes=[on(Message, handler=handler)],
         sessions=service.sessions,
         # Audit never writes to the outbox, so there is nothing for the relay to wake for.
         relay=None,
@@ -100,10 +101,16 @@ def subscribe_audit_consumers(service: Service) -> None:
         consumer=CONSUMER,
         group_id=f"{CONSUMER}-agent-commands",
         group_prefix=service.topics.prefix,
-        accepts=(),
-        handler=recording_handler(
-            topic_of=agent_command_topic(service.topics), clock=service.clock, agents=agents
-        ),
+        routes=[
+            on(
+                Message,
+                handler=recording_handler(
+                    topic_of=agent_command_topic(service.topics),
+                    clock=service.clock,
+                    agents=agents,
+                ),
+            )
+        ],
         sessions=service.sessions,
         relay=None,
         quarantine=service.quarantine,

@@ -18,14 +18,16 @@ from lapse_common.audit_checkpoints import (
 from lapse_common.auth import ADMIN_ROLE, SRE_ROLE, Identity, current_identity
 from lapse_common.clock import as_utc
 from lapse_common.pb.lapse.v1 import audit_service_pb2, audit_service_pb2_grpc
+from lapse_common.refusals import Refusal, Refused
+from lapse_common.unit_of_work import abort_refused
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from lapse_audit.checkpoint_store import CheckpointStore
 from lapse_audit.models import AuditEventRecord
-from lapse_audit.operations.list_events import DEFAULT_LIMIT, MAX_LIMIT, InvalidQuery, list_events
+from lapse_audit.operations.list_events import DEFAULT_LIMIT, MAX_LIMIT, list_events
 from lapse_audit.operations.verify_chain import verify_chain
 from lapse_audit.operations.write_checkpoint import CheckpointWriter
-from lapse_audit.page_tokens import PageTokenInvalid, PageTokens
+from lapse_audit.page_tokens import PageTokens
 
 AUDITOR_ROLE = "auditor"
 # The log holds every request, justification and grant of every user, so reading it is
@@ -80,7 +82,7 @@ class AuditApi(audit_service_pb2_grpc.AuditServiceServicer):
             after_sequence = request.after_sequence
             if request.page_token:
                 if request.after_sequence:
-                    raise InvalidQuery("give page_token or after_sequence, not both")
+                    raise Refused(Refusal.INVALID, "give page_token or after_sequence, not both")
                 after_sequence = self._page_tokens.read(request.page_token, query=scope)
             page_size = _page_size(request)
             async with self._sessions() as session:
@@ -95,8 +97,8 @@ class AuditApi(audit_service_pb2_grpc.AuditServiceServicer):
                     after_sequence=after_sequence,
                     limit=page_size,
                 )
-        except (InvalidQuery, PageTokenInvalid) as problem:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(problem))
+        except Refused as refusal:
+            await abort_refused(context, refusal)
         response = _response_within_size_limit([_as_message(record) for record in records])
         if response.events and (
             len(response.events) < len(records) or len(records) >= min(page_size, MAX_LIMIT)
@@ -181,9 +183,10 @@ async def _require_reader(context: grpc.aio.ServicerContext) -> Identity:
 def _page_size(request: audit_service_pb2.ListAuditEventsRequest) -> int:
     if request.page_size:
         if not 0 < request.page_size <= MAX_LIMIT:
-            raise InvalidQuery(
+            raise Refused(
+                Refusal.INVALID,
                 f"page_size must be between 1 and {MAX_LIMIT} (0 means {DEFAULT_LIMIT}), "
-                f"got {request.page_size}"
+                f"got {request.page_size}",
             )
         return request.page_size
     # The older `limit`: 0 is the default, negative values are refused by list_events,
@@ -203,9 +206,10 @@ def _instant(
     try:
         return stamp.ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError, OSError):
-        raise InvalidQuery(
+        raise Refused(
+            Refusal.INVALID,
             f"{field} must be a timestamp between years 1 and 9999 "
-            f"(seconds {stamp.seconds}, nanos {stamp.nanos})"
+            f"(seconds {stamp.seconds}, nanos {stamp.nanos})",
         ) from None
 
 

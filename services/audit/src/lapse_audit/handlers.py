@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from google.protobuf.message import Message
 from lapse_common.agent_reports import AgentRegistry
 from lapse_common.clock import Clock
 from lapse_common.messaging.codec import DecodedEvent
-from lapse_common.messaging.consumer import EventHandler
+from lapse_common.messaging.payload_routes import EventHandler
 from lapse_common.pb.lapse.v1 import commands_pb2, events_pb2
 from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,18 +20,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from lapse_audit.operations.record_event import record_event
 from lapse_audit.payload_rendering import unverified_agent_command
 
-TopicOf = Callable[[DecodedEvent], str]
+TopicOf = Callable[[DecodedEvent[Message]], str]
 # What agents send, signed or (refused, but recorded) not.
 _AGENT_REPORTS = (events_pb2.SignedAgentReport, events_pb2.AgentResult, events_pb2.AgentHeartbeat)
 
 
 def recording_handler(
     *, topic_of: TopicOf, clock: Clock, agents: AgentRegistry | None = None
-) -> EventHandler:
+) -> EventHandler[Message]:
     """`agents`: the enrolled agents' keys, to record with each agent report whether its
     signature verifies (and if not, why)."""
 
-    async def record(*, session: AsyncSession, event: DecodedEvent) -> None:
+    async def record(*, session: AsyncSession, event: DecodedEvent[Message]) -> None:
         # The consumer knows the topic it read; `topic_of` serves events decoded elsewhere.
         topic = event.source_topic or topic_of(event)
         verification = ""
@@ -51,7 +52,7 @@ def agent_command_topic(topics: Topics) -> TopicOf:
     """The per-agent command topic a command was read from, rebuilt from the agent id in
     the command (one pattern subscription covers every agent's topic)."""
 
-    def topic_of(event: DecodedEvent) -> str:
+    def topic_of(event: DecodedEvent[Message]) -> str:
         if isinstance(event.payload, commands_pb2.SignedCommand):
             command = unverified_agent_command(event.payload)
             if command is not None:

@@ -20,13 +20,10 @@ from collections.abc import Mapping
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from lapse_common.refusals import Refusal, Refused
 
 _VERSION = 1
 _TAG_BYTES = 16
-
-
-class PageTokenInvalid(ValueError):
-    """The token was not issued by this service for this query."""
 
 
 class PageTokens:
@@ -54,23 +51,26 @@ class PageTokens:
         return f"{_encode(body)}.{_encode(self._tag(body))}"
 
     def read(self, token: str, *, query: Mapping[str, str]) -> int:
-        """The sequence after which the next page starts."""
+        """The sequence after which the next page starts; Refused (INVALID) unless this
+        service issued the token for this query."""
         encoded_body, dot, encoded_tag = token.partition(".")
         try:
             body, tag = _decode(encoded_body), _decode(encoded_tag)
         except (ValueError, binascii.Error):
             body, tag = b"", b""
         if not dot or not hmac.compare_digest(tag, self._tag(body)) or not body:
-            raise PageTokenInvalid(
-                "page_token is not one this service issued (altered, forged or truncated)"
+            raise Refused(
+                Refusal.INVALID,
+                "page_token is not one this service issued (altered, forged or truncated)",
             )
         content = json.loads(body)
         after = content.get("after")
         if content.get("v") != _VERSION or type(after) is not int or after < 0:
-            raise PageTokenInvalid("page_token has an unknown format")
+            raise Refused(Refusal.INVALID, "page_token has an unknown format")
         if content.get("query") != query_digest(query):
-            raise PageTokenInvalid(
-                "page_token was issued for other filters: page with the filters of the first page"
+            raise Refused(
+                Refusal.INVALID,
+                "page_token was issued for other filters: page with the filters of the first page",
             )
         return after
 

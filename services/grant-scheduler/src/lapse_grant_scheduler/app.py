@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from lapse_common.command_signing import CommandSigner
+from lapse_common.messaging.payload_routes import on
 from lapse_common.pb.lapse.v1 import events_pb2
 from lapse_common.runtime import Service
 from lapse_common.settings import DatabaseSettings
@@ -52,26 +53,29 @@ async def run() -> None:
     service.subscribe(
         topic=service.topics.decisions,
         consumer="grant-scheduler-decisions",
-        accepts=(
-            events_pb2.RequestDecided,
-            events_pb2.ApprovalWithdrawn,
-            events_pb2.ApprovalShortened,
-            events_pb2.ExtensionApproved,
-        ),
-        handler=handlers.on_decision,
+        routes=[
+            on(events_pb2.RequestDecided, handler=handlers.on_request_decided),
+            on(events_pb2.ApprovalWithdrawn, handler=handlers.on_approval_withdrawn),
+            on(events_pb2.ApprovalShortened, handler=handlers.on_approval_shortened),
+            on(events_pb2.ExtensionApproved, handler=handlers.on_extension_approved),
+        ],
     )
     service.subscribe(
         topic=service.topics.agent_results,
         consumer="grant-scheduler-results",
         # Unsigned results are accepted here only to be refused (quarantined) by name.
-        accepts=(events_pb2.SignedAgentReport, events_pb2.AgentResult),
-        handler=handlers.on_agent_result,
+        routes=[
+            on(
+                events_pb2.SignedAgentReport,
+                events_pb2.AgentResult,
+                handler=handlers.on_agent_result,
+            )
+        ],
     )
     service.subscribe(
         topic=service.topics.end_requests,
         consumer="grant-scheduler-end-requests",
-        accepts=(events_pb2.GrantEndRequested,),
-        handler=handlers.on_end_requested,
+        routes=[on(events_pb2.GrantEndRequested, handler=handlers.on_end_requested)],
     )
     service.background.append(timer.run)
     await service.run()

@@ -34,42 +34,55 @@ class SchedulerHandlers:
     expiry_notice: timedelta
     agents: AgentRegistry
 
-    async def on_decision(self, *, session: AsyncSession, event: DecodedEvent) -> None:
-        payload = event.payload
-        changed = False
-        if isinstance(payload, events_pb2.ApprovalWithdrawn):
-            changed = await withdraw_approval(
-                session=session, withdrawn=payload, topics=self.topics, clock=self.clock
-            )
-        elif isinstance(payload, events_pb2.ApprovalShortened):
-            changed = await shorten_approval(
-                session=session,
-                shortened=payload,
-                topics=self.topics,
-                clock=self.clock,
-                expiry_notice=self.expiry_notice,
-            )
-        elif isinstance(payload, events_pb2.ExtensionApproved):
-            changed = await extend_active_grant(
-                session=session,
-                extension=payload,
-                topics=self.topics,
-                clock=self.clock,
-                expiry_notice=self.expiry_notice,
-            )
-        if changed:
-            self.timer.timers_changed()
-        if not isinstance(payload, events_pb2.RequestDecided):
-            return
+    async def on_request_decided(
+        self, *, session: AsyncSession, event: DecodedEvent[events_pb2.RequestDecided]
+    ) -> None:
         await create_grants(
             session=session,
-            decided=payload,
+            decided=event.payload,
             signer=self.signer,
             topics=self.topics,
             clock=self.clock,
         )
 
-    async def on_agent_result(self, *, session: AsyncSession, event: DecodedEvent) -> None:
+    async def on_approval_withdrawn(
+        self, *, session: AsyncSession, event: DecodedEvent[events_pb2.ApprovalWithdrawn]
+    ) -> None:
+        if await withdraw_approval(
+            session=session, withdrawn=event.payload, topics=self.topics, clock=self.clock
+        ):
+            self.timer.timers_changed()
+
+    async def on_approval_shortened(
+        self, *, session: AsyncSession, event: DecodedEvent[events_pb2.ApprovalShortened]
+    ) -> None:
+        if await shorten_approval(
+            session=session,
+            shortened=event.payload,
+            topics=self.topics,
+            clock=self.clock,
+            expiry_notice=self.expiry_notice,
+        ):
+            self.timer.timers_changed()
+
+    async def on_extension_approved(
+        self, *, session: AsyncSession, event: DecodedEvent[events_pb2.ExtensionApproved]
+    ) -> None:
+        if await extend_active_grant(
+            session=session,
+            extension=event.payload,
+            topics=self.topics,
+            clock=self.clock,
+            expiry_notice=self.expiry_notice,
+        ):
+            self.timer.timers_changed()
+
+    async def on_agent_result(
+        self,
+        *,
+        session: AsyncSession,
+        event: DecodedEvent[events_pb2.SignedAgentReport | events_pb2.AgentResult],
+    ) -> None:
         if _answers_no_grant_command(event.payload):
             return
         result = await self.agents.verify(event.payload, events_pb2.AgentResult)
@@ -87,8 +100,9 @@ class SchedulerHandlers:
             # but its sleep is then bounded by timer_max_sleep_seconds.
             self.timer.timers_changed()
 
-    async def on_end_requested(self, *, session: AsyncSession, event: DecodedEvent) -> None:
-        assert isinstance(event.payload, events_pb2.GrantEndRequested)
+    async def on_end_requested(
+        self, *, session: AsyncSession, event: DecodedEvent[events_pb2.GrantEndRequested]
+    ) -> None:
         await end_grant_early(
             session=session, requested=event.payload, topics=self.topics, clock=self.clock
         )

@@ -8,18 +8,14 @@ from dataclasses import dataclass
 
 from lapse_common.auth import ADMIN_ROLE, Identity
 from lapse_common.pb.lapse.v1 import common_pb2
+from lapse_common.refusals import Refusal, Refused
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_request.items import unpack_items
 from lapse_request.models import AccessRequest, GrantActivity
-from lapse_request.refusals import Refusal, Refused
 
 _FILTERS = ("integration_id", "resource", "permission", "user", "group", "flow")
-
-
-class ScopeRefused(Refused):
-    default_kind = Refusal.INVALID
 
 
 def wrap_list(values: Sequence[str]) -> str:
@@ -42,20 +38,22 @@ def describe_scope(scope: common_pb2.AccessScope) -> str:
 
 
 def check_scope_shape(scope: common_pb2.AccessScope, *, reach: Reach | None = None) -> None:
-    """An empty scope is refused unless the reach already confines it (the caller's own
-    access, or what they approved): "everything" must never be implied."""
+    """An empty scope is refused (INVALID) unless the reach already confines it (the
+    caller's own access, or what they approved): "everything" must never be implied."""
     named = [name for name in _FILTERS if getattr(scope, name)]
     if reach is not None and (reach.owner or reach.approved_by) and not scope.everything:
         return
     if scope.everything and named:
-        raise ScopeRefused(
+        raise Refused(
+            Refusal.INVALID,
             f"scope sets everything and also {', '.join(named)}: choose one (everything "
-            "means all access)"
+            "means all access)",
         )
     if not scope.everything and not named:
-        raise ScopeRefused(
+        raise Refused(
+            Refusal.INVALID,
             "the scope names nothing: set integration, resource, permission, user, group or "
-            "flow, or everything explicitly"
+            "flow, or everything explicitly",
         )
 
 
@@ -66,19 +64,19 @@ def authorize_scope(
     approved_by_me: bool,
     admin_only: str = "",
 ) -> Reach:
-    """Raises ScopeRefused (FORBIDDEN) when the scope reaches beyond the caller's rights."""
+    """Refused (FORBIDDEN) when the scope reaches beyond the caller's rights."""
     is_admin = identity.has_role(ADMIN_ROLE)
     if admin_only and not is_admin:
-        raise ScopeRefused(f"{admin_only} needs the admin role", kind=Refusal.FORBIDDEN)
+        raise Refused(Refusal.FORBIDDEN, f"{admin_only} needs the admin role")
     if approved_by_me:
         return Reach(approved_by=identity.subject)
     if is_admin:
         return Reach()
     if scope.everything or (scope.user and scope.user != identity.subject):
-        raise ScopeRefused(
+        raise Refused(
+            Refusal.FORBIDDEN,
             f"{identity.subject} may revoke only their own access (user={identity.subject}) or "
             "what they approved (approved_by_me); anything wider needs the admin role",
-            kind=Refusal.FORBIDDEN,
         )
     return Reach(owner=identity.subject)
 

@@ -9,6 +9,7 @@ import grpc
 from lapse_common.access_events import AccessEventVerifier, ProducerRegistry
 from lapse_common.auth import AuthInterceptor, verifier_for_service
 from lapse_common.grpc_transport import GrpcTransportSettings, open_aio_channel
+from lapse_common.messaging.payload_routes import on
 from lapse_common.pb.lapse.v1 import (
     access_events_pb2,
     approval_service_pb2_grpc,
@@ -58,28 +59,30 @@ async def run() -> None:
     service.subscribe(
         topic=service.topics.decisions,
         consumer="request-decisions",
-        accepts=(events_pb2.RequestDecided,),
-        handler=handlers.on_decision,
+        routes=[on(events_pb2.RequestDecided, handler=handlers.on_decision)],
     )
     service.subscribe(
         topic=service.topics.grants,
         consumer="request-grants",
-        accepts=(events_pb2.GrantStatusChanged,),
-        handler=handlers.on_grant_fact,
+        routes=[on(events_pb2.GrantStatusChanged, handler=handlers.on_grant_fact)],
     )
     service.subscribe(
         topic=service.topics.agent_heartbeats,
         consumer="request-heartbeats",
-        accepts=(events_pb2.SignedAgentReport, events_pb2.AgentHeartbeat),
-        handler=handlers.on_heartbeat,
+        routes=[
+            on(
+                events_pb2.SignedAgentReport,
+                events_pb2.AgentHeartbeat,
+                handler=handlers.on_heartbeat,
+            )
+        ],
         # Heartbeats are frequent and idempotent (latest wins): no inbox rows for them.
         deduplicate=False,
     )
     service.subscribe(
         topic=service.topics.access_events,
         consumer="request-access-events",
-        accepts=(access_events_pb2.SignedAccessEvent,),
-        handler=handlers.on_access_event,
+        routes=[on(access_events_pb2.SignedAccessEvent, handler=handlers.on_access_event)],
     )
     channel = open_aio_channel(
         settings.approval_address,

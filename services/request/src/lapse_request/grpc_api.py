@@ -1,5 +1,5 @@
 """RequestService gRPC: authentication is done by the interceptor; this maps protobuf to
-operations and operation errors to status codes."""
+operations, and the unit of work maps their refusals to status codes."""
 
 from __future__ import annotations
 
@@ -20,15 +20,16 @@ from lapse_common.pb.lapse.v1 import (
     request_service_pb2,
     request_service_pb2_grpc,
 )
+from lapse_common.refusals import Refused
 from lapse_common.service_credentials import ServiceCredentials
 from lapse_common.topics import Topics
+from lapse_common.unit_of_work import UnitOfWork, abort_refused
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from lapse_request.access_scope import Reach, authorize_scope, check_scope_shape
 from lapse_request.lockdown_rows import load_lockdowns, lockdown_view
 from lapse_request.models import AccessRequest
 from lapse_request.operations.cancel_request import cancel_request
-from lapse_request.operations.check_lockdown import check_lockdown
 from lapse_request.operations.follow_revocation_run import (
     final_report,
     revocation_run_progress,
@@ -44,12 +45,7 @@ from lapse_request.operations.read_activity import (
 from lapse_request.operations.revoke_grant import revoke_grant
 from lapse_request.operations.revoke_scope import revoke_scope
 from lapse_request.operations.set_lockdown import set_lockdown
-from lapse_request.operations.submit_request import (
-    InvalidSubmission,
-    record_submission,
-    validate_submission,
-)
-from lapse_request.refusals import Refusal, Refused
+from lapse_request.operations.submit_request import submit_request, validate_submission
 
 # The approval service's verdict is passed on unchanged: it owns the policy wording.
 _PASSED_THROUGH = {
@@ -60,12 +56,6 @@ _PASSED_THROUGH = {
     # Time window closed, auto-approval budget used up.
     grpc.StatusCode.FAILED_PRECONDITION,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
-}
-REFUSAL_STATUS = {
-    Refusal.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
-    Refusal.FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
-    Refusal.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    Refusal.CONFLICT: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 
@@ -84,12 +74,12 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
         revocation_wait: timedelta = timedelta(seconds=120),
     ) -> None:
         self._sessions = sessions
+        self._work = UnitOfWork(sessions, relay=relay)
         self._approval = approval
         self._approval_timeout = approval_timeout
         self._credentials = credentials
         self._offline_after = offline_after
         self._revocation_wait = revocation_wait
-        self._relay = relay
         self._topics = topics
         self._clock = clock
 
@@ -113,10 +103,30 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
                 duration_seconds=request.duration_seconds,
                 justification=request.justification,
             )
-        except InvalidSubmission as problem:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(problem))
+        except Refused as refusal:
+            await abort_refused(context, refusal)
+        checked = await self._check_policy(request, identity, context)
+        async with self._work(context) as session:
+            row = await submit_request(
+                session=session,
+                identity=identity,
+                checked=checked,
+                justification=request.justification,
+                topics=self._topics,
+                clock=self._clock,
+            )
+            views = await render_requests(session=session, rows=[row])
+        return request_service_pb2.SubmitRequestResponse(request=views[0])
+
+    async def _check_policy(
+        self,
+        request: request_service_pb2.SubmitRequestRequest,
+        identity: Identity,
+        context: grpc.aio.ServicerContext,
+    ) -> approval_service_pb2.CheckRequestResponse:
+        """The approval service's answer: the flow, the agent and the duration it allows."""
         try:
-            checked = await self._approval.CheckRequest(
+            checked: approval_service_pb2.CheckRequestResponse = await self._approval.CheckRequest(
                 approval_service_pb2.CheckRequestRequest(
                     item=common_pb2.GrantSpec(
                         integration_id=request.integration_id,
@@ -141,48 +151,24 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
                 f"the approval service could not check the request ({error.code().name}); "
                 "nothing was recorded, try again",
             )
-        async with self._sessions() as session, session.begin():
-            try:
-                await check_lockdown(
-                    session=session,
-                    requester=identity.subject,
-                    groups=identity.groups,
-                    flow=checked.flow,
-                    item=checked.item,
-                )
-            except Refused as refusal:
-                await context.abort(REFUSAL_STATUS[refusal.kind], str(refusal))
-            row = await record_submission(
-                session=session,
-                identity=identity,
-                checked=checked,
-                justification=request.justification,
-                topics=self._topics,
-                clock=self._clock,
-            )
-            views = await render_requests(session=session, rows=[row])
-        self._relay.wake()
-        return request_service_pb2.SubmitRequestResponse(request=views[0])
+            raise  # abort() raises; this tells the type checker
+        return checked
 
     async def CancelRequest(
         self,
         request: request_service_pb2.CancelRequestRequest,
         context: grpc.aio.ServicerContext,
     ) -> request_service_pb2.AccessRequestView:
-        try:
-            async with self._sessions() as session, session.begin():
-                row = await cancel_request(
-                    session=session,
-                    identity=current_identity(),
-                    request_id=request.request_id,
-                    reason=request.reason,
-                    topics=self._topics,
-                    clock=self._clock,
-                )
-                views = await render_requests(session=session, rows=[row])
-        except Refused as refusal:
-            await context.abort(REFUSAL_STATUS[refusal.kind], str(refusal))
-        self._relay.wake()
+        async with self._work(context) as session:
+            row = await cancel_request(
+                session=session,
+                identity=current_identity(),
+                request_id=request.request_id,
+                reason=request.reason,
+                topics=self._topics,
+                clock=self._clock,
+            )
+            views = await render_requests(session=session, rows=[row])
         return views[0]
 
     async def GetRequest(
@@ -257,21 +243,16 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
         request: request_service_pb2.RevokeGrantRequest,
         context: grpc.aio.ServicerContext,
     ) -> request_service_pb2.GrantView:
-        try:
-            async with self._sessions() as session, session.begin():
-                grant = await revoke_grant(
-                    session=session,
-                    identity=current_identity(),
-                    grant_id=request.grant_id,
-                    reason=request.reason,
-                    topics=self._topics,
-                    clock=self._clock,
-                )
-                view = grant_view(grant, [])
-        except Refused as refusal:
-            await context.abort(REFUSAL_STATUS[refusal.kind], str(refusal))
-        self._relay.wake()
-        return view
+        async with self._work(context) as session:
+            grant = await revoke_grant(
+                session=session,
+                identity=current_identity(),
+                grant_id=request.grant_id,
+                reason=request.reason,
+                topics=self._topics,
+                clock=self._clock,
+            )
+        return grant_view(grant, [])
 
     async def PreviewRevocation(
         self,
@@ -287,7 +268,7 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
             )
             check_scope_shape(request.scope, reach=reach)
         except Refused as refusal:
-            await context.abort(REFUSAL_STATUS[refusal.kind], str(refusal))
+            await abort_refused(context, refusal)
         async with self._sessions() as session:
             return await preview_revocation(
                 session=session,
@@ -316,24 +297,23 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
                 approved_by_me=request.approved_by_me,
                 admin_only=_admin_only(request),
             )
-            async with self._sessions() as session, session.begin():
-                run = await revoke_scope(
-                    session=session,
-                    actor=identity.subject,
-                    scope=request.scope,
-                    reach=reach,
-                    reason=_reason_for(request, reach),
-                    detail=request.reason,
-                    topics=self._topics,
-                    clock=self._clock,
-                    end_sessions=request.end_sessions or request.panic,
-                    cancel_pending=request.panic,
-                    lockdown=request.lockdown,
-                    expected_fingerprint=request.preview_fingerprint,
-                )
         except Refused as refusal:
-            await context.abort(REFUSAL_STATUS[refusal.kind], str(refusal))
-        self._relay.wake()
+            await abort_refused(context, refusal)
+        async with self._work(context) as session:
+            run = await revoke_scope(
+                session=session,
+                actor=identity.subject,
+                scope=request.scope,
+                reach=reach,
+                reason=_reason_for(request, reach),
+                detail=request.reason,
+                topics=self._topics,
+                clock=self._clock,
+                end_sessions=request.end_sessions or request.panic,
+                cancel_pending=request.panic,
+                lockdown=request.lockdown,
+                expected_fingerprint=request.preview_fingerprint,
+            )
         wait = (
             timedelta(seconds=request.wait_seconds)
             if request.wait_seconds
@@ -402,21 +382,16 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
         identity = await _require_admin(context, "setting a lockdown")
         if not request.reason.strip():
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a lockdown needs a reason")
-        try:
-            async with self._sessions() as session, session.begin():
-                row = await set_lockdown(
-                    session=session,
-                    actor=identity.subject,
-                    scope=request.scope,
-                    reason=request.reason,
-                    topics=self._topics,
-                    clock=self._clock,
-                )
-                view = lockdown_view(row)
-        except Refused as refusal:
-            await context.abort(REFUSAL_STATUS[refusal.kind], str(refusal))
-        self._relay.wake()
-        return view
+        async with self._work(context) as session:
+            row = await set_lockdown(
+                session=session,
+                actor=identity.subject,
+                scope=request.scope,
+                reason=request.reason,
+                topics=self._topics,
+                clock=self._clock,
+            )
+        return lockdown_view(row)
 
     async def LiftLockdown(
         self,
@@ -426,21 +401,16 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
         identity = await _require_admin(context, "lifting a lockdown")
         if not request.lockdown_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "lockdown_id is required")
-        try:
-            async with self._sessions() as session, session.begin():
-                rows = await lift_lockdown(
-                    session=session,
-                    actor=identity.subject,
-                    reason=request.reason,
-                    topics=self._topics,
-                    clock=self._clock,
-                    lockdown_id=request.lockdown_id,
-                )
-                view = lockdown_view(rows[0])
-        except Refused as refusal:
-            await context.abort(REFUSAL_STATUS[refusal.kind], str(refusal))
-        self._relay.wake()
-        return view
+        async with self._work(context) as session:
+            rows = await lift_lockdown(
+                session=session,
+                actor=identity.subject,
+                reason=request.reason,
+                topics=self._topics,
+                clock=self._clock,
+                lockdown_id=request.lockdown_id,
+            )
+        return lockdown_view(rows[0])
 
 
 # How often a scoped revocation's progress is read, and the longest silence on the stream.

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lapse_common.auth import AuthInterceptor, verifier_for_service
 from lapse_common.command_signing import CommandSigner
+from lapse_common.messaging.payload_routes import on
 from lapse_common.pb.lapse.v1 import events_pb2
 from lapse_common.runtime import Service
 from lapse_common.settings import AuthSettings, DatabaseSettings
@@ -56,21 +57,30 @@ async def run() -> None:
     service.subscribe(
         topic=service.topics.revoke_requests,
         consumer="revoker-requests",
-        accepts=(events_pb2.RevokeRequested,),
-        handler=handlers.on_revoke_requested,
+        routes=[on(events_pb2.RevokeRequested, handler=handlers.on_revoke_requested)],
     )
     service.subscribe(
         topic=service.topics.agent_results,
         consumer="revoker-results",
         # Unsigned results are accepted here only to be refused (quarantined) by name.
-        accepts=(events_pb2.SignedAgentReport, events_pb2.AgentResult),
-        handler=handlers.on_agent_result,
+        routes=[
+            on(
+                events_pb2.SignedAgentReport,
+                events_pb2.AgentResult,
+                handler=handlers.on_agent_result,
+            )
+        ],
     )
     service.subscribe(
         topic=service.topics.agent_heartbeats,
         consumer="revoker-heartbeats",
-        accepts=(events_pb2.SignedAgentReport, events_pb2.AgentHeartbeat),
-        handler=handlers.on_heartbeat,
+        routes=[
+            on(
+                events_pb2.SignedAgentReport,
+                events_pb2.AgentHeartbeat,
+                handler=handlers.on_heartbeat,
+            )
+        ],
         # Heartbeats are idempotent and frequent: no inbox rows for them.
         deduplicate=False,
     )

@@ -10,15 +10,16 @@ from lapse_common.auth import ADMIN_ROLE, AUDITOR_ROLE, SRE_ROLE, current_identi
 from lapse_common.messaging.outbox import OutboxRelay
 from lapse_common.paging import PageRequest, page_of, page_request_or_abort
 from lapse_common.pb.lapse.v1 import revoker_service_pb2, revoker_service_pb2_grpc
+from lapse_common.refusals import Refused
+from lapse_common.unit_of_work import UnitOfWork
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from lapse_revoker.models import EnrolledAgent, Revocation, RevocationState
 from lapse_revoker.operations.disable_agent import disable_agent
 from lapse_revoker.operations.read_revocations import agent_statuses, list_stuck, render_revocation
-from lapse_revoker.operations.register_agent_key import RegistryRefused, register_agent_key
+from lapse_revoker.operations.register_agent_key import register_agent_key
 from lapse_revoker.operations.resolve_stuck_revocation import (
     CANCEL_WARNING,
-    NotStuck,
     cancel_stuck_revocation,
     replay_stuck_revocation,
 )
@@ -50,7 +51,7 @@ class RevokerApi(revoker_service_pb2_grpc.RevokerServiceServicer):
         offline_after: timedelta,
     ) -> None:
         self._sessions = sessions
-        self._relay = relay
+        self._work = UnitOfWork(sessions, relay=relay)
         self._ctx = ctx
         self._offline_after = offline_after
 
@@ -116,10 +117,10 @@ class RevokerApi(revoker_service_pb2_grpc.RevokerServiceServicer):
         self, grant_ids: list[str], resolve: Resolve, operator: str, reason: str
     ) -> AsyncIterator[revoker_service_pb2.RevocationProgress]:
         # One transaction per revocation: a refusal of one never undoes the others, and
-        # progress reflects what is committed.
+        # progress reflects what is committed. A refusal is that item's answer, not the call's.
         for done, grant_id in enumerate(grant_ids, start=1):
             try:
-                async with self._sessions() as session, session.begin():
+                async with self._work.transaction() as session:
                     detail = await resolve(
                         session=session,
                         grant_id=grant_id,
@@ -128,9 +129,8 @@ class RevokerApi(revoker_service_pb2_grpc.RevokerServiceServicer):
                         ctx=self._ctx,
                     )
                 ok = True
-            except NotStuck as refusal:
-                ok, detail = False, str(refusal)
-            self._relay.wake()
+            except Refused as refusal:
+                ok, detail = False, refusal.message
             yield revoker_service_pb2.RevocationProgress(
                 done=done, total=len(grant_ids), grant_id=grant_id, ok=ok, detail=detail
             )
@@ -276,20 +276,9 @@ class RevokerApi(revoker_service_pb2_grpc.RevokerServiceServicer):
     ) -> revoker_service_pb2.AgentRegistration:
         """Admins only; the change and its registry event commit together."""
         actor = await _require(context, (ADMIN_ROLE,), "changing the agent registry")
-        try:
-            async with self._sessions() as session, session.begin():
-                agent = await change(session, actor)
-        except RegistryRefused as refusal:
-            await context.abort(_REGISTRY_STATUS[refusal.kind], refusal.reason)
-        self._relay.wake()
+        async with self._work(context) as session:
+            agent = await change(session, actor)
         return _registration(agent)
-
-
-_REGISTRY_STATUS = {
-    "invalid": grpc.StatusCode.INVALID_ARGUMENT,
-    "exists": grpc.StatusCode.ALREADY_EXISTS,
-    "not_found": grpc.StatusCode.NOT_FOUND,
-}
 
 
 def _registration(agent: EnrolledAgent) -> revoker_service_pb2.AgentRegistration:

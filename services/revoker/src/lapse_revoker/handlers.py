@@ -20,18 +20,29 @@ class RevokerHandlers:
     ctx: RevokerContext
     agents: AgentRegistry
 
-    async def on_revoke_requested(self, *, session: AsyncSession, event: DecodedEvent) -> None:
-        assert isinstance(event.payload, events_pb2.RevokeRequested)
+    async def on_revoke_requested(
+        self, *, session: AsyncSession, event: DecodedEvent[events_pb2.RevokeRequested]
+    ) -> None:
         await accept_revoke_request(session=session, requested=event.payload, ctx=self.ctx)
 
-    async def on_agent_result(self, *, session: AsyncSession, event: DecodedEvent) -> None:
+    async def on_agent_result(
+        self,
+        *,
+        session: AsyncSession,
+        event: DecodedEvent[events_pb2.SignedAgentReport | events_pb2.AgentResult],
+    ) -> None:
         result = await self.agents.verify(event.payload, events_pb2.AgentResult)
         await refuse_replays(
             session, payload=event.payload, consumer="revoker-results", now=self.ctx.clock.now()
         )
         await record_revoke_result(session=session, result=result, ctx=self.ctx)
 
-    async def on_heartbeat(self, *, session: AsyncSession, event: DecodedEvent) -> None:
+    async def on_heartbeat(
+        self,
+        *,
+        session: AsyncSession,
+        event: DecodedEvent[events_pb2.SignedAgentReport | events_pb2.AgentHeartbeat],
+    ) -> None:
         # A heartbeat that does not verify must not make an agent look online.
         heartbeat = await self.agents.verify(event.payload, events_pb2.AgentHeartbeat)
         await record_heartbeat(session=session, heartbeat=heartbeat, clock=self.ctx.clock)

@@ -64,7 +64,7 @@ class RequesterNotifier:
         self._retry_seconds = retry_seconds
         self._max_age = max_age
 
-    async def notify(self, event: DecodedEvent) -> bool:
+    async def notify(self, event: DecodedEvent[Message]) -> bool:
         """True when at least one message reached the requester. Never raises for a failed
         delivery: the caller's partition must keep moving."""
         payload = event.payload

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from cryptography.exceptions import InvalidSignature
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from lapse_common.access_events.kinds import AccessRequested, payload_of, payload_problem
 from lapse_common.access_events.producer_registry import ProducerRegistry
@@ -88,7 +88,7 @@ class AccessEventVerifier:
             raise AccessEventRefused(problem)
         return event
 
-    def verify_decoded(self, decoded: DecodedEvent) -> access_events_pb2.AccessEvent:
+    def verify_decoded(self, decoded: DecodedEvent[Message]) -> access_events_pb2.AccessEvent:
         """Verify a consumed record and bind its envelope to the signed event.
 
         The inbox deduplicates on the envelope's (unsigned) event id; requiring it to equal

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
@@ -34,12 +34,12 @@ from lapse_common.clock import Clock
 from lapse_common.messaging.codec import DecodedEvent, UndecodableMessage, decode
 from lapse_common.messaging.inbox import first_deliveries, first_delivery
 from lapse_common.messaging.outbox import OutboxRelay
+from lapse_common.messaging.payload_routes import EventHandler, Route, check_routes, handler_for
 from lapse_common.messaging.quarantine import Quarantine
 
 logger = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
 
-EventHandler = Callable[..., Awaitable[None]]
 # Back-off before a failed record is read again, so a DB outage is not a hot loop.
 REDELIVERY_PAUSE_SECONDS = 1.0
 
@@ -78,7 +78,9 @@ class UncommittedOffsets:
 @dataclass(frozen=True)
 class _Accepted:
     record: Record
-    event: DecodedEvent
+    event: DecodedEvent[Message]
+    # The route's handler, which takes exactly this payload's type.
+    handler: EventHandler[Any]
 
 
 @dataclass(frozen=True)
@@ -93,13 +95,15 @@ _Screened = _Accepted | _Undecodable | None  # None: a payload type this consume
 @dataclass(frozen=True)
 class BatchHandling:
     consumer: str
-    accepts: tuple[type[Message], ...]
-    handler: EventHandler
+    routes: Sequence[Route]
     sessions: async_sessionmaker[AsyncSession]
     relay: OutboxRelay | None
     quarantine: Quarantine
     clock: Clock
     deduplicate: bool
+
+    def __post_init__(self) -> None:
+        check_routes(self.routes, consumer=self.consumer)
 
     async def handle(self, records: Sequence[Record], *, offsets: Offsets) -> None:
         """Handle a batch (it may span partitions) and commit what was handled."""
@@ -153,9 +157,10 @@ class BatchHandling:
             event = dataclasses.replace(decode(record.value or b""), source_topic=record.topic)
         except UndecodableMessage as problem:
             return _Undecodable(record, problem.reason)
-        if self.accepts and type(event.payload) not in self.accepts:
+        handler = handler_for(self.routes, event.payload)
+        if handler is None:
             return None
-        return _Accepted(record, event)
+        return _Accepted(record, event, handler)
 
     async def _apply_together(self, accepted: Sequence[_Accepted]) -> None:
         if not accepted:
@@ -175,7 +180,7 @@ class BatchHandling:
                         continue
                     fresh.discard(item.event.event_id)  # twice in one batch: handled once
                 with continued_trace(item.record):
-                    await self.handler(session=session, event=item.event)
+                    await item.handler(session=session, event=item.event)
 
     async def _handle_one_by_one(self, screened: Sequence[_Screened]) -> int | None:
         for item in screened:
@@ -194,7 +199,7 @@ class BatchHandling:
                         now=self.clock.now(),
                     ):
                         with continued_trace(item.record):
-                            await self.handler(session=session, event=item.event)
+                            await item.handler(session=session, event=item.event)
             except RefusedMessage as refusal:
                 # The inbox row rolled back with the rest: if the quarantine publish fails,
                 # the record is read again and refused again rather than skipped.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Generic, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 from opentelemetry import propagate
@@ -32,10 +33,17 @@ class UndecodableMessage(Exception):
         self.reason = reason
 
 
+# Covariant: an event whose payload is a RequestDecided is also an event of a Message.
+Payload_co = TypeVar("Payload_co", bound=Message, covariant=True)
+
+
 @dataclass(frozen=True)
-class DecodedEvent:
+class DecodedEvent(Generic[Payload_co]):
+    """An envelope and its payload; `DecodedEvent[X]` is an event whose payload is an X (a
+    consumer hands a handler only the payload types it was subscribed for)."""
+
     envelope: envelope_pb2.Envelope
-    payload: Message
+    payload: Payload_co
     # The topic the record was read from; empty when decoded outside a consumer.
     source_topic: str = ""
 
@@ -82,7 +90,7 @@ def build_envelope(
     return envelope
 
 
-def decode(raw: bytes | None, *, expected: tuple[type[Message], ...] = ()) -> DecodedEvent:
+def decode(raw: bytes | None, *, expected: tuple[type[Message], ...] = ()) -> DecodedEvent[Message]:
     """Decode an envelope and its payload, or raise UndecodableMessage saying why."""
     if not raw:
         raise UndecodableMessage("empty message body")

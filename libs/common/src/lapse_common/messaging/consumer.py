@@ -1,11 +1,12 @@
 """Event consumers: decode, dedupe, handle in one DB transaction, then commit the offsets.
 
-A handler is `async def handle(*, session, event) -> None`. It runs inside a transaction
-that also records the event id in the inbox; if the event was handled before it is not
-called. Records are consumed in batches (see `batch_handling`): what Kafka has ready, up to
-`batch_size`, handled in one transaction per partition. Messages that cannot be decoded are
-quarantined with the reason and skipped, and so are messages a handler refuses by raising
-RefusedMessage.
+A handler is `async def handle(*, session, event) -> None`, routed to by payload type
+(`payload_routes.on`), so `event.payload` is the type it was subscribed for. It runs inside
+a transaction that also records the event id in the inbox; if the event was handled before
+it is not called. Records are consumed in batches (see `batch_handling`): what Kafka has
+ready, up to `batch_size`, handled in one transaction per partition. Messages that cannot
+be decoded are quarantined with the reason and skipped, and so are messages a handler
+refuses by raising RefusedMessage.
 """
 
 from __future__ import annotations
@@ -15,19 +16,18 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from lapse_common.clock import Clock
 from lapse_common.messaging.batch_handling import (
     BatchHandling,
-    EventHandler,
     RefusedMessage,
     UncommittedOffsets,
 )
 from lapse_common.messaging.broker import batch_consumer_options
 from lapse_common.messaging.codec import DecodedEvent
 from lapse_common.messaging.outbox import OutboxRelay
+from lapse_common.messaging.payload_routes import Route
 from lapse_common.messaging.quarantine import Quarantine
 
 
@@ -40,8 +40,7 @@ def subscribe_events(
     group_id: str | None = None,
     group_prefix: str = "",
     instance_id: str = "",
-    accepts: tuple[type[Message], ...],
-    handler: EventHandler,
+    routes: Sequence[Route],
     sessions: async_sessionmaker[AsyncSession],
     relay: OutboxRelay | None,
     quarantine: Quarantine,
@@ -49,10 +48,11 @@ def subscribe_events(
     batch_size: int,
     deduplicate: bool = True,
 ) -> None:
-    """Register a transactional, idempotent handler for `accepts` payloads on a topic.
+    """Register transactional, idempotent handlers for the payload types on a topic, one
+    route (`on(PayloadType, handler=...)`) per type or pair of types.
 
-    Payload types on the topic that this consumer does not act on are acknowledged and
-    skipped; only bytes that are not a Lapse message at all are quarantined.
+    Payload types on the topic that no route takes are acknowledged and skipped; only
+    bytes that are not a Lapse message at all are quarantined.
 
     `batch_size`: records taken at once (KafkaSettings.consumer_batch_size).
     `deduplicate=False` skips the inbox for naturally idempotent, high-volume events
@@ -62,8 +62,7 @@ def subscribe_events(
     """
     batches = BatchHandling(
         consumer=consumer,
-        accepts=accepts,
-        handler=handler,
+        routes=routes,
         sessions=sessions,
         relay=relay,
         quarantine=quarantine,
@@ -97,4 +96,4 @@ def subscribe_events(
         broker.subscriber(*topics, **subscriber_args)(on_batch)  # type: ignore[call-overload]
 
 
-__all__ = ["DecodedEvent", "EventHandler", "RefusedMessage", "subscribe_events"]
+__all__ = ["DecodedEvent", "RefusedMessage", "subscribe_events"]

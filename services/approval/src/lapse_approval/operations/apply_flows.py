@@ -7,17 +7,21 @@ import json
 from pathlib import Path
 
 from lapse_common.clock import Clock
+from lapse_common.refusals import Refusal, Refused
 from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from lapse_approval.flows import Catalog, parse_catalog
+from lapse_approval.flows import Catalog, FlowFileError, parse_catalog
 from lapse_approval.models import FlowDocument
 from lapse_approval.operations.review_existing_access import ReviewResult, review_existing_access
 
 
 def validate_flows(files: list[tuple[str, str]]) -> Catalog:
-    """Raises FlowFileError naming file, flow and field for every problem."""
-    return parse_catalog([(Path(name), content) for name, content in files])
+    """Refused (INVALID) with every problem, one a line, each naming file, flow and field."""
+    try:
+        return parse_catalog([(Path(name), content) for name, content in files])
+    except FlowFileError as error:
+        raise Refused(Refusal.INVALID, "\n".join(error.problems)) from error
 
 
 async def apply_flows(

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from lapse_common.refusals import Refusal, Refused
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_approval.flows import Flow, format_duration, parse_duration
 from lapse_approval.models import ApprovalCase
-from lapse_approval.operations.check_request import Refusal, RequestRefused
 
 
 async def enforce_auto_approve_budget(
@@ -30,7 +30,7 @@ async def enforce_auto_approve_budget(
         )
     )
     if int(used or 0) >= budget.max:
-        raise RequestRefused(
+        raise Refused(
             Refusal.EXHAUSTED,
             f"{requester} used the {budget.max} automatic approval(s) flow {flow.name!r} allows "
             f"per {format_duration(period)}; try again later or ask an admin",

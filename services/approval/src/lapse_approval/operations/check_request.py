@@ -4,28 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import Enum
 
 from lapse_common.pb.lapse.v1 import events_pb2
+from lapse_common.refusals import Refusal, Refused
 
 from lapse_approval.flows import Catalog, Flow, format_duration
-
-
-class Refusal(Enum):
-    INVALID = "invalid"
-    NOT_ALLOWED = "not_allowed"
-    NOT_FOUND = "not_found"
-    # The flow allows it, but not now (time window closed).
-    CLOSED = "closed"
-    # The requester used up the flow's auto-approval budget.
-    EXHAUSTED = "exhausted"
-
-
-class RequestRefused(Exception):
-    def __init__(self, kind: Refusal, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -51,26 +34,26 @@ def check_request(
 ) -> Allowed:
     integration = catalog.integrations.get(integration_id)
     if integration is None:
-        raise RequestRefused(Refusal.NOT_FOUND, f"unknown integration {integration_id!r}")
+        raise Refused(Refusal.NOT_FOUND, f"unknown integration {integration_id!r}")
     if resource not in integration.resources:
-        raise RequestRefused(
+        raise Refused(
             Refusal.NOT_FOUND, f"integration {integration_id!r} has no resource {resource!r}"
         )
     if permission not in integration.resources[resource]:
         offered = ", ".join(integration.resources[resource])
-        raise RequestRefused(
+        raise Refused(
             Refusal.NOT_FOUND,
             f"resource {resource!r} offers no permission {permission!r} (offered: {offered})",
         )
     owners = integration.principals.get(principal)
     if owners is None:
-        raise RequestRefused(
+        raise Refused(
             Refusal.NOT_FOUND,
             f"unknown principal {principal!r} in integration {integration_id!r}",
         )
     if subject not in owners:
-        raise RequestRefused(
-            Refusal.NOT_ALLOWED, f"{subject} may not receive access as principal {principal!r}"
+        raise Refused(
+            Refusal.FORBIDDEN, f"{subject} may not receive access as principal {principal!r}"
         )
     flows = [
         flow
@@ -79,26 +62,24 @@ def check_request(
         and flow.allows_requestor(subject=subject, groups=groups)
     ]
     if not flows:
-        raise RequestRefused(
-            Refusal.NOT_ALLOWED,
+        raise Refused(
+            Refusal.FORBIDDEN,
             f"no Access Flow lets {subject} request {permission} on {integration_id}/{resource}",
         )
     # Several flows may match; the one allowing the longest access serves the request so
     # a stricter flow never shadows a more generous one the admin also granted.
     flow = max(flows, key=lambda f: f.max_duration)
     if duration is not None and duration > flow.max_duration:
-        raise RequestRefused(
+        raise Refused(
             Refusal.INVALID,
             f"duration {format_duration(duration)} exceeds the maximum of "
             f"{format_duration(flow.max_duration)} allowed by flow {flow.name!r}",
         )
     if check_window and not flow.open_at(now):
         windows = "; ".join(w.describe() for w in flow.time_windows)
-        raise RequestRefused(
-            Refusal.CLOSED, f"flow {flow.name!r} takes requests only during: {windows}"
-        )
+        raise Refused(Refusal.CONFLICT, f"flow {flow.name!r} takes requests only during: {windows}")
     if flow.justification_required and not justification.strip():
-        raise RequestRefused(Refusal.INVALID, f"flow {flow.name!r} requires a justification")
+        raise Refused(Refusal.INVALID, f"flow {flow.name!r} requires a justification")
     return Allowed(
         flow=flow, agent_id=integration.agent, duration=duration or flow.default_duration
     )
@@ -113,7 +94,7 @@ def check_submitted(
     check_window: bool = True,
 ) -> list[Allowed]:
     """Check every item of a submitted request against today's flows, as its requester;
-    raises RequestRefused for the first item no flow allows."""
+    raises Refused for the first item no flow allows."""
     return [
         check_request(
             catalog=catalog,

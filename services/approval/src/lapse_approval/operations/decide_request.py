@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
-
 from lapse_common.auth import Identity
 from lapse_common.clock import Clock, as_utc
 from lapse_common.pb.lapse.v1 import common_pb2
+from lapse_common.refusals import Refusal, Refused
 from lapse_common.topics import Topics
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,25 +16,11 @@ from lapse_approval.models import ApprovalCase, ApprovalVote, CaseStatus
 from lapse_approval.operations.evaluate_quorum import Vote, eligible_tier, outcome
 
 
-class Refused(Enum):
-    NOT_FOUND = "not_found"
-    FORBIDDEN = "forbidden"
-    INVALID = "invalid"
-    CONFLICT = "conflict"
-
-
-class DecisionRefused(Exception):
-    def __init__(self, kind: Refused, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-
-
 def policy_of(catalog: Catalog, flow_name: str) -> ApprovalPolicy:
     for flow in catalog.flows:
         if flow.name == flow_name:
             return flow.policy
-    raise DecisionRefused(Refused.CONFLICT, f"flow {flow_name!r} no longer exists")
+    raise Refused(Refusal.CONFLICT, f"flow {flow_name!r} no longer exists")
 
 
 async def decide_request(
@@ -64,21 +49,21 @@ async def decide_request(
         )
     # Someone who may not decide it learns nothing about it, not even that it exists.
     if case is None or tier is None:
-        raise DecisionRefused(
-            Refused.NOT_FOUND,
+        raise Refused(
+            Refusal.NOT_FOUND,
             f"no request {request_id!r} waiting for {approver.subject}'s approval",
         )
     if case.status != CaseStatus.PENDING:
-        raise DecisionRefused(Refused.CONFLICT, f"request {request_id} is already {case.status}")
+        raise Refused(Refusal.CONFLICT, f"request {request_id} is already {case.status}")
     if policy.requester_cannot_approve_self and approver.subject == case.requester:
-        raise DecisionRefused(
-            Refused.FORBIDDEN,
+        raise Refused(
+            Refusal.FORBIDDEN,
             f"{approver.subject} requested {request_id} and may not decide it "
             f"(flow {case.flow!r}: requester cannot approve self)",
         )
     if (policy.approver_reason_required or not approve) and not reason.strip():
-        raise DecisionRefused(
-            Refused.INVALID,
+        raise Refused(
+            Refusal.INVALID,
             "a reason is required to reject"
             if not approve
             else f"flow {case.flow!r} requires the approver to give a reason",
@@ -89,7 +74,7 @@ async def decide_request(
         .all()
     )
     if any(v.approver == approver.subject for v in previous):
-        raise DecisionRefused(Refused.CONFLICT, f"{approver.subject} already decided {request_id}")
+        raise Refused(Refusal.CONFLICT, f"{approver.subject} already decided {request_id}")
     session.add(
         ApprovalVote(
             request_id=request_id,

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from lapse_common.clock import Clock
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
+from lapse_common.refusals import Refusal, Refused
 from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,12 +15,7 @@ from lapse_approval.decisions import decide
 from lapse_approval.flows import Catalog, parse_duration
 from lapse_approval.models import ApprovalCase, CaseStatus
 from lapse_approval.operations.auto_approve_budget import enforce_auto_approve_budget
-from lapse_approval.operations.check_request import (
-    Allowed,
-    Refusal,
-    RequestRefused,
-    check_submitted,
-)
+from lapse_approval.operations.check_request import Allowed, check_submitted
 
 
 async def decide_submitted_request(
@@ -45,7 +41,7 @@ async def decide_submitted_request(
     checked: list[Allowed] = []
     try:
         if not submitted.items:
-            raise RequestRefused(Refusal.INVALID, "the request names no access")
+            raise Refused(Refusal.INVALID, "the request names no access")
         checked = check_submitted(
             catalog=catalog,
             submitted=submitted,
@@ -57,7 +53,7 @@ async def decide_submitted_request(
                 await enforce_auto_approve_budget(
                     session, flow=allowed.flow, requester=submitted.requester, now=clock.now()
                 )
-    except RequestRefused as refusal:
+    except Refused as refusal:
         await decide(
             session,
             case=case,

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from lapse_common.auth import Identity
 from lapse_common.clock import Clock
+from lapse_common.refusals import Refusal, Refused
 from lapse_common.topics import Topics
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from lapse_approval.decisions import approve_extension, extensions_used
 from lapse_approval.flows import Catalog, format_duration, parse_duration
 from lapse_approval.models import ApprovalCase, CaseKind, CaseStatus, GrantOfRequest
-from lapse_approval.operations.check_request import Refusal, RequestRefused
 
 
 @dataclass(frozen=True)
@@ -41,25 +41,25 @@ async def extend_grant(
 ) -> ExtensionOutcome:
     case = await session.get(ApprovalCase, request_id, with_for_update=True)
     if case is None or case.requester != identity.subject or case.kind != CaseKind.REQUEST:
-        raise RequestRefused(Refusal.NOT_FOUND, f"no request {request_id!r} of yours")
+        raise Refused(Refusal.NOT_FOUND, f"no request {request_id!r} of yours")
     if case.status != CaseStatus.APPROVED or case.withdrawn:
-        raise RequestRefused(
+        raise Refused(
             Refusal.INVALID, f"request {request_id} is not an active approval ({case.status})"
         )
     owner = await session.get(GrantOfRequest, grant_id)
     if owner is None or owner.request_id != request_id:
         # The same answer whether the grant is someone else's or unknown: nothing about
         # other people's grants is revealed, and their extension budget is not touched.
-        raise RequestRefused(
+        raise Refused(
             Refusal.NOT_FOUND,
             f"request {request_id} has no grant {grant_id!r} (a grant that has just become "
             "active may take a moment to be known here)",
         )
     flow = next((f for f in catalog.flows if f.name == case.flow), None)
     if flow is None:
-        raise RequestRefused(Refusal.NOT_ALLOWED, f"flow {case.flow!r} no longer exists")
+        raise Refused(Refusal.FORBIDDEN, f"flow {case.flow!r} no longer exists")
     if flow.max_extensions == 0:
-        raise RequestRefused(Refusal.NOT_ALLOWED, f"flow {flow.name!r} allows no extensions")
+        raise Refused(Refusal.FORBIDDEN, f"flow {flow.name!r} allows no extensions")
     waiting = (
         await session.execute(
             select(ApprovalCase.request_id).where(
@@ -68,20 +68,20 @@ async def extend_grant(
         )
     ).scalar()
     if waiting is not None:
-        raise RequestRefused(
+        raise Refused(
             Refusal.INVALID,
             f"extension {waiting} of grant {grant_id} is still waiting for approval",
         )
     used = await extensions_used(session, grant_id=grant_id)
     if used >= flow.max_extensions:
-        raise RequestRefused(
-            Refusal.NOT_ALLOWED,
+        raise Refused(
+            Refusal.FORBIDDEN,
             f"flow {flow.name!r} allows {flow.max_extensions} extension(s) and grant "
             f"{grant_id} has had {used}",
         )
     added = extend_by or flow.extension_duration
     if added > flow.extension_duration:
-        raise RequestRefused(
+        raise Refused(
             Refusal.INVALID,
             f"an extension adds at most {format_duration(flow.extension_duration)} "
             f"under flow {flow.name!r}",

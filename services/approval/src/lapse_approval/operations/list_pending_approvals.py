@@ -9,12 +9,13 @@ from lapse_common.auth import Identity
 from lapse_common.clock import Clock, as_utc
 from lapse_common.paging import PageRequest, time_key
 from lapse_common.pb.lapse.v1 import approval_service_pb2, events_pb2
+from lapse_common.refusals import Refused
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_approval.flows import Catalog
 from lapse_approval.models import ApprovalCase, ApprovalVote, CaseKind, CaseStatus
-from lapse_approval.operations.decide_request import DecisionRefused, policy_of
+from lapse_approval.operations.decide_request import policy_of
 from lapse_approval.operations.evaluate_quorum import eligible_tier, votes_needed
 
 
@@ -81,7 +82,7 @@ async def _view_for(
     """The case as this approver sees it, or None when it is not theirs to decide."""
     try:
         policy = policy_of(catalog, case.flow)
-    except DecisionRefused:
+    except Refused:
         return None
     tier = eligible_tier(
         policy,

@@ -9,6 +9,7 @@ from datetime import timedelta
 from lapse_common.clock import Clock, as_utc
 from lapse_common.messaging.outbox import enqueue
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
+from lapse_common.refusals import Refused
 from lapse_common.topics import Topics
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from lapse_approval.decisions import decide
 from lapse_approval.flows import Catalog, format_duration
 from lapse_approval.models import ApprovalCase, CaseKind, CaseStatus, GrantExtension
-from lapse_approval.operations.check_request import RequestRefused, check_submitted
+from lapse_approval.operations.check_request import check_submitted
 
 
 @dataclass
@@ -27,7 +28,7 @@ class ReviewResult:
 
 
 def _recheck(catalog: Catalog, submitted: events_pb2.RequestSubmitted, clock: Clock) -> timedelta:
-    """The longest the flows now allow for every item; raises RequestRefused if any item
+    """The longest the flows now allow for every item; raises Refused if any item
     is no longer allowed at all."""
     checked = check_submitted(
         catalog=catalog,
@@ -73,7 +74,7 @@ async def review_existing_access(
                 continue  # long over: nothing of it can still be active
         try:
             allowed = _recheck(catalog, submitted, clock)
-        except RequestRefused as refusal:
+        except Refused as refusal:
             detail = f"policy change by {applied_by}: {refusal.message}"
             if case.status == CaseStatus.PENDING:
                 await decide(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from lapse_common.refusals import Refusal, Refused
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -12,10 +13,6 @@ from lapse_audit.models import AuditEventRecord, AuditEventSubject
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-
-
-class InvalidQuery(ValueError):
-    """The query cannot be answered as asked; the message says what to change."""
 
 
 async def list_events(
@@ -36,13 +33,16 @@ async def list_events(
     principal); `occurred_after <= occurred_at < occurred_before`.
     Page through the log by passing the last sequence returned as the next
     `after_sequence`. A `limit` of 0 means the default; above the maximum it is capped.
+    A query that cannot be answered as asked is Refused (INVALID), saying what to change.
     """
     if after_sequence < 0:
-        raise InvalidQuery(f"after_sequence must be 0 or more, got {after_sequence}")
+        raise Refused(Refusal.INVALID, f"after_sequence must be 0 or more, got {after_sequence}")
     if limit < 0:
-        raise InvalidQuery(f"limit must be 0 (default {DEFAULT_LIMIT}) or more, got {limit}")
+        raise Refused(
+            Refusal.INVALID, f"limit must be 0 (default {DEFAULT_LIMIT}) or more, got {limit}"
+        )
     if occurred_after and occurred_before and occurred_after >= occurred_before:
-        raise InvalidQuery("occurred_after must be before occurred_before")
+        raise Refused(Refusal.INVALID, "occurred_after must be before occurred_before")
     query = (
         select(AuditEventRecord)
         .where(AuditEventRecord.sequence > after_sequence)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from google.protobuf.message import Message
 from lapse_common.messaging.codec import DecodedEvent
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
@@ -29,7 +30,7 @@ INDEXED_TEXT_LENGTH = 255
 async def record_event(
     session: AsyncSession,
     *,
-    event: DecodedEvent,
+    event: DecodedEvent[Message],
     topic: str,
     recorded_at: datetime,
     verification: str = "",

@@ -10,19 +10,15 @@ from lapse_common.clock import Clock
 from lapse_common.machine_identity import machine_subject
 from lapse_common.messaging.consumer import RefusedMessage
 from lapse_common.pb.lapse.v1 import access_events_pb2, approval_service_pb2, common_pb2
+from lapse_common.refusals import Refused
 from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from lapse_request.access_scope import Reach, ScopeRefused
+from lapse_request.access_scope import Reach
 from lapse_request.models import AccessRequest
-from lapse_request.operations.check_lockdown import LockedDown, check_lockdown
 from lapse_request.operations.lift_lockdown import lift_lockdown
 from lapse_request.operations.revoke_scope import revoke_scope
-from lapse_request.operations.submit_request import (
-    InvalidSubmission,
-    record_submission,
-    validate_submission,
-)
+from lapse_request.operations.submit_request import submit_request, validate_submission
 
 
 async def apply_access_event(
@@ -78,7 +74,8 @@ async def apply_access_event(
             )
         else:
             raise RefusedMessage(f"access event {event.event_id} has no kind this service knows")
-    except (ScopeRefused, InvalidSubmission) as problem:
+    except Refused as problem:
+        # No caller to answer on Kafka: the consumer quarantines the event with the reason.
         raise RefusedMessage(f"access event {event.event_id}: {problem}") from problem
 
 
@@ -105,20 +102,17 @@ async def _file_machine_request(
         permission=asked.permission,
         principal=asked.principal,
     )
-    machine = Identity(subject=machine_subject(asked.machine_identity))
     try:
-        await check_lockdown(
-            session=session, requester=machine.subject, groups=(), flow="", item=item
+        return await submit_request(
+            session=session,
+            identity=Identity(subject=machine_subject(asked.machine_identity)),
+            checked=approval_service_pb2.CheckRequestResponse(
+                item=item, duration_seconds=asked.duration_seconds
+            ),
+            justification=asked.justification,
+            topics=topics,
+            clock=clock,
         )
-    except LockedDown as refusal:
-        raise RefusedMessage(str(refusal)) from refusal
-    return await record_submission(
-        session=session,
-        identity=machine,
-        checked=approval_service_pb2.CheckRequestResponse(
-            item=item, duration_seconds=asked.duration_seconds
-        ),
-        justification=asked.justification,
-        topics=topics,
-        clock=clock,
-    )
+    except Refused as locked_down:
+        # The lockdown's own words name it and how it ends: they need no event id prefix.
+        raise RefusedMessage(str(locked_down)) from locked_down

@@ -6,15 +6,11 @@ from lapse_common.auth import ADMIN_ROLE, Identity
 from lapse_common.clock import Clock
 from lapse_common.messaging.outbox import enqueue
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
+from lapse_common.refusals import Refusal, Refused
 from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_request.models import AccessRequest
-from lapse_request.refusals import Refusal, Refused
-
-
-class CancelRefused(Refused):
-    pass
 
 
 async def cancel_request(
@@ -28,17 +24,16 @@ async def cancel_request(
 ) -> AccessRequest:
     row = await session.get(AccessRequest, request_id, with_for_update=True)
     if row is None:
-        raise CancelRefused(f"no request {request_id!r}", kind=Refusal.NOT_FOUND)
+        raise Refused(Refusal.NOT_FOUND, f"no request {request_id!r}")
     if row.requester != identity.subject and not identity.has_role(ADMIN_ROLE):
-        raise CancelRefused(
-            "only the requester or an admin may cancel a request", kind=Refusal.FORBIDDEN
-        )
+        raise Refused(Refusal.FORBIDDEN, "only the requester or an admin may cancel a request")
     if row.status != common_pb2.REQUEST_STATUS_PENDING_APPROVAL:
         status_name = common_pb2.RequestStatus.Name(common_pb2.RequestStatus.ValueType(row.status))
         status = status_name.removeprefix("REQUEST_STATUS_")
-        raise CancelRefused(
+        raise Refused(
+            Refusal.CONFLICT,
             f"request {request_id} is {status}, only a PENDING_APPROVAL request can be canceled"
-            " (use revoke to end active access)"
+            " (use revoke to end active access)",
         )
     withdraw_request(
         session, row=row, canceled_by=identity.subject, reason=reason, topics=topics, clock=clock

@@ -6,16 +6,12 @@ from __future__ import annotations
 from lapse_common.clock import Clock
 from lapse_common.messaging.outbox import enqueue
 from lapse_common.pb.lapse.v1 import events_pb2
+from lapse_common.refusals import Refusal, Refused
 from lapse_common.topics import Topics
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_request.models import Lockdown
-from lapse_request.refusals import Refusal, Refused
-
-
-class LockdownNotFound(Refused):
-    default_kind = Refusal.NOT_FOUND
 
 
 async def lift_lockdown(
@@ -37,7 +33,7 @@ async def lift_lockdown(
         query = query.where(Lockdown.incident_id == incident_id)
     rows = list((await session.execute(query)).scalars().all())
     if lockdown_id and not rows:
-        raise LockdownNotFound(f"no lockdown {lockdown_id!r} in force")
+        raise Refused(Refusal.NOT_FOUND, f"no lockdown {lockdown_id!r} in force")
     for row in rows:
         row.lifted_at = clock.now()
         row.lifted_by = actor

@@ -5,16 +5,12 @@ from __future__ import annotations
 from lapse_common.auth import ADMIN_ROLE, Identity
 from lapse_common.clock import Clock
 from lapse_common.pb.lapse.v1 import common_pb2
+from lapse_common.refusals import Refusal, Refused
 from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_request.models import AccessRequest, GrantActivity
-from lapse_request.refusals import Refusal, Refused
 from lapse_request.revocation_request import request_revocation
-
-
-class RevokeRefused(Refused):
-    pass
 
 
 async def revoke_grant(
@@ -28,7 +24,7 @@ async def revoke_grant(
 ) -> GrantActivity:
     grant = await session.get(GrantActivity, grant_id, with_for_update=True)
     if grant is None:
-        raise RevokeRefused(f"no grant {grant_id!r}", kind=Refusal.NOT_FOUND)
+        raise Refused(Refusal.NOT_FOUND, f"no grant {grant_id!r}")
     request = await session.get(AccessRequest, grant.request_id)
     approvers = request.approvers if request is not None else ","
     if grant.requester == identity.subject:
@@ -38,17 +34,19 @@ async def revoke_grant(
     elif identity.has_role(ADMIN_ROLE):
         why = common_pb2.REASON_ADMIN
     else:
-        raise RevokeRefused(
+        raise Refused(
+            Refusal.FORBIDDEN,
             f"{identity.subject} may not revoke grant {grant_id}: it is {grant.requester}'s and "
             f"{identity.subject} did not approve it (admins may revoke any grant)",
-            kind=Refusal.FORBIDDEN,
         )
     if grant.status != common_pb2.GRANT_STATUS_ACTIVE or grant.revoke_requested_at is not None:
         status = common_pb2.GrantStatus.Name(common_pb2.GrantStatus.ValueType(grant.status))
         state = status.removeprefix("GRANT_STATUS_")
         if grant.status == common_pb2.GRANT_STATUS_ACTIVE:
             state = "already being revoked"
-        raise RevokeRefused(f"grant {grant_id} is {state}, only ACTIVE access can be revoked")
+        raise Refused(
+            Refusal.CONFLICT, f"grant {grant_id} is {state}, only ACTIVE access can be revoked"
+        )
     request_revocation(
         session,
         grant=grant,

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from lapse_common.clock import Clock
 from lapse_common.messaging.outbox import enqueue
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
+from lapse_common.refusals import Refusal, Refused
 from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_request.access_scope import (
     Reach,
-    ScopeRefused,
     check_scope_shape,
     load_in_scope,
     load_pending_in_scope,
@@ -24,7 +24,6 @@ from lapse_request.access_scope import (
 from lapse_request.operations.cancel_request import withdraw_request
 from lapse_request.operations.preview_revocation import fingerprint_of
 from lapse_request.operations.set_lockdown import set_lockdown
-from lapse_request.refusals import Refusal
 from lapse_request.revocation_request import request_revocation
 
 
@@ -58,10 +57,10 @@ async def revoke_scope(
     if expected_fingerprint and expected_fingerprint != fingerprint_of(
         [g.grant_id for g in grants]
     ):
-        raise ScopeRefused(
+        raise Refused(
+            Refusal.CONFLICT,
             f"the access in this scope changed since the preview ({len(grants)} grant(s) now): "
             "preview again before confirming",
-            kind=Refusal.CONFLICT,
         )
     run = RunStarted(run_id=f"run-{uuid.uuid4().hex[:16]}")
     why = f"{actor}: {detail}" if detail else actor

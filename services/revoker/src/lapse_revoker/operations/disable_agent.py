@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from lapse_common.clock import Clock
 from lapse_common.pb.lapse.v1 import events_pb2
+from lapse_common.refusals import Refusal, Refused
 from lapse_common.topics import Topics
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_revoker.models import AgentEnrollment, EnrolledAgent
-from lapse_revoker.operations.register_agent_key import RegistryRefused, publish_registration
+from lapse_revoker.operations.register_agent_key import publish_registration
 
 
 async def disable_agent(
@@ -23,7 +24,7 @@ async def disable_agent(
 ) -> EnrolledAgent:
     agent = await session.get(EnrolledAgent, agent_id, with_for_update=True)
     if agent is None or agent.status != AgentEnrollment.ENROLLED:
-        raise RegistryRefused(f"agent {agent_id!r} is not enrolled", kind="not_found")
+        raise Refused(Refusal.NOT_FOUND, f"agent {agent_id!r} is not enrolled")
     agent.status = AgentEnrollment.DISABLED
     agent.key_id = ""
     agent.public_key_pem = ""

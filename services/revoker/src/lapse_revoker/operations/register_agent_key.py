@@ -8,6 +8,7 @@ from lapse_common.agent_reports import key_id_of
 from lapse_common.clock import Clock
 from lapse_common.messaging.outbox import enqueue
 from lapse_common.pb.lapse.v1 import events_pb2
+from lapse_common.refusals import Refusal, Refused
 from lapse_common.topics import Topics, validate_agent_id
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,13 +16,6 @@ from lapse_revoker.models import AgentEnrollment, EnrolledAgent
 
 # An Ed25519 public key in PEM is 113 bytes; anything much longer is not one.
 MAX_PUBLIC_KEY_PEM = 1024
-
-
-class RegistryRefused(Exception):
-    def __init__(self, reason: str, *, kind: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.kind = kind  # "invalid", "exists", "not_found"
 
 
 async def register_agent_key(
@@ -37,28 +31,26 @@ async def register_agent_key(
     try:
         validate_agent_id(agent_id)
     except ValueError as error:
-        raise RegistryRefused(str(error), kind="invalid") from error
+        raise Refused(Refusal.INVALID, str(error)) from error
     if len(public_key_pem) > MAX_PUBLIC_KEY_PEM:
-        raise RegistryRefused(
+        raise Refused(
+            Refusal.INVALID,
             f"public_key_pem is {len(public_key_pem)} bytes; an Ed25519 key in PEM is about 113",
-            kind="invalid",
         )
     try:
         key_id = key_id_of(public_key_pem.encode())
     except ValueError as error:
-        raise RegistryRefused(f"public_key_pem: {error}", kind="invalid") from error
+        raise Refused(Refusal.INVALID, f"public_key_pem: {error}") from error
     agent = await session.get(EnrolledAgent, agent_id, with_for_update=True)
     enrolled = agent is not None and agent.status == AgentEnrollment.ENROLLED
     if rotate and not enrolled:
-        raise RegistryRefused(
-            f"agent {agent_id} is not enrolled: enroll it first", kind="not_found"
-        )
+        raise Refused(Refusal.NOT_FOUND, f"agent {agent_id} is not enrolled: enroll it first")
     if not rotate and enrolled and agent is not None and agent.key_id == key_id:
         return agent  # the same enrollment again (a retried `lapse agents enroll`)
     if not rotate and enrolled:
-        raise RegistryRefused(
+        raise Refused(
+            Refusal.ALREADY_EXISTS,
             f"agent {agent_id} is enrolled already with another key: rotate its key instead",
-            kind="exists",
         )
     if agent is None:
         agent = EnrolledAgent(agent_id=agent_id)

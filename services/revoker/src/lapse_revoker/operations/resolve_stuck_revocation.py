@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from lapse_common.messaging.outbox import enqueue
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
+from lapse_common.refusals import Refusal, Refused
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_revoker.models import Revocation, RevocationState
@@ -15,18 +16,16 @@ CANCEL_WARNING = (
 )
 
 
-class NotStuck(Exception):
-    pass
-
-
 async def _stuck(session: AsyncSession, grant_id: str) -> Revocation:
+    """The dead-lettered revocation of the grant; Refused when there is none."""
     revocation = await session.get(Revocation, grant_id, with_for_update=True)
     if revocation is None:
-        raise NotStuck(f"no revocation for grant {grant_id!r}")
+        raise Refused(Refusal.NOT_FOUND, f"no revocation for grant {grant_id!r}")
     if revocation.state != RevocationState.DEAD_LETTERED:
-        raise NotStuck(
+        raise Refused(
+            Refusal.CONFLICT,
             f"revocation of {grant_id} is {revocation.state}, not stuck; "
-            "only dead-lettered revocations can be replayed or canceled"
+            "only dead-lettered revocations can be replayed or canceled",
         )
     return revocation
 
