@@ -3,6 +3,8 @@ pages, and a token from another query, a forged one or an oversized page is refu
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -37,6 +39,13 @@ async def every_page(
         assert len(pages) < 1000, "the pages never end"
         if not token:
             return pages
+
+
+def with_cursor(token: str, cursor: list[str]) -> str:
+    """`token` with its cursor replaced, digest and version kept."""
+    body = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    body["after"] = cursor
+    return base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
 
 
 async def test_lists_page_with_tokens_and_refuse_tokens_that_are_not_theirs(
@@ -102,6 +111,15 @@ async def test_lists_page_with_tokens_and_refuse_tokens_that_are_not_theirs(
             ),
             "a forged token": (
                 request_service_pb2.ListActivityRequest(page_token="eyJ2IjogOX0"),
+                mine,
+                "page_token is not one this list gave out",
+            ),
+            # The query's digest is an unkeyed hash a caller can compute, so a token can carry
+            # the right digest and a cursor that is not one.
+            "a genuine token with a forged cursor": (
+                request_service_pb2.ListActivityRequest(
+                    page_size=2, page_token=with_cursor(first.next_page_token, ["not a time", ""])
+                ),
                 mine,
                 "page_token is not one this list gave out",
             ),

@@ -7,7 +7,7 @@ service's own schema with `schema_translate_map`, so the same models also run on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sqlalchemy import MetaData, event, text
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
 
 
 class Base(DeclarativeBase):
@@ -88,3 +88,23 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 def dialect_of(session: AsyncSession) -> str:
     """'postgresql' or 'sqlite': row locking (FOR UPDATE SKIP LOCKED) exists only on the first."""
     return session.get_bind().dialect.name
+
+
+def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Call `callback` once the session's transaction has committed, and never if it rolls
+    back: for waking a loop that must read what the transaction wrote (woken earlier, it
+    could look before the rows are there and sleep on an old answer)."""
+    settled = False
+
+    def committed(_: Session) -> None:
+        nonlocal settled
+        if not settled:
+            settled = True
+            callback()
+
+    def rolled_back(_: Session) -> None:
+        nonlocal settled
+        settled = True
+
+    event.listen(session.sync_session, "after_commit", committed, once=True)
+    event.listen(session.sync_session, "after_rollback", rolled_back, once=True)

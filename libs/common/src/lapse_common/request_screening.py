@@ -5,7 +5,9 @@ The bounds are the ones every Lapse message has (lapse_common.field_bounds): the
 ones and those a field declares next to its definition in proto/. A request out of bounds
 is INVALID_ARGUMENT naming the field and the limit.
 
-An unexpected exception becomes INTERNAL with an error id that is also in the log, so an
+A `Refused` that reaches here (a check made outside a unit of work, such as a page token's
+cursor read by a list) ends the call with its kind's status, as the unit of work would. An
+unexpected exception becomes INTERNAL with an error id that is also in the log, so an
 operator can find the traceback while the caller learns nothing about the code.
 """
 
@@ -20,6 +22,8 @@ import grpc
 from google.protobuf.message import Message
 
 from lapse_common.field_bounds import OutOfBounds, screen
+from lapse_common.refusals import Refused
+from lapse_common.unit_of_work import abort_refused
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +35,9 @@ def _internal_error(method: str) -> tuple[grpc.StatusCode, str]:
 
 
 class RequestScreeningInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Screens each request (INVALID_ARGUMENT) and turns unexpected exceptions into INTERNAL
-    with an error id. Unary and server-streaming methods, the shapes Lapse serves."""
+    """Screens each request (INVALID_ARGUMENT), maps a `Refused` to its status and turns
+    unexpected exceptions into INTERNAL with an error id. Unary and server-streaming
+    methods, the shapes Lapse serves."""
 
     async def intercept_service(
         self,
@@ -52,6 +57,8 @@ class RequestScreeningInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
                     return await unary(request, context)
                 except grpc.aio.AbortError:
                     raise
+                except Refused as refusal:
+                    await abort_refused(context, refusal)
                 except Exception:
                     await context.abort(*_internal_error(method))
 
@@ -70,6 +77,8 @@ class RequestScreeningInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
                         yield item
                 except grpc.aio.AbortError:
                     raise
+                except Refused as refusal:
+                    await abort_refused(context, refusal)
                 except Exception:
                     await context.abort(*_internal_error(method))
 

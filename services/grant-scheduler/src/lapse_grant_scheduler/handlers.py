@@ -9,6 +9,7 @@ from google.protobuf.message import DecodeError, Message
 from lapse_common.agent_reports import AgentRegistry, refuse_replays
 from lapse_common.clock import Clock
 from lapse_common.command_signing import CommandSigner
+from lapse_common.db import after_commit
 from lapse_common.messaging.codec import DecodedEvent
 from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
 from lapse_common.topics import Topics
@@ -51,7 +52,7 @@ class SchedulerHandlers:
         if await withdraw_approval(
             session=session, withdrawn=event.payload, topics=self.topics, clock=self.clock
         ):
-            self.timer.timers_changed()
+            after_commit(session, self.timer.timers_changed)
 
     async def on_approval_shortened(
         self, *, session: AsyncSession, event: DecodedEvent[events_pb2.ApprovalShortened]
@@ -63,7 +64,7 @@ class SchedulerHandlers:
             clock=self.clock,
             expiry_notice=self.expiry_notice,
         ):
-            self.timer.timers_changed()
+            after_commit(session, self.timer.timers_changed)
 
     async def on_extension_approved(
         self, *, session: AsyncSession, event: DecodedEvent[events_pb2.ExtensionApproved]
@@ -75,7 +76,7 @@ class SchedulerHandlers:
             clock=self.clock,
             expiry_notice=self.expiry_notice,
         ):
-            self.timer.timers_changed()
+            after_commit(session, self.timer.timers_changed)
 
     async def on_agent_result(
         self,
@@ -96,9 +97,7 @@ class SchedulerHandlers:
             clock=self.clock,
             expiry_notice=self.expiry_notice,
         ):
-            # Woken before the commit: the timer's next pass may not see the new row yet,
-            # but its sleep is then bounded by timer_max_sleep_seconds.
-            self.timer.timers_changed()
+            after_commit(session, self.timer.timers_changed)
 
     async def on_end_requested(
         self, *, session: AsyncSession, event: DecodedEvent[events_pb2.GrantEndRequested]

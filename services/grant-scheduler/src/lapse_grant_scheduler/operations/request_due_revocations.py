@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from lapse_grant_scheduler.due_grants import claim_due
 from lapse_grant_scheduler.grant_facts import request_revocation
 from lapse_grant_scheduler.models import Grant
-from lapse_grant_scheduler.overlapping_grants import covering_grant
+from lapse_grant_scheduler.overlapping_grants import access_of, covering_grants
 
 _meter = metrics.get_meter("lapse.grant_scheduler")
 _expiry_lateness = _meter.create_histogram(
@@ -24,10 +24,12 @@ async def request_due_revocations(
 ) -> int:
     now = clock.now()
     due = await claim_due(session, timer=Grant.expires_at, now=now, batch_size=batch_size)
-    due_ids = {grant.grant_id for grant in due}
+    # Grants that end together do not cover each other.
+    covering = await covering_grants(
+        session, grants=due, excluded={grant.grant_id for grant in due}
+    )
     for grant in due:
         assert grant.expires_at is not None
-        covering = await covering_grant(session, grant=grant, excluded=due_ids)
         request_revocation(
             session,
             grant=grant,
@@ -36,7 +38,7 @@ async def request_due_revocations(
             due_at=grant.expires_at,
             topics=topics,
             clock=clock,
-            covering=covering,
+            covering=covering.get(access_of(grant)),
         )
         _expiry_lateness.record((now - as_utc(grant.expires_at)).total_seconds())
     return len(due)
