@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, String, Text, false
+from sqlalchemy import BigInteger, Boolean, DateTime, Enum, Index, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -12,7 +13,7 @@ class RevokerBase(DeclarativeBase):
     pass
 
 
-class RevocationState:
+class RevocationState(StrEnum):
     # A command is out; waiting for the agent's verified ack until deadline_at.
     AWAITING_ACK = "AWAITING_ACK"
     # The last attempt failed; the next one goes out at next_attempt_at.
@@ -53,7 +54,18 @@ class Revocation(RevokerBase):
     # Every command of this revocation (retries, replays) also asks the agent to end the
     # principal's open sessions: a session that did SET ROLE keeps the role until it ends.
     end_sessions: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    state: Mapped[str] = mapped_column(String(32))
+    # Stored as the member's value in the same VARCHAR(32) as before the enum (no CHECK
+    # constraint, no native type), so existing rows load and no migration is needed.
+    state: Mapped[RevocationState] = mapped_column(
+        Enum(
+            RevocationState,
+            native_enum=False,
+            create_constraint=False,
+            length=32,
+            values_callable=lambda states: [state.value for state in states],
+            validate_strings=True,
+        )
+    )
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     command_id: Mapped[str] = mapped_column(String(64), default="")
     due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
