@@ -54,9 +54,8 @@ def spec_of(revocation: Revocation) -> common_pb2.GrantSpec:
 
 def send_attempt(session: AsyncSession, *, revocation: Revocation, ctx: RevokerContext) -> None:
     now = ctx.clock.now()
-    revocation.attempt += 1
     with continued_trace(revocation.trace_context):
-        revocation.command_id = enqueue_agent_command(
+        command_id = enqueue_agent_command(
             session,
             signer=ctx.signer,
             topics=ctx.topics,
@@ -69,10 +68,7 @@ def send_attempt(session: AsyncSession, *, revocation: Revocation, ctx: RevokerC
             clock=ctx.clock,
             end_sessions=revocation.end_sessions,
         )
-    revocation.state = RevocationState.AWAITING_ACK
-    revocation.deadline_at = now + ctx.policy.ack_deadline
-    revocation.next_attempt_at = None
-    revocation.queued_at = None
+    revocation.send(command_id=command_id, deadline_at=now + ctx.policy.ack_deadline)
     session.add(
         RevokeAttemptRecord(
             command_id=revocation.command_id,
@@ -100,10 +96,7 @@ async def dispatch(session: AsyncSession, *, revocation: Revocation, ctx: Revoke
     """Send the next attempt if the agent has a free in-flight slot, else queue it.
     Returns True when a command went out."""
     if await in_flight(session, agent_id=revocation.agent_id) >= ctx.max_in_flight_per_agent:
-        revocation.state = RevocationState.QUEUED
-        revocation.queued_at = ctx.clock.now()
-        revocation.deadline_at = None
-        revocation.next_attempt_at = None
+        revocation.queue(now=ctx.clock.now())
         return False
     send_attempt(session, revocation=revocation, ctx=ctx)
     return True

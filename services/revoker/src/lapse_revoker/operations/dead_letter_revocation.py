@@ -9,17 +9,14 @@ from lapse_common.pb.lapse.v1 import common_pb2
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from lapse_revoker.models import AgentPresence, Revocation, RevocationState, RevokeAttemptRecord
+from lapse_revoker.models import AgentPresence, Revocation, RevokeAttemptRecord
 from lapse_revoker.revocation_steps import RevokerContext, dead_letter_record, enqueue_grant_fact
 
 
 async def dead_letter_revocation(
-    *, session: AsyncSession, revocation: Revocation, ctx: RevokerContext
+    *, session: AsyncSession, revocation: Revocation, error: str, ctx: RevokerContext
 ) -> None:
-    revocation.state = RevocationState.DEAD_LETTERED
-    revocation.dead_lettered_at = ctx.clock.now()
-    revocation.deadline_at = None
-    revocation.next_attempt_at = None
+    revocation.dead_letter(error=error, now=ctx.clock.now())
     attempts = list(
         (
             await session.execute(

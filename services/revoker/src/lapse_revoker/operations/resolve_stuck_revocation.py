@@ -61,12 +61,7 @@ async def replay_stuck_revocation(
     *, session: AsyncSession, grant_id: str, operator: str, reason: str, ctx: RevokerContext
 ) -> str:
     revocation = await _stuck(session, grant_id)
-    # A new epoch: the agent and everyone else can tell this attempt from the abandoned ones.
-    revocation.epoch += 1
-    revocation.attempt = 0
-    revocation.last_error = ""
-    revocation.resolved_by = operator
-    revocation.resolution_reason = reason
+    revocation.replay(operator=operator, reason=reason)
     sent = await dispatch(session, revocation=revocation, ctx=ctx)
     _announce(
         session,
@@ -92,11 +87,7 @@ async def cancel_stuck_revocation(
     *, session: AsyncSession, grant_id: str, operator: str, reason: str, ctx: RevokerContext
 ) -> str:
     revocation = await _stuck(session, grant_id)
-    # The new epoch makes any late answer to the abandoned commands irrelevant.
-    revocation.epoch += 1
-    revocation.state = RevocationState.CANCELED
-    revocation.resolved_by = operator
-    revocation.resolution_reason = reason
+    revocation.cancel(operator=operator, reason=reason)
     _announce(
         session,
         revocation=revocation,
