@@ -7,8 +7,10 @@ from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
 from lapse_common.telemetry import current_trace_context
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from lapse_revoker.grant_facts import enqueue_grant_fact
 from lapse_revoker.models import Revocation, RevocationState
-from lapse_revoker.revocation_steps import RevokerContext, dispatch, enqueue_grant_fact
+from lapse_revoker.revoke_commands import dispatch
+from lapse_revoker.revoker_context import RevokerContext
 
 
 async def accept_revoke_request(

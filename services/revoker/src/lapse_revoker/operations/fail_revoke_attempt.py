@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from lapse_revoker.models import Revocation
 from lapse_revoker.operations.dead_letter_revocation import dead_letter_revocation
-from lapse_revoker.revocation_steps import RevokerContext
+from lapse_revoker.revoker_context import RevokerContext
 
 
 async def fail_revoke_attempt(

@@ -8,9 +8,11 @@ from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
 from opentelemetry import metrics
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from lapse_revoker.grant_facts import enqueue_grant_fact
 from lapse_revoker.models import Revocation, RevocationState, RevokeAttemptRecord
 from lapse_revoker.operations.fail_revoke_attempt import fail_revoke_attempt
-from lapse_revoker.revocation_steps import RevokerContext, enqueue_grant_fact, promote_queued
+from lapse_revoker.revoke_commands import promote_queued
+from lapse_revoker.revoker_context import RevokerContext
 
 _meter = metrics.get_meter("lapse.revoker")
 _lateness = _meter.create_histogram(

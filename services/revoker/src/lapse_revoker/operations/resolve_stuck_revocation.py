@@ -8,8 +8,10 @@ from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
 from lapse_common.refusals import Refusal, Refused
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from lapse_revoker.grant_facts import enqueue_grant_fact
 from lapse_revoker.models import Revocation, RevocationState
-from lapse_revoker.revocation_steps import RevokerContext, dispatch, enqueue_grant_fact
+from lapse_revoker.revoke_commands import dispatch
+from lapse_revoker.revoker_context import RevokerContext
 
 CANCEL_WARNING = (
     "the access may still exist in the target: Lapse did not verify its removal; remove it by hand"

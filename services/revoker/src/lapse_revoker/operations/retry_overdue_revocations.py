@@ -12,7 +12,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from lapse_revoker.models import Revocation, RevocationState, RevokeAttemptRecord
 from lapse_revoker.operations.fail_revoke_attempt import fail_revoke_attempt
-from lapse_revoker.revocation_steps import RevokerContext, dispatch, promote_queued
+from lapse_revoker.revoke_commands import dispatch, promote_queued
+from lapse_revoker.revoker_context import RevokerContext
 
 
 def _overdue(now: object) -> ColumnElement[bool]:
