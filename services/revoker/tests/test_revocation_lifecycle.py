@@ -28,7 +28,8 @@ from lapse_revoker.operations.resolve_stuck_revocation import (
     replay_stuck_revocation,
 )
 from lapse_revoker.operations.retry_overdue_revocations import retry_overdue_revocations
-from lapse_revoker.revocation_steps import RetryPolicy, RevokerContext
+from lapse_revoker.retry_policy import RetryPolicy
+from lapse_revoker.revoker_context import RevokerContext
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 

@@ -16,7 +16,8 @@ from lapse_revoker.grpc_api import RevokerApi
 from lapse_revoker.handlers import RevokerHandlers
 from lapse_revoker.models import RevokerBase
 from lapse_revoker.retry_loop import RetryLoop
-from lapse_revoker.revocation_steps import RetryPolicy, RevokerContext
+from lapse_revoker.retry_policy import RetryPolicy
+from lapse_revoker.revoker_context import RevokerContext
 from lapse_revoker.revoker_metrics import RevokerMetrics
 from lapse_revoker.settings import RevokerSettings
 

@@ -23,7 +23,7 @@ from lapse_revoker.operations.resolve_stuck_revocation import (
     cancel_stuck_revocation,
     replay_stuck_revocation,
 )
-from lapse_revoker.revocation_steps import RevokerContext
+from lapse_revoker.revoker_context import RevokerContext
 
 READERS = (SRE_ROLE, ADMIN_ROLE, AUDITOR_ROLE)
 OPERATORS = (SRE_ROLE, ADMIN_ROLE)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from lapse_revoker.operations.accept_revoke_request import accept_revoke_request
 from lapse_revoker.operations.record_heartbeat import record_heartbeat
 from lapse_revoker.operations.record_revoke_result import record_revoke_result
-from lapse_revoker.revocation_steps import RevokerContext
+from lapse_revoker.revoker_context import RevokerContext
 
 
 @dataclass(frozen=True)

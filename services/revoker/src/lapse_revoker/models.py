@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
+from enum import StrEnum
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, String, Text, false
+from sqlalchemy import BigInteger, Boolean, DateTime, Enum, Index, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -12,7 +13,7 @@ class RevokerBase(DeclarativeBase):
     pass
 
 
-class RevocationState:
+class RevocationState(StrEnum):
     # A command is out; waiting for the agent's verified ack until deadline_at.
     AWAITING_ACK = "AWAITING_ACK"
     # The last attempt failed; the next one goes out at next_attempt_at.
@@ -29,7 +30,22 @@ class RevocationState:
 
 
 # States in which a command is (or will be) out to the agent.
-OPEN_STATES = (RevocationState.AWAITING_ACK, RevocationState.BACKING_OFF, RevocationState.QUEUED)
+OPEN_STATES = frozenset(
+    {RevocationState.AWAITING_ACK, RevocationState.BACKING_OFF, RevocationState.QUEUED}
+)
+# Nothing changes these any more, whatever the agent or a revoke request says later.
+FINAL_STATES = frozenset(
+    {RevocationState.CONFIRMED, RevocationState.CANCELED, RevocationState.RELEASED}
+)
+# Still to be revoked: open, or stuck waiting for an operator.
+UNFINISHED_STATES = OPEN_STATES | {RevocationState.DEAD_LETTERED}
+STUCK_STATES = frozenset({RevocationState.DEAD_LETTERED})
+
+
+class RevocationTransitionRefused(Exception):
+    """A transition asked of a revocation in a state it may not be taken from. The use cases
+    look at the state before they ask, so this is a bug in the caller (and rolls its
+    transaction back), not a refusal to report to a client."""
 
 
 class Revocation(RevokerBase):
@@ -53,7 +69,18 @@ class Revocation(RevokerBase):
     # Every command of this revocation (retries, replays) also asks the agent to end the
     # principal's open sessions: a session that did SET ROLE keeps the role until it ends.
     end_sessions: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    state: Mapped[str] = mapped_column(String(32))
+    # Stored as the member's value in the same VARCHAR(32) as before the enum (no CHECK
+    # constraint, no native type), so existing rows load and no migration is needed.
+    state: Mapped[RevocationState] = mapped_column(
+        Enum(
+            RevocationState,
+            native_enum=False,
+            create_constraint=False,
+            length=32,
+            values_callable=lambda states: [state.value for state in states],
+            validate_strings=True,
+        )
+    )
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     command_id: Mapped[str] = mapped_column(String(64), default="")
     due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -69,6 +96,112 @@ class Revocation(RevokerBase):
     resolution_reason: Mapped[str] = mapped_column(Text, default="")
     # Trace context of the revoke request, so retries from the background loop stay in it.
     trace_context: Mapped[str] = mapped_column(Text, default="{}")
+
+    # The transitions. Each sets every field it owns; the timers (deadline_at,
+    # next_attempt_at, queued_at) are set by every state change, so a state never keeps the
+    # timer of the state it left.
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def take_over(self, *, epoch: int) -> None:
+        """A revoke request of a newer epoch takes this unfinished revocation over: its
+        commands carry the new epoch and its attempts count from zero again. The caller then
+        sends or queues it (or releases it)."""
+        self._require("take over", UNFINISHED_STATES)
+        if epoch <= self.epoch:
+            raise RevocationTransitionRefused(
+                f"revocation of grant {self.grant_id} is at epoch {self.epoch}; "
+                f"epoch {epoch} cannot take it over"
+            )
+        self.epoch = epoch
+        self.attempt = 0
+
+    def send(self, *, command_id: str, deadline_at: datetime) -> None:
+        """The next attempt's command `command_id` is out to the agent: wait for its
+        verified ack until `deadline_at`. The revocation holds one in-flight slot of its
+        agent while AWAITING_ACK."""
+        self._require("send", UNFINISHED_STATES)
+        self.attempt += 1
+        self.command_id = command_id
+        self._enter(RevocationState.AWAITING_ACK, deadline_at=deadline_at)
+
+    def queue(self, *, now: datetime) -> None:
+        """The agent has no free in-flight slot: wait in its queue (oldest `queued_at`
+        first) until one frees up."""
+        self._require("queue", UNFINISHED_STATES)
+        self._enter(RevocationState.QUEUED, queued_at=now)
+
+    def confirm(self, *, now: datetime) -> None:
+        """The agent verified the access is gone: the grant is REVOKED. Allowed from
+        DEAD_LETTERED too, since a verified removal that arrives late is still the truth."""
+        self._require("confirm", UNFINISHED_STATES)
+        self.confirmed_at = now
+        self._enter(RevocationState.CONFIRMED)
+
+    def release(self, *, now: datetime) -> None:
+        """Another active grant covers the same access: this grant's claim ends and nothing
+        is removed from the target (the covering grant's own end removes it)."""
+        self._require("release", UNFINISHED_STATES)
+        self.confirmed_at = now
+        self._enter(RevocationState.RELEASED)
+
+    def back_off(self, *, error: str, now: datetime, delay: timedelta) -> None:
+        """The current attempt failed with `error` (or missed its ack deadline): the next
+        one goes out after `delay`; meanwhile the agent's in-flight slot is free."""
+        self._require("back off", OPEN_STATES)
+        self.last_error = error
+        self._enter(RevocationState.BACKING_OFF, next_attempt_at=now + delay)
+
+    def dead_letter(self, *, error: str, now: datetime) -> None:
+        """Out of attempts, or failed permanently with `error`: stop retrying; the grant is
+        REVOKING + stuck until an operator replays or cancels it."""
+        self._require("dead-letter", OPEN_STATES)
+        self.last_error = error
+        self.dead_lettered_at = now
+        self._enter(RevocationState.DEAD_LETTERED)
+
+    def replay(self, *, operator: str, reason: str) -> None:
+        """An operator replays the stuck revocation: a new epoch, so the agent and everyone
+        else can tell its attempts from the abandoned ones, and attempts and error start
+        afresh. It stays DEAD_LETTERED until the caller sends or queues it."""
+        self._require("replay", STUCK_STATES)
+        self.epoch += 1
+        self.attempt = 0
+        self.last_error = ""
+        self.resolved_by = operator
+        self.resolution_reason = reason
+
+    def cancel(self, *, operator: str, reason: str) -> None:
+        """An operator gives up on the stuck revocation: REVOKE_CANCELED, which never claims
+        the access is gone. The new epoch makes any late answer to the abandoned commands
+        irrelevant."""
+        self._require("cancel", STUCK_STATES)
+        self.epoch += 1
+        self.resolved_by = operator
+        self.resolution_reason = reason
+        self._enter(RevocationState.CANCELED)
+
+    def _require(self, transition: str, allowed: frozenset[RevocationState]) -> None:
+        if self.state not in allowed:
+            raise RevocationTransitionRefused(
+                f"cannot {transition} the revocation of grant {self.grant_id}: it is "
+                f"{self.state}, and only {', '.join(sorted(allowed))} may"
+            )
+
+    def _enter(
+        self,
+        state: RevocationState,
+        *,
+        deadline_at: datetime | None = None,
+        next_attempt_at: datetime | None = None,
+        queued_at: datetime | None = None,
+    ) -> None:
+        self.state = state
+        self.deadline_at = deadline_at
+        self.next_attempt_at = next_attempt_at
+        self.queued_at = queued_at
 
 
 class RevokeAttemptRecord(RevokerBase):

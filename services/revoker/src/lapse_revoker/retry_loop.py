@@ -9,7 +9,7 @@ from lapse_common.messaging.outbox import OutboxRelay
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from lapse_revoker.operations.retry_overdue_revocations import retry_overdue_revocations
-from lapse_revoker.revocation_steps import RevokerContext
+from lapse_revoker.revoker_context import RevokerContext
 
 logger = logging.getLogger(__name__)
 

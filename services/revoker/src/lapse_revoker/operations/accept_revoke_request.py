@@ -7,10 +7,10 @@ from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
 from lapse_common.telemetry import current_trace_context
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from lapse_revoker.grant_facts import enqueue_grant_fact
 from lapse_revoker.models import Revocation, RevocationState
-from lapse_revoker.revocation_steps import RevokerContext, dispatch, enqueue_grant_fact
-
-_FINAL = (RevocationState.CONFIRMED, RevocationState.CANCELED, RevocationState.RELEASED)
+from lapse_revoker.revoke_commands import dispatch
+from lapse_revoker.revoker_context import RevokerContext
 
 
 async def accept_revoke_request(
@@ -18,15 +18,14 @@ async def accept_revoke_request(
 ) -> None:
     revocation = await session.get(Revocation, requested.grant_id, with_for_update=True)
     if revocation is not None:
-        if revocation.state not in _FINAL and requested.end_sessions:
+        if not revocation.is_final and requested.end_sessions:
             # Sticky: a later request (panic, offboarding) asking to end sessions applies
             # to every attempt still to come, even when its epoch adds nothing else.
             revocation.end_sessions = True
-        if requested.epoch <= revocation.epoch or revocation.state in _FINAL:
+        if requested.epoch <= revocation.epoch or revocation.is_final:
             # Already revoking (or done with) this grant at this epoch or a newer one.
             return
-        revocation.epoch = requested.epoch
-        revocation.attempt = 0
+        revocation.take_over(epoch=requested.epoch)
     else:
         revocation = Revocation(
             grant_id=requested.grant_id,
@@ -52,8 +51,7 @@ async def accept_revoke_request(
     if requested.covered_by_grant_id:
         # Overlapping grants must not cut each other off: this grant's claim ends, the
         # access stays for the covering grant, whose own end will remove it.
-        revocation.state = RevocationState.RELEASED
-        revocation.confirmed_at = ctx.clock.now()
+        revocation.release(now=ctx.clock.now())
         until = as_utc(requested.covered_until.ToDatetime()).isoformat()
         enqueue_grant_fact(
             session,

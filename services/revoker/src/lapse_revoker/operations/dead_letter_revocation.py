@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
+from lapse_common.clock import as_utc
+from lapse_common.grant_spec import grant_spec_of
 from lapse_common.messaging.outbox import enqueue
-from lapse_common.pb.lapse.v1 import common_pb2
+from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from lapse_revoker.models import AgentPresence, Revocation, RevocationState, RevokeAttemptRecord
-from lapse_revoker.revocation_steps import RevokerContext, dead_letter_record, enqueue_grant_fact
+from lapse_revoker.attempt_history import attempts_of
+from lapse_revoker.grant_facts import enqueue_grant_fact
+from lapse_revoker.models import AgentPresence, Revocation, RevokeAttemptRecord
+from lapse_revoker.revoker_context import RevokerContext
 
 
 async def dead_letter_revocation(
-    *, session: AsyncSession, revocation: Revocation, ctx: RevokerContext
+    *, session: AsyncSession, revocation: Revocation, error: str, ctx: RevokerContext
 ) -> None:
-    revocation.state = RevocationState.DEAD_LETTERED
-    revocation.dead_lettered_at = ctx.clock.now()
-    revocation.deadline_at = None
-    revocation.next_attempt_at = None
+    revocation.dead_letter(error=error, now=ctx.clock.now())
     attempts = list(
         (
             await session.execute(
@@ -33,7 +35,7 @@ async def dead_letter_revocation(
         .all()
     )
     presence = await session.get(AgentPresence, revocation.agent_id)
-    record = dead_letter_record(
+    record = _dead_letter_record(
         revocation=revocation,
         attempts=attempts,
         agent_last_seen_at=presence.last_seen_at if presence else None,
@@ -73,3 +75,25 @@ async def dead_letter_revocation(
         ctx=ctx,
         stuck=True,
     )
+
+
+def _dead_letter_record(
+    *,
+    revocation: Revocation,
+    attempts: list[RevokeAttemptRecord],
+    agent_last_seen_at: datetime | None,
+) -> events_pb2.RevocationDeadLettered:
+    record = events_pb2.RevocationDeadLettered(
+        grant_id=revocation.grant_id,
+        request_id=revocation.request_id,
+        epoch=revocation.epoch,
+        spec=grant_spec_of(revocation),
+        last_error=revocation.last_error,
+        requester=revocation.requester,
+        reason=revocation.reason,  # type: ignore[arg-type]
+        attempts=attempts_of(attempts),
+    )
+    record.first_due_at.FromDatetime(as_utc(revocation.due_at))
+    if agent_last_seen_at is not None:
+        record.agent_last_seen_at.FromDatetime(as_utc(agent_last_seen_at))
+    return record

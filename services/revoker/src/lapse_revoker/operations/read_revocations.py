@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from lapse_common.clock import as_utc
+from lapse_common.grant_spec import grant_spec_of
 from lapse_common.paging import PageRequest, time_key
 from lapse_common.pb.lapse.v1 import revoker_service_pb2
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from lapse_revoker.attempt_history import attempts_of
 from lapse_revoker.models import AgentPresence, Revocation, RevocationState, RevokeAttemptRecord
-from lapse_revoker.revocation_steps import attempts_of, spec_of
 
 
 async def list_stuck(
@@ -60,7 +61,7 @@ async def render_revocation(
         grant_id=revocation.grant_id,
         request_id=revocation.request_id,
         requester=revocation.requester,
-        spec=spec_of(revocation),
+        spec=grant_spec_of(revocation),
         epoch=revocation.epoch,
         state=revocation.state,
         stuck=revocation.state == RevocationState.DEAD_LETTERED,

@@ -8,9 +8,11 @@ from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
 from opentelemetry import metrics
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from lapse_revoker.grant_facts import enqueue_grant_fact
 from lapse_revoker.models import Revocation, RevocationState, RevokeAttemptRecord
-from lapse_revoker.operations.dead_letter_revocation import dead_letter_revocation
-from lapse_revoker.revocation_steps import RevokerContext, enqueue_grant_fact, promote_queued
+from lapse_revoker.operations.fail_revoke_attempt import fail_revoke_attempt
+from lapse_revoker.revoke_commands import promote_queued
+from lapse_revoker.revoker_context import RevokerContext
 
 _meter = metrics.get_meter("lapse.revoker")
 _lateness = _meter.create_histogram(
@@ -31,11 +33,7 @@ async def record_revoke_result(
     if result.epoch != revocation.epoch:
         # The answer to a command of an earlier epoch: a newer revoke request took over.
         return
-    if revocation.state in (
-        RevocationState.CONFIRMED,
-        RevocationState.CANCELED,
-        RevocationState.RELEASED,
-    ):
+    if revocation.is_final:
         return
     now = ctx.clock.now()
     succeeded = result.outcome == events_pb2.RESULT_OUTCOME_SUCCEEDED and result.verified
@@ -45,9 +43,7 @@ async def record_revoke_result(
             attempt.error = _describe_failure(result)
     if succeeded:
         # Also for a DEAD_LETTERED one: a verified removal that arrived late is the truth.
-        revocation.state = RevocationState.CONFIRMED
-        revocation.confirmed_at = now
-        revocation.deadline_at = None
+        revocation.confirm(now=now)
         _lateness.record((now - as_utc(revocation.due_at)).total_seconds())
         enqueue_grant_fact(
             session,
@@ -64,17 +60,13 @@ async def record_revoke_result(
     if result.command_id != revocation.command_id:
         # A late failure of an earlier attempt: the current attempt is still running.
         return
-    revocation.last_error = _describe_failure(result)
-    if (
-        result.outcome == events_pb2.RESULT_OUTCOME_FAILED_PERMANENT
-        or revocation.attempt >= ctx.policy.max_attempts
-    ):
-        await dead_letter_revocation(session=session, revocation=revocation, ctx=ctx)
-    else:
-        revocation.state = RevocationState.BACKING_OFF
-        revocation.deadline_at = None
-        revocation.next_attempt_at = now + ctx.policy.backoff(revocation.attempt)
-    # Either way this revocation no longer holds an in-flight slot of its agent.
+    await fail_revoke_attempt(
+        session=session,
+        revocation=revocation,
+        error=_describe_failure(result),
+        permanent=result.outcome == events_pb2.RESULT_OUTCOME_FAILED_PERMANENT,
+        ctx=ctx,
+    )
     await promote_queued(session, agent_id=revocation.agent_id, ctx=ctx)
 
 

@@ -8,8 +8,10 @@ from lapse_common.pb.lapse.v1 import common_pb2, events_pb2
 from lapse_common.refusals import Refusal, Refused
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from lapse_revoker.grant_facts import enqueue_grant_fact
 from lapse_revoker.models import Revocation, RevocationState
-from lapse_revoker.revocation_steps import RevokerContext, dispatch, enqueue_grant_fact
+from lapse_revoker.revoke_commands import dispatch
+from lapse_revoker.revoker_context import RevokerContext
 
 CANCEL_WARNING = (
     "the access may still exist in the target: Lapse did not verify its removal; remove it by hand"
@@ -61,12 +63,7 @@ async def replay_stuck_revocation(
     *, session: AsyncSession, grant_id: str, operator: str, reason: str, ctx: RevokerContext
 ) -> str:
     revocation = await _stuck(session, grant_id)
-    # A new epoch: the agent and everyone else can tell this attempt from the abandoned ones.
-    revocation.epoch += 1
-    revocation.attempt = 0
-    revocation.last_error = ""
-    revocation.resolved_by = operator
-    revocation.resolution_reason = reason
+    revocation.replay(operator=operator, reason=reason)
     sent = await dispatch(session, revocation=revocation, ctx=ctx)
     _announce(
         session,
@@ -92,11 +89,7 @@ async def cancel_stuck_revocation(
     *, session: AsyncSession, grant_id: str, operator: str, reason: str, ctx: RevokerContext
 ) -> str:
     revocation = await _stuck(session, grant_id)
-    # The new epoch makes any late answer to the abandoned commands irrelevant.
-    revocation.epoch += 1
-    revocation.state = RevocationState.CANCELED
-    revocation.resolved_by = operator
-    revocation.resolution_reason = reason
+    revocation.cancel(operator=operator, reason=reason)
     _announce(
         session,
         revocation=revocation,

@@ -11,8 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from lapse_revoker.models import Revocation, RevocationState, RevokeAttemptRecord
-from lapse_revoker.operations.dead_letter_revocation import dead_letter_revocation
-from lapse_revoker.revocation_steps import RevokerContext, dispatch, promote_queued
+from lapse_revoker.operations.fail_revoke_attempt import fail_revoke_attempt
+from lapse_revoker.revoke_commands import dispatch, promote_queued
+from lapse_revoker.revoker_context import RevokerContext
 
 
 def _overdue(now: object) -> ColumnElement[bool]:
@@ -53,23 +54,22 @@ async def retry_overdue_revocations(
                 handled += 1
                 if revocation.state == RevocationState.AWAITING_ACK:
                     # The agent never answered this attempt in time.
-                    revocation.last_error = (
+                    error = (
                         f"no ack from agent {revocation.agent_id} within "
                         f"{ctx.policy.ack_deadline.total_seconds():g}s"
                     )
                     attempt = await session.get(RevokeAttemptRecord, revocation.command_id)
                     if attempt is not None and attempt.finished_at is None:
                         attempt.finished_at = now
-                        attempt.error = revocation.last_error
-                    if revocation.attempt >= ctx.policy.max_attempts:
-                        await dead_letter_revocation(
-                            session=session, revocation=revocation, ctx=ctx
-                        )
-                    else:
-                        # Back off like any failure; the slot is free for other revocations.
-                        revocation.state = RevocationState.BACKING_OFF
-                        revocation.deadline_at = None
-                        revocation.next_attempt_at = now + ctx.policy.backoff(revocation.attempt)
+                        attempt.error = error
+                    # Like any failure, never permanent: the agent may just be slow or down.
+                    await fail_revoke_attempt(
+                        session=session,
+                        revocation=revocation,
+                        error=error,
+                        permanent=False,
+                        ctx=ctx,
+                    )
                 else:
                     await dispatch(session, revocation=revocation, ctx=ctx)
         handled += await promote_queued(session, agent_id=agent_id, ctx=ctx)
