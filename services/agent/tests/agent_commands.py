@@ -1,11 +1,15 @@
-"""Building the commands the platform would send, for the agent's tests."""
+"""Building the commands the platform would send, and handing them to the agent one at a
+time, for the agent's tests."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from typing import Any
 
-from lapse_common.pb.lapse.v1 import commands_pb2, common_pb2
+from lapse_agent.operations.execute_command import execute_commands
+from lapse_agent.operations.receive_command import receive_commands
+from lapse_common.pb.lapse.v1 import commands_pb2, common_pb2, events_pb2
 
 AGENT_ID = "agent-under-test"
 INTEGRATION_ID = "demo-pg"
@@ -41,3 +45,19 @@ def build_command(
         issuer="test",
         end_sessions=end_sessions,
     )
+
+
+async def execute_one(
+    *, command: commands_pb2.AgentCommand, **context: Any
+) -> events_pb2.AgentResult:
+    """`execute_commands` for a batch of one, without a concurrency limit."""
+    [result] = await execute_commands(commands=[command], limits={}, **context)
+    return result
+
+
+async def receive_one(
+    *, payload: commands_pb2.SignedCommand | commands_pb2.AgentCommand, **context: Any
+) -> events_pb2.AgentResult:
+    """`receive_commands` for a batch of one, without a concurrency limit."""
+    [result] = await receive_commands(payloads=[payload], limits={}, **context)
+    return result

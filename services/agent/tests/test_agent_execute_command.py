@@ -11,13 +11,17 @@ from lapse_agent.connectors.base import (
     TransientTargetError,
 )
 from lapse_agent.ledger import CommandLedger
-from lapse_agent.operations.execute_command import execute_command
-from lapse_agent.operations.receive_command import receive_command
 from lapse_common.clock import ManualClock
 from lapse_common.command_signing import CommandSigner, CommandVerifier
 from lapse_common.pb.lapse.v1 import commands_pb2, common_pb2, events_pb2
 
-from services.agent.tests.agent_commands import AGENT_ID, INTEGRATION_ID, CommandFactory
+from services.agent.tests.agent_commands import (
+    AGENT_ID,
+    INTEGRATION_ID,
+    CommandFactory,
+    execute_one,
+    receive_one,
+)
 from services.agent.tests.in_memory_connector import InMemoryConnector
 
 GRANT = common_pb2.COMMAND_KIND_GRANT
@@ -39,7 +43,7 @@ async def run(
     ledger: CommandLedger,
     clock: ManualClock,
 ) -> events_pb2.AgentResult:
-    return await execute_command(
+    return await execute_one(
         command=command,
         agent_id=AGENT_ID,
         connectors=connectors(target),
@@ -209,7 +213,7 @@ async def test_receive_refuses_forged_commands_without_running_them(
     target = InMemoryConnector()
     signed = signer.sign(make_command(kind=GRANT, grant_id="g-9", epoch=3))
     signed.signature = bytes(64)
-    result = await receive_command(
+    result = await receive_one(
         payload=signed,
         agent_id=AGENT_ID,
         verifier=verifier,
@@ -223,7 +227,7 @@ async def test_receive_refuses_forged_commands_without_running_them(
     assert "signature does not verify" in result.detail
     assert target.calls == []
     # A forged command id must not poison the ledger for the genuine command.
-    genuine = await receive_command(
+    genuine = await receive_one(
         payload=signer.sign(make_command(kind=GRANT, grant_id="g-9", epoch=3)),
         agent_id=AGENT_ID,
         verifier=verifier,
@@ -242,7 +246,7 @@ async def test_receive_refuses_bare_unsigned_commands(
     clock: ManualClock,
 ) -> None:
     target = InMemoryConnector()
-    result = await receive_command(
+    result = await receive_one(
         payload=make_command(),
         agent_id=AGENT_ID,
         verifier=verifier,
@@ -264,7 +268,7 @@ async def test_receive_runs_a_valid_command(
     clock: ManualClock,
 ) -> None:
     target = InMemoryConnector()
-    result = await receive_command(
+    result = await receive_one(
         payload=signer.sign(make_command(kind=GRANT)),
         agent_id=AGENT_ID,
         verifier=verifier,

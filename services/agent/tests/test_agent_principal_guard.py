@@ -11,14 +11,18 @@ import pytest
 from lapse_agent.config import ConfigError, load_config
 from lapse_agent.connectors.base import Access, TransientTargetError
 from lapse_agent.ledger import CommandLedger
-from lapse_agent.operations.execute_command import execute_command
-from lapse_agent.operations.receive_command import receive_command
 from lapse_agent.principal_rules import PrincipalRules
 from lapse_common.clock import ManualClock
 from lapse_common.command_signing import CommandSigner, CommandVerifier
 from lapse_common.pb.lapse.v1 import commands_pb2, common_pb2, events_pb2
 
-from services.agent.tests.agent_commands import AGENT_ID, INTEGRATION_ID, CommandFactory
+from services.agent.tests.agent_commands import (
+    AGENT_ID,
+    INTEGRATION_ID,
+    CommandFactory,
+    execute_one,
+    receive_one,
+)
 from services.agent.tests.in_memory_connector import InMemoryConnector
 
 GRANT = common_pb2.COMMAND_KIND_GRANT
@@ -36,7 +40,7 @@ async def run(
     clock: ManualClock,
     rules: PrincipalRules | None = None,
 ) -> events_pb2.AgentResult:
-    return await execute_command(
+    return await execute_one(
         command=command,
         agent_id=AGENT_ID,
         connectors={INTEGRATION_ID: target},
@@ -195,7 +199,7 @@ async def test_a_signed_grant_to_postgres_through_the_whole_receive_path(
     clock: ManualClock,
 ) -> None:
     target = InMemoryConnector()
-    result = await receive_command(
+    result = await receive_one(
         payload=signer.sign(make_command(kind=GRANT, principal="postgres", grant_id="g-pg")),
         agent_id=AGENT_ID,
         verifier=verifier,

@@ -39,28 +39,6 @@ FAILED_PERMANENT = events_pb2.RESULT_OUTCOME_FAILED_PERMANENT
 REJECTED = events_pb2.RESULT_OUTCOME_REJECTED
 
 
-async def execute_command(
-    *,
-    command: commands_pb2.AgentCommand,
-    agent_id: str,
-    connectors: Mapping[str, Connector],
-    principal_rules: Mapping[str, PrincipalRules],
-    ledger: CommandLedger,
-    clock: Clock,
-) -> events_pb2.AgentResult:
-    """`execute_commands` for one command."""
-    [result] = await execute_commands(
-        commands=[command],
-        agent_id=agent_id,
-        connectors=connectors,
-        principal_rules=principal_rules,
-        ledger=ledger,
-        clock=clock,
-        limits={},
-    )
-    return result
-
-
 async def execute_commands(
     *,
     commands: Sequence[commands_pb2.AgentCommand],

@@ -39,30 +39,6 @@ def _refusal(
     )
 
 
-async def receive_command(
-    *,
-    payload: commands_pb2.SignedCommand | commands_pb2.AgentCommand,
-    agent_id: str,
-    verifier: CommandVerifier,
-    connectors: Mapping[str, Connector],
-    principal_rules: Mapping[str, PrincipalRules],
-    ledger: CommandLedger,
-    clock: Clock,
-) -> events_pb2.AgentResult:
-    """`receive_commands` for one record."""
-    [result] = await receive_commands(
-        payloads=[payload],
-        agent_id=agent_id,
-        verifier=verifier,
-        connectors=connectors,
-        principal_rules=principal_rules,
-        ledger=ledger,
-        clock=clock,
-        limits={},
-    )
-    return result
-
-
 async def receive_commands(
     *,
     payloads: Sequence[commands_pb2.SignedCommand | commands_pb2.AgentCommand],
