@@ -52,8 +52,24 @@ if command -v npx >/dev/null 2>&1; then
 else
   log "buf lint skipped: npx (Node.js) is not installed"
 fi
-log "pytest"
 started=$(date +%s)
+# Unit tests on both cores (they share nothing); integration tests one at a time, since
+# they share one Kafka and one PostgreSQL and several measure how fast the system reacts.
 # The slowest tests are printed so a suite growing past its time budget shows where.
-uv run pytest --durations=25 "$@"
+# Both parts run even if the first fails, so one run reports every failure. Exit status 5
+# is pytest's "no tests selected", which arguments like -k may cause in one of the parts.
+failed=0
+run_part() {
+  local what="$1"; shift
+  log "pytest: $what"
+  local status=0
+  uv run pytest "$@" || status=$?
+  if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then
+    log "$what FAILED (pytest exit status $status)"
+    failed="$status"
+  fi
+}
+run_part "unit tests (2 workers)" -m "not integration" -n 2 --durations=10 "$@"
+run_part "integration tests" -m integration --durations=25 "$@"
 log "suite took $(( $(date +%s) - started ))s"
+exit "$failed"
