@@ -75,7 +75,8 @@ async def test_commands_for_different_grants_run_at_once_up_to_the_limit(
     ]
     batch = asyncio.create_task(run_batch(commands, target, ledger, clock, limit=3))
     await asyncio.wait_for(target.three_running.wait(), timeout=10)
-    await asyncio.sleep(0.05)  # room for a fourth to start, were the limit not kept
+    for _ in range(50):  # turns of the loop for a fourth to start, were the limit not kept
+        await asyncio.sleep(0)
     assert target.running == 3
     target.gate.set()
     results = await batch

@@ -10,9 +10,8 @@ from lapse_common.clock import Clock
 from lapse_common.messaging.outbox import OutboxRelay
 from lapse_common.paging import page_of, page_request_or_abort
 from lapse_common.pb.lapse.v1 import approval_service_pb2, approval_service_pb2_grpc, common_pb2
-from lapse_common.refusals import Refused
 from lapse_common.topics import Topics
-from lapse_common.unit_of_work import UnitOfWork, abort_refused
+from lapse_common.unit_of_work import UnitOfWork
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from lapse_approval.live_catalog import LiveCatalog
@@ -101,31 +100,28 @@ class ApprovalApi(approval_service_pb2_grpc.ApprovalServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "requester_subject is required")
         if request.duration_seconds < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "duration_seconds must be >= 0")
-        try:
-            allowed = check_request(
-                catalog=self._catalog.current,
-                subject=subject,
-                groups=tuple(request.requester_groups),
-                integration_id=request.item.integration_id,
-                resource=request.item.resource,
-                permission=request.item.permission,
-                principal=request.item.principal,
-                duration=timedelta(seconds=request.duration_seconds)
-                if request.duration_seconds
-                else None,
-                justification=request.justification,
-                now=self._clock.now(),
-            )
-            if allowed.flow.policy.mode == "auto":
-                async with self._sessions() as session:
-                    await enforce_auto_approve_budget(
-                        session,
-                        flow=allowed.flow,
-                        requester=subject,
-                        now=self._clock.now(),
-                    )
-        except Refused as refusal:
-            await abort_refused(context, refusal)
+        allowed = check_request(
+            catalog=self._catalog.current,
+            subject=subject,
+            groups=tuple(request.requester_groups),
+            integration_id=request.item.integration_id,
+            resource=request.item.resource,
+            permission=request.item.permission,
+            principal=request.item.principal,
+            duration=timedelta(seconds=request.duration_seconds)
+            if request.duration_seconds
+            else None,
+            justification=request.justification,
+            now=self._clock.now(),
+        )
+        if allowed.flow.policy.mode == "auto":
+            async with self._sessions() as session:
+                await enforce_auto_approve_budget(
+                    session,
+                    flow=allowed.flow,
+                    requester=subject,
+                    now=self._clock.now(),
+                )
         item = common_pb2.GrantSpec()
         item.CopyFrom(request.item)
         item.agent_id = allowed.agent_id
@@ -180,10 +176,7 @@ class ApprovalApi(approval_service_pb2_grpc.ApprovalServiceServicer):
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED, "validating Access Flows needs the admin role"
             )
-        try:
-            catalog = validate_flows([(f.name, f.content) for f in request.files])
-        except Refused as refusal:
-            await abort_refused(context, refusal)
+        catalog = validate_flows([(f.name, f.content) for f in request.files])
         return approval_service_pb2.ApplyFlowsResponse(
             flows=len(catalog.flows), integrations=len(catalog.integrations)
         )

@@ -19,7 +19,6 @@ from lapse_common.auth import ADMIN_ROLE, SRE_ROLE, Identity, current_identity
 from lapse_common.clock import as_utc
 from lapse_common.pb.lapse.v1 import audit_service_pb2, audit_service_pb2_grpc
 from lapse_common.refusals import Refusal, Refused
-from lapse_common.unit_of_work import abort_refused
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from lapse_audit.checkpoint_store import CheckpointStore
@@ -75,30 +74,27 @@ class AuditApi(audit_service_pb2_grpc.AuditServiceServicer):
             request.page_size or request.limit,
             bool(request.page_token),
         )
-        try:
-            occurred_after = _instant(request, "occurred_after")
-            occurred_before = _instant(request, "occurred_before")
-            scope = _token_scope(request)
-            after_sequence = request.after_sequence
-            if request.page_token:
-                if request.after_sequence:
-                    raise Refused(Refusal.INVALID, "give page_token or after_sequence, not both")
-                after_sequence = self._page_tokens.read(request.page_token, query=scope)
-            page_size = _page_size(request)
-            async with self._sessions() as session:
-                records = await list_events(
-                    session,
-                    request_id=request.request_id,
-                    grant_id=request.grant_id,
-                    event_type=request.type,
-                    actor=request.actor,
-                    occurred_after=occurred_after,
-                    occurred_before=occurred_before,
-                    after_sequence=after_sequence,
-                    limit=page_size,
-                )
-        except Refused as refusal:
-            await abort_refused(context, refusal)
+        occurred_after = _instant(request, "occurred_after")
+        occurred_before = _instant(request, "occurred_before")
+        scope = _token_scope(request)
+        after_sequence = request.after_sequence
+        if request.page_token:
+            if request.after_sequence:
+                raise Refused(Refusal.INVALID, "give page_token or after_sequence, not both")
+            after_sequence = self._page_tokens.read(request.page_token, query=scope)
+        page_size = _page_size(request)
+        async with self._sessions() as session:
+            records = await list_events(
+                session,
+                request_id=request.request_id,
+                grant_id=request.grant_id,
+                event_type=request.type,
+                actor=request.actor,
+                occurred_after=occurred_after,
+                occurred_before=occurred_before,
+                after_sequence=after_sequence,
+                limit=page_size,
+            )
         response = _response_within_size_limit([_as_message(record) for record in records])
         if response.events and (
             len(response.events) < len(records) or len(records) >= min(page_size, MAX_LIMIT)

@@ -20,10 +20,9 @@ from lapse_common.pb.lapse.v1 import (
     request_service_pb2,
     request_service_pb2_grpc,
 )
-from lapse_common.refusals import Refused
 from lapse_common.service_credentials import ServiceCredentials
 from lapse_common.topics import Topics
-from lapse_common.unit_of_work import UnitOfWork, abort_refused
+from lapse_common.unit_of_work import UnitOfWork
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from lapse_request.access_scope import Reach, authorize_scope, check_scope_shape
@@ -94,17 +93,14 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
                 grpc.StatusCode.PERMISSION_DENIED,
                 "machine identities request access through AccessRequested access events",
             )
-        try:
-            validate_submission(
-                integration_id=request.integration_id,
-                resource=request.resource,
-                permission=request.permission,
-                principal=request.principal,
-                duration_seconds=request.duration_seconds,
-                justification=request.justification,
-            )
-        except Refused as refusal:
-            await abort_refused(context, refusal)
+        validate_submission(
+            integration_id=request.integration_id,
+            resource=request.resource,
+            permission=request.permission,
+            principal=request.principal,
+            duration_seconds=request.duration_seconds,
+            justification=request.justification,
+        )
         checked = await self._check_policy(request, identity, context)
         async with self._work(context) as session:
             row = await submit_request(
@@ -259,16 +255,13 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
         request: request_service_pb2.ScopedRevocationRequest,
         context: grpc.aio.ServicerContext,
     ) -> request_service_pb2.RevocationPreview:
-        try:
-            reach = authorize_scope(
-                current_identity(),
-                request.scope,
-                approved_by_me=request.approved_by_me,
-                admin_only=_admin_only(request),
-            )
-            check_scope_shape(request.scope, reach=reach)
-        except Refused as refusal:
-            await abort_refused(context, refusal)
+        reach = authorize_scope(
+            current_identity(),
+            request.scope,
+            approved_by_me=request.approved_by_me,
+            admin_only=_admin_only(request),
+        )
+        check_scope_shape(request.scope, reach=reach)
         async with self._sessions() as session:
             return await preview_revocation(
                 session=session,
@@ -290,15 +283,12 @@ class RequestApi(request_service_pb2_grpc.RequestServiceServicer):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "the panic button needs a reason (audited)"
             )
-        try:
-            reach = authorize_scope(
-                identity,
-                request.scope,
-                approved_by_me=request.approved_by_me,
-                admin_only=_admin_only(request),
-            )
-        except Refused as refusal:
-            await abort_refused(context, refusal)
+        reach = authorize_scope(
+            identity,
+            request.scope,
+            approved_by_me=request.approved_by_me,
+            admin_only=_admin_only(request),
+        )
         async with self._work(context) as session:
             run = await revoke_scope(
                 session=session,
